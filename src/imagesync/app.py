@@ -1,0 +1,69 @@
+"""The ASGI application: `create_app(settings)` wires routers, errors and resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from imagesync import __version__, health
+from imagesync.catalog import api as catalog_api
+from imagesync.kit.db import create_engine, create_sessionmaker
+from imagesync.kit.errors import Conflict, error_response, install_error_handlers
+from imagesync.kit.logging import configure_logging
+from imagesync.kit.settings import Settings, ensure_sqlite_directory, load_settings
+
+log = structlog.get_logger(__name__)
+
+API_PREFIXES = ("", "/v10")  # TRAEDE's paths answer under /v10 too
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    router.include_router(catalog_api.router)
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_sqlite_directory(settings)
+        engine = create_engine(settings.async_database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        log.info("app.started", database=engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            await engine.dispose()
+            log.info("app.stopped")
+
+    app = FastAPI(
+        title="imagesync",
+        version=__version__,
+        summary="Keeps product images in sync with an external source (TRAEDE's API).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_exception_handler(IntegrityError, _on_integrity_error)
+    routes = api_router()
+    for prefix in API_PREFIXES:
+        app.include_router(routes, prefix=prefix, include_in_schema=not prefix)
+        app.include_router(health.router, prefix=prefix, include_in_schema=not prefix)
+    return app
+
+
+async def _on_integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Two requests raced to create the same product, SKU or attribute: the loser's
+    # transaction is rolled back whole; sending it again applies it.
+    log.warning("http.integrity_conflict", error=str(exc.__cause__ or exc))
+    return error_response(Conflict("A concurrent request changed the same records; retry"))

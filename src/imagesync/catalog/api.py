@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from imagesync.catalog import service
+from imagesync.catalog.schemas import (
+    AttributeList,
+    AttributeSyncRequest,
+    AttributeSyncResult,
+    ProductPage,
+    ProductRead,
+    ProductSyncRequest,
+    ProductSyncResult,
+)
+from imagesync.deps import AccountDep, SessionDep
+from imagesync.kit.errors import ErrorResponse
+from imagesync.kit.pagination import PageDep
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
+    422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
+}
+
+router = APIRouter(responses=ERRORS)
+
+
+@router.post("/attributes/sync", tags=["attributes"])
+async def sync_attributes(
+    body: AttributeSyncRequest, session: SessionDep, account: AccountDep
+) -> AttributeSyncResult:
+    """Create or update attributes and their values' codes (image rules match on codes)."""
+    return await service.sync_attributes(session, account, body)
+
+
+@router.get("/attributes", tags=["attributes"])
+async def list_attributes(session: SessionDep, account: AccountDep) -> AttributeList:
+    """List the account's attributes with their values and codes."""
+    return AttributeList(attributes=await service.list_attributes(session, account))
+
+
+@router.post("/products/sync", tags=["products"])
+async def sync_products(
+    body: ProductSyncRequest, session: SessionDep, account: AccountDep
+) -> ProductSyncResult:
+    """Create, update or delete up to 100 products and their variants, by item number and SKU."""
+    return await service.sync_products(session, account, body)
+
+
+@router.get("/products", tags=["products"])
+async def list_products(session: SessionDep, account: AccountDep, page: PageDep) -> ProductPage:
+    """List products by item number, a page at a time."""
+    products, total = await service.list_products(
+        session, account, offset=page.offset, limit=page.limit
+    )
+    return ProductPage(products=[service.product_read(p) for p in products], meta=page.meta(total))
+
+
+@router.get(
+    "/products/{item_number:path}",
+    tags=["products"],
+    responses={404: {"model": ErrorResponse, "description": "No such product"}},
+)
+async def get_product(item_number: str, session: SessionDep, account: AccountDep) -> ProductRead:
+    """One product with its variants and their attribute values."""
+    return service.product_read(await service.get_product(session, account, item_number))

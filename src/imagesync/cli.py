@@ -1,0 +1,163 @@
+"""The `imagesync` command: serve, migrate, accounts and tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesync.catalog import repository, service
+from imagesync.kit.db import create_engine, create_sessionmaker, migrate, session_scope
+from imagesync.kit.errors import ImageSyncError, NotFound
+from imagesync.kit.logging import configure_logging
+from imagesync.kit.settings import Settings, SettingsError, ensure_sqlite_directory, load_settings
+
+app = typer.Typer(
+    help="imagesync: keeps product images in sync with an external source.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+accounts_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    ensure_sqlite_directory(settings)
+    return settings
+
+
+def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Migrate, then run `work` in one committed transaction; errors exit with status 1."""
+    migrate(settings.async_database_url)
+
+    async def run() -> T:
+        engine = create_engine(settings.async_database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ImageSyncError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind [default: IMAGESYNC_HOST]."),
+    port: int | None = typer.Option(None, help="Port to bind [default: IMAGESYNC_PORT]."),
+    run_migrations: bool = typer.Option(
+        True, "--migrate/--no-migrate", help="Apply pending migrations first."
+    ),
+) -> None:
+    """Serve the API (and, later, its worker) on HOST:PORT."""
+    import uvicorn
+
+    from imagesync.app import create_app
+
+    settings = _settings(host=host, port=port)
+    if run_migrations:
+        migrate(settings.async_database_url)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=False,
+    )
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Apply pending database migrations."""
+    settings = _settings()
+    migrate(settings.async_database_url)
+    out.print("database is up to date")
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
+) -> None:
+    """Create an account and print its first API token (shown once)."""
+    issued = _in_transaction(_settings(), lambda s: service.create_account(s, name))
+    if as_json:
+        typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
+    else:
+        out.print(f"account [bold]{issued.account}[/bold] created; its API token (shown once):")
+        typer.echo(issued.token)
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """List accounts."""
+    accounts = _in_transaction(_settings(), repository.list_accounts)
+    table = Table("account", "created")
+    for account in accounts:
+        table.add_row(account.name, account.created_at.isoformat(timespec="seconds"))
+    out.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    account: str,
+    as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
+) -> None:
+    """Issue another API token for ACCOUNT (shown once)."""
+    issued = _in_transaction(_settings(), lambda s: service.create_token(s, account))
+    if as_json:
+        typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
+    else:
+        typer.echo(issued.token)
+
+
+@tokens_app.command("list")
+def tokens_list(account: str) -> None:
+    """List ACCOUNT's tokens by prefix (the tokens themselves are not stored)."""
+
+    async def work(session: AsyncSession) -> list[tuple[str, str, str]]:
+        found = await repository.get_account_by_name(session, account)
+        if found is None:
+            raise NotFound(f"No account {account!r}")
+        return [
+            (
+                t.prefix,
+                t.created_at.isoformat(timespec="seconds"),
+                t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
+            )
+            for t in await repository.list_tokens(session, found.id)
+        ]
+
+    table = Table("prefix", "created", "revoked")
+    for row in _in_transaction(_settings(), work):
+        table.add_row(*row)
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_prefix: str) -> None:
+    """Revoke the token starting with TOKEN_PREFIX (at least 8 characters)."""
+    token = _in_transaction(_settings(), lambda s: service.revoke_token(s, token_prefix))
+    out.print(f"token {token.prefix}… of account {token.account.name} revoked")

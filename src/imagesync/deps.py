@@ -1,0 +1,39 @@
+"""Request dependencies as `Annotated` aliases; process-wide resources live on app.state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.catalog import service as catalog_service
+from imagesync.catalog.models import Account
+from imagesync.kit.db import session_scope
+from imagesync.kit.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with session_scope(sessionmaker) as session:
+        yield session
+
+
+async def _account(
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Account:
+    return await catalog_service.authenticate(session, authorization)
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+# scope="function": the commit runs before the response is sent, so a failed commit
+# becomes a 500 instead of a success the client already received.
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+AccountDep = Annotated[Account, Depends(_account)]

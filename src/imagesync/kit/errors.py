@@ -1,0 +1,219 @@
+"""The error hierarchy and its one renderer, in TRAEDE's error shape:
+
+    {"errors": [{"status": 422, "code": "validation_error", "title": "...",
+                 "detail": "...", "source": {"pointer": "/products/0/sku"}}]}
+
+Raise an `ImageSyncError` (or a subclass) anywhere below a route; the handler turns it
+into that shape. Validation of a request reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorSource(BaseModel):
+    pointer: str | None = None
+    parameter: str | None = None
+    header: str | None = None
+
+
+class ErrorObject(BaseModel):
+    status: int
+    code: str
+    title: str
+    detail: str
+    source: ErrorSource | None = None
+
+
+class ErrorResponse(BaseModel):
+    errors: list[ErrorObject]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem with a request; `pointer` is a JSON pointer into the body."""
+
+    detail: str
+    pointer: str | None = None
+    parameter: str | None = None
+    code: str | None = None
+    title: str | None = None
+
+
+class ImageSyncError(Exception):
+    """Base of every error the API renders. Subclasses fix status, code and title."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, problems: Sequence[Problem] = ()) -> None:
+        self.detail = detail or self.title
+        self.problems = tuple(problems)
+        super().__init__(self.detail)
+
+    def to_objects(self) -> list[ErrorObject]:
+        if not self.problems:
+            return [
+                ErrorObject(
+                    status=self.status, code=self.code, title=self.title, detail=self.detail
+                )
+            ]
+        return [
+            ErrorObject(
+                status=self.status,
+                code=problem.code or self.code,
+                title=problem.title or self.title,
+                detail=problem.detail,
+                source=_source(problem),
+            )
+            for problem in self.problems
+        ]
+
+
+class ValidationFailed(ImageSyncError):
+    status = 422
+    code = "validation_error"
+    title = "Invalid request"
+
+
+class Unauthorized(ImageSyncError):
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+
+class NotFound(ImageSyncError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(ImageSyncError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(ImageSyncError):
+    status = 413
+    code = "payload_too_large"
+    title = "Request body too large"
+
+
+def json_pointer(parts: Iterable[str | int]) -> str:
+    """RFC 6901 pointer from path parts: ("products", 0, "sku") -> "/products/0/sku"."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _source(problem: Problem) -> ErrorSource | None:
+    if problem.pointer is None and problem.parameter is None:
+        return None
+    return ErrorSource(pointer=problem.pointer, parameter=problem.parameter)
+
+
+_PYDANTIC_TITLES = {
+    "missing": "Required field missing",
+    "extra_forbidden": "Unknown field",
+    "json_invalid": "Malformed JSON",
+}
+
+
+def problems_from_validation(errors: Sequence[Any]) -> list[Problem]:
+    """Translate FastAPI/pydantic validation errors into problems with pointers."""
+    problems: list[Problem] = []
+    for error in errors:
+        loc = list(error.get("loc", ()))
+        kind = error.get("type", "")
+        where, path = (loc[0], loc[1:]) if loc else ("body", [])
+        # Pydantic names union branches and tagged models in the location; drop them.
+        path = [
+            p for p in path if isinstance(p, int) or not str(p).startswith(("function-", "tagged-"))
+        ]
+        title = _PYDANTIC_TITLES.get(kind, "Invalid value")
+        if kind == "json_invalid":
+            detail = (
+                f"The body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}"
+            )
+            problems.append(Problem(detail=detail, pointer="", title=title))
+        elif kind == "extra_forbidden":
+            problems.append(
+                Problem(
+                    detail=f"Unknown field {path[-1]!r}; check its spelling",
+                    pointer=json_pointer(path),
+                    title=title,
+                )
+            )
+        elif where == "body":
+            problems.append(
+                Problem(detail=str(error.get("msg")), pointer=json_pointer(path), title=title)
+            )
+        else:
+            name = str(path[0]) if path else str(where)
+            problems.append(Problem(detail=str(error.get("msg")), parameter=name, title=title))
+    return problems
+
+
+def error_response(exc: ImageSyncError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(errors=exc.to_objects())
+    return JSONResponse(
+        body.model_dump(mode="json", exclude_none=True), status_code=exc.status, headers=headers
+    )
+
+
+async def _on_imagesync_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageSyncError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return error_response(exc, headers)
+
+
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(ValidationFailed(problems=problems_from_validation(exc.errors())))
+
+
+class _HTTPError(ImageSyncError):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        phrase = HTTPStatus(status).phrase
+        self.title = phrase
+        self.code = phrase.lower().replace(" ", "_").replace("-", "_")
+        super().__init__(detail)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    response = error_response(_HTTPError(exc.status_code, detail))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("http.unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
+    return error_response(ImageSyncError("The server failed; the error is logged."))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ImageSyncError, _on_imagesync_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,90 @@
+"""Service settings, read from `IMAGESYNC_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "IMAGESYNC_"
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///./data/imagesync.db",
+        description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB.",
+    )
+    storage_url: str = Field(
+        default="./data/files", description="Where image files are stored (a directory)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `imagesync serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `imagesync serve` uses.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level of log events written."
+    )
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="`console` for people, `json` for log collectors."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        normalize_database_url(value)
+        return value
+
+    @property
+    def async_database_url(self) -> str:
+        return normalize_database_url(self.database_url)
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL forms people write to the async drivers the service runs on."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("must look like sqlite:///PATH or postgresql+psycopg://USER@HOST/DB")
+    match scheme:
+        case "sqlite" | "sqlite+aiosqlite":
+            return f"sqlite+aiosqlite://{rest}"
+        case "postgresql" | "postgres" | "postgresql+psycopg" | "postgresql+psycopg_async":
+            return f"postgresql+psycopg://{rest}"
+        case _:
+            raise ValueError(f"unsupported database {scheme!r}: use sqlite or postgresql")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; unknown `IMAGESYNC_*` variables are refused,
+    since they are usually typos that would otherwise be silently ignored."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    problems = [
+        f"{key}: unknown setting"
+        for key in os.environ
+        if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    ]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}")
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(sorted(problems)))
+    return settings
+
+
+def ensure_sqlite_directory(settings: Settings) -> None:
+    """Create the folder of a SQLite database file, so the default works on a fresh clone."""
+    url = settings.async_database_url
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix) :].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)

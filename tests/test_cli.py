@@ -1,0 +1,90 @@
+"""The `imagesync` command, run in-process against a real SQLite file and PostgreSQL."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from imagesync.app import create_app
+from imagesync.cli import app as cli
+from imagesync.kit.settings import Settings
+from tests.factories import auth
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("IMAGESYNC_DATABASE_URL", database_url)
+    return database_url
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(cli, list(args))
+    return result.exit_code, result.stdout
+
+
+async def status_with(database_url: str, token: str) -> int:
+    app = create_app(Settings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/products", headers=auth(token))).status_code
+
+
+def test_accounts_create_json_prints_a_working_token(env: str) -> None:
+    code, output = invoke("accounts", "create", "acme", "--json")
+    assert code == 0, output
+    printed = json.loads(output)
+    assert printed["account"] == "acme"
+    assert printed["token"].startswith("isk_")
+
+    assert asyncio.run(status_with(env, printed["token"])) == 200
+
+
+def test_account_names_are_unique(env: str) -> None:  # noqa: ARG001
+    assert invoke("accounts", "create", "acme")[0] == 0
+    code, _ = invoke("accounts", "create", "acme")
+    assert code == 1
+    code, output = invoke("accounts", "list")
+    assert code == 0
+    assert output.count("acme") == 1
+
+
+def test_tokens_create_list_and_revoke(env: str) -> None:
+
+    first = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+    code, output = invoke("tokens", "create", "acme", "--json")
+    assert code == 0
+    second = json.loads(output)["token"]
+
+    code, output = invoke("tokens", "revoke", first[:12])
+    assert code == 0, output
+    assert asyncio.run(status_with(env, first)) == 401
+    assert asyncio.run(status_with(env, second)) == 200
+
+    code, output = invoke("tokens", "list", "acme")
+    assert code == 0
+    assert first[:12] in output
+    assert second[:12] in output
+    assert first not in output
+    assert second not in output
+
+
+def test_revoking_an_unknown_token_fails(env: str) -> None:  # noqa: ARG001
+    invoke("accounts", "create", "acme")
+    assert invoke("tokens", "revoke", "isk_zzzzzzzz")[0] == 1
+    assert invoke("tokens", "create", "nobody")[0] == 1
+
+
+def test_bad_settings_exit_2_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMAGESYNC_PROT", "1")
+    result = runner.invoke(cli, ["migrate"])
+    assert result.exit_code == 2
+    assert "IMAGESYNC_PROT" in result.stderr
