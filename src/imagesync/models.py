@@ -9,13 +9,20 @@ from imagesync.catalog.models import (
     Variant,
     VariantAttribute,
 )
+from imagesync.sync.models import Blob, Image, ImageVariant, Source, SyncJob, SyncJobProduct
 
 __all__ = [
     "Account",
     "ApiToken",
     "Attribute",
     "AttributeValue",
+    "Blob",
+    "Image",
+    "ImageVariant",
     "Product",
+    "Source",
+    "SyncJob",
+    "SyncJobProduct",
     "Variant",
     "VariantAttribute",
 ]

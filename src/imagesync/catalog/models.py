@@ -68,6 +68,8 @@ class Product(Base):
     item_number: Mapped[str] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(String(255), default=None)
     use_sort_b2c: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The seq of the newest image sync applied; an older one arriving later is superseded.
+    last_applied_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from imagesync.kit.db import Base, UTCDateTime, utcnow
+
+
+class Blob(Base):
+    """Stored bytes, content-addressed: one row and one file per distinct sha256."""
+
+    __tablename__ = "blob"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(50))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Source(Base):
+    """The account's "seen before" memory: an identity (URL or existance_key) that was
+    downloaded once, and the blob it gave. A known identity is never downloaded again."""
+
+    __tablename__ = "source"
+    __table_args__ = (UniqueConstraint("account_id", "identity_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    identity_kind: Mapped[str] = mapped_column(String(20))
+    # URLs can be longer than an index entry may be; uniqueness is on the hash.
+    identity: Mapped[str] = mapped_column(Text)
+    identity_hash: Mapped[str] = mapped_column(String(64))
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)  # the URL it was downloaded from
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    blob: Mapped[Blob] = relationship(lazy="raise")
+
+
+class Image(Base):
+    __tablename__ = "image"
+    __table_args__ = (UniqueConstraint("product_id", "source_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("product.id", ondelete="CASCADE"), index=True
+    )
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"), index=True)
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    existance_key: Mapped[str | None] = mapped_column(Text, default=None)
+    sort: Mapped[int] = mapped_column(Integer)
+    sort_b2c: Mapped[int | None] = mapped_column(Integer, default=None)
+    alt: Mapped[str | None] = mapped_column(Text, default=None)
+    filename: Mapped[str] = mapped_column(String(255))
+    custom_filename: Mapped[str | None] = mapped_column(String(255), default=None)
+    attach_rule: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    source: Mapped[Source] = relationship(lazy="raise")
+    blob: Mapped[Blob] = relationship(lazy="raise")
+    variant_links: Mapped[list[ImageVariant]] = relationship(
+        lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ImageVariant(Base):
+    """An image attached to a variant; derived from the image's rule and the variants."""
+
+    __tablename__ = "image_variant"
+    __table_args__ = (Index("ix_image_variant_variant", "variant_id"),)
+
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("image.id", ondelete="CASCADE"), primary_key=True
+    )
+    variant_id: Mapped[int] = mapped_column(
+        ForeignKey("variant.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class SyncJob(Base):
+    __tablename__ = "sync_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    products: Mapped[list[SyncJobProduct]] = relationship(
+        lazy="raise", order_by="SyncJobProduct.position", back_populates="job"
+    )
+
+
+class SyncJobProduct(Base):
+    """One product of a job. `seq` orders a product's syncs in submission order."""
+
+    __tablename__ = "sync_job_product"
+    __table_args__ = (
+        Index("ix_sync_job_product_pending", "status", "lease_expires_at"),
+        Index("ix_sync_job_product_item", "account_id", "item_number", "seq"),
+        # seq must never be reused: SQLite would otherwise hand out a deleted max again.
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("sync_job.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("account.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    item_number: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    job: Mapped[SyncJob] = relationship(lazy="raise", back_populates="products")

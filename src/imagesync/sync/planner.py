@@ -1,0 +1,155 @@
+"""The pure core of a product's image sync: current images + requested images + the
+product's variants -> a plan (create / keep / update / skip / delete).
+
+No I/O here; the worker decides which creates need a download and applies the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+IdentityKind = Literal["url", "existance_key"]
+
+
+@dataclass(frozen=True, order=True)
+class Identity:
+    """What makes an image "seen before": its `existance_key` if given, else its URL."""
+
+    kind: IdentityKind
+    value: str
+
+
+def identity_of(url: str, existance_key: str | None) -> Identity:
+    if existance_key is not None:
+        return Identity("existance_key", existance_key)
+    return Identity("url", url)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image as the request describes it."""
+
+    url: str
+    sort: int
+    sort_b2c: int | None = None
+    existance_key: str | None = None
+    alt: str | None = None
+    filename: str | None = None
+    attach_rule: Mapping[str, str] | None = None
+    skip_if_no_variant_matches: bool = False
+
+    @property
+    def identity(self) -> Identity:
+        return identity_of(self.url, self.existance_key)
+
+
+@dataclass(frozen=True)
+class CurrentImage:
+    """An image the product has now."""
+
+    image_id: str
+    spec: ImageSpec
+    variant_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class VariantCodes:
+    """A variant and its attribute codes by attribute name (a value may have no code)."""
+
+    variant_id: int
+    codes: Mapping[str, str | None]
+
+
+def matching_variants(
+    rule: Mapping[str, str] | None, variants: Sequence[VariantCodes]
+) -> frozenset[int]:
+    """The variants whose codes match every pair of the rule. No rule (or an empty one)
+    attaches the image to the product only."""
+    if not rule:
+        return frozenset()
+    return frozenset(
+        v.variant_id
+        for v in variants
+        if all(v.codes.get(name) == code for name, code in rule.items())
+    )
+
+
+@dataclass(frozen=True)
+class Create:
+    index: int  # position in the request
+    spec: ImageSpec
+    variant_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Keep:
+    index: int
+    image_id: str
+    spec: ImageSpec
+    variant_ids: frozenset[int]
+    changed: bool  # metadata or variant links differ from the current image
+
+
+@dataclass(frozen=True)
+class Skip:
+    index: int
+    spec: ImageSpec
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    creates: tuple[Create, ...] = ()
+    keeps: tuple[Keep, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    deletes: tuple[str, ...] = ()  # image ids
+    use_sort_b2c: bool | None = None  # None: leave as it is
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def is_noop(self) -> bool:
+        return not (self.creates or self.deletes or any(k.changed for k in self.keeps))
+
+
+def plan_product_sync(
+    current: Sequence[CurrentImage],
+    requested: Sequence[ImageSpec],
+    variants: Sequence[VariantCodes],
+    *,
+    use_sort_b2c: bool | None = None,
+) -> ProductPlan:
+    """Plan the product's image set to become exactly `requested`.
+
+    - A requested identity the product has is kept and takes the request's metadata
+      (and, matched by `existance_key`, its new URL); its file is never downloaded again.
+    - A new identity is created, unless its `skip_if_no_variant_matches` is set and no
+      variant matches its rule; that skip never deletes an existing image.
+    - Every current image whose identity is not requested is deleted.
+    Identities within `requested` are unique (the request is validated before planning).
+    """
+    by_identity = {image.spec.identity: image for image in current}
+    creates: list[Create] = []
+    keeps: list[Keep] = []
+    skips: list[Skip] = []
+    wanted: set[Identity] = set()
+    for index, spec in enumerate(requested):
+        variant_ids = matching_variants(spec.attach_rule, variants)
+        existing = by_identity.get(spec.identity)
+        if existing is not None:
+            wanted.add(spec.identity)
+            changed = (
+                _metadata(existing.spec) != _metadata(spec) or existing.variant_ids != variant_ids
+            )
+            keeps.append(Keep(index, existing.image_id, spec, variant_ids, changed))
+        elif spec.skip_if_no_variant_matches and spec.attach_rule and not variant_ids:
+            skips.append(Skip(index, spec))
+        else:
+            creates.append(Create(index, spec, variant_ids))
+    deletes = tuple(image.image_id for image in current if image.spec.identity not in wanted)
+    return ProductPlan(tuple(creates), tuple(keeps), tuple(skips), deletes, use_sort_b2c)
+
+
+def _metadata(spec: ImageSpec) -> tuple[object, ...]:
+    rule = tuple(sorted(spec.attach_rule.items())) if spec.attach_rule else None
+    return (spec.url, spec.sort, spec.sort_b2c, spec.existance_key, spec.alt, spec.filename, rule)
