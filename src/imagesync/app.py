@@ -13,10 +13,16 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
+from imagesync.fetch.downloader import FetchLimits, SafeFetcher
 from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.errors import Conflict, error_response, install_error_handlers
+from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, ensure_sqlite_directory, load_settings
+from imagesync.storage.local import open_store
+from imagesync.sync import api as sync_api
+from imagesync.sync.service import SyncContext
+from imagesync.sync.worker import SyncWorker
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +31,8 @@ API_PREFIXES = ("", "/v10")  # TRAEDE's paths answer under /v10 too
 
 def api_router() -> APIRouter:
     router = APIRouter()
+    # Image routes first: /products/{item_number:path} would swallow .../images.
+    router.include_router(sync_api.router)
     router.include_router(catalog_api.router)
     return router
 
@@ -39,12 +47,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.async_database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        log.info("app.started", database=engine.url.render_as_string(hide_password=True))
-        try:
-            yield
-        finally:
-            await engine.dispose()
-            log.info("app.stopped")
+        store = open_store(settings.storage_url)
+        app.state.store = store
+        limits = FetchLimits(
+            max_bytes=settings.fetch_max_bytes,
+            total_timeout=settings.fetch_timeout_seconds,
+            retries=settings.fetch_retries,
+            backoff_base=settings.fetch_retry_base_seconds,
+            concurrency=settings.download_concurrency,
+        )
+        async with SafeFetcher(
+            allow=settings.fetch_allow_pairs, limits=limits, temp_dir=store.temp_dir
+        ) as fetcher:
+            ctx = SyncContext(app.state.sessionmaker, fetcher, store)
+            app.state.sync_context = ctx
+            worker = SyncWorker(ctx, concurrency=settings.worker_concurrency)
+            if settings.embedded_worker:
+                app.state.worker = worker
+                await worker.start(sole_worker=engine.dialect.name == "sqlite")
+            log.info(
+                "app.started",
+                database=engine.url.render_as_string(hide_password=True),
+                embedded_worker=settings.embedded_worker,
+            )
+            try:
+                yield
+            finally:
+                await worker.stop()
+                await engine.dispose()
+                log.info("app.stopped")
 
     app = FastAPI(
         title="imagesync",
@@ -53,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     routes = api_router()

@@ -15,6 +15,7 @@ from imagesync.catalog.schemas import (
 from imagesync.deps import AccountDep, SessionDep
 from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.pagination import PageDep
+from imagesync.sync import service as sync_service
 
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
@@ -29,7 +30,9 @@ async def sync_attributes(
     body: AttributeSyncRequest, session: SessionDep, account: AccountDep
 ) -> AttributeSyncResult:
     """Create or update attributes and their values' codes (image rules match on codes)."""
-    return await service.sync_attributes(session, account, body)
+    result = await service.sync_attributes(session, account, body)
+    await sync_service.relink_account(session, account)  # codes decide image attachments
+    return result
 
 
 @router.get("/attributes", tags=["attributes"])
@@ -43,7 +46,12 @@ async def sync_products(
     body: ProductSyncRequest, session: SessionDep, account: AccountDep
 ) -> ProductSyncResult:
     """Create, update or delete up to 100 products and their variants, by item number and SKU."""
-    return await service.sync_products(session, account, body)
+    result = await service.sync_products(session, account, body)
+    changed = [p.item_number for p in result.products if p.result in ("created", "updated")]
+    await sync_service.relink_products(
+        session, await service.product_ids(session, account, changed)
+    )
+    return result
 
 
 @router.get("/products", tags=["products"])

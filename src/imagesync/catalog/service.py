@@ -281,6 +281,12 @@ async def list_products(
     return await repository.list_products(session, account.id, offset=offset, limit=limit)
 
 
+async def product_ids(
+    session: AsyncSession, account: Account, item_numbers: Sequence[str]
+) -> list[int]:
+    return [p.id for p in await repository.get_products(session, account.id, item_numbers)]
+
+
 class _AttributeResolver:
     """Finds or creates attribute values by (name, value) for one request."""
 

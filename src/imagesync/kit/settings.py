@@ -35,6 +35,37 @@ class Settings(BaseSettings):
         default="console", description="`console` for people, `json` for log collectors."
     )
 
+    fetch_allow: str = Field(
+        default="",
+        description="Comma-separated host:port pairs that may be fetched although they are "
+        "private or loopback (e.g. 127.0.0.1:8080). Nothing else private is ever fetched.",
+    )
+    fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest download.")
+    fetch_timeout_seconds: float = Field(default=120.0, gt=0, description="Deadline per download.")
+    fetch_retries: int = Field(default=3, ge=0, le=10, description="Retries of transient failures.")
+    fetch_retry_base_seconds: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles each time, with jitter."
+    )
+    download_concurrency: int = Field(default=8, ge=1, description="Downloads at once.")
+    worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
+    embedded_worker: bool = Field(default=True, description="Run the worker inside `serve`.")
+    max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request.")
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _allow_pairs(cls, value: str) -> str:
+        from imagesync.fetch.guard import parse_allow_list
+
+        parse_allow_list(p for p in value.split(",") if p.strip())
+        return value
+
+    @property
+    def fetch_allow_pairs(self) -> frozenset[tuple[str, int]]:
+        from imagesync.fetch.guard import parse_allow_list
+
+        return parse_allow_list(p for p in self.fetch_allow.split(",") if p.strip())
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:

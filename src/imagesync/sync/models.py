@@ -93,9 +93,9 @@ class SyncJob(Base):
     account_id: Mapped[int] = mapped_column(
         ForeignKey("account.id", ondelete="CASCADE"), index=True
     )
-    status: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # No status column: a job's status is derived from its products, so two products
+    # finishing at once cannot leave it stale.
 
     products: Mapped[list[SyncJobProduct]] = relationship(
         lazy="raise", order_by="SyncJobProduct.position", back_populates="job"

@@ -59,9 +59,7 @@ def upgrade() -> None:
         "sync_job",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["account.id"],

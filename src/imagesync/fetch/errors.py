@@ -1,0 +1,53 @@
+"""The downloader's failures, each with a stable code that job results carry."""
+
+from __future__ import annotations
+
+
+class FetchError(Exception):
+    code = "download_failed"
+    retryable = False
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class InvalidUrl(FetchError):
+    code = "invalid_url"
+
+
+class AddressRefused(FetchError):
+    """The URL leads to an address the service must not connect to."""
+
+    code = "address_refused"
+
+
+class HttpStatusError(FetchError):
+    code = "download_http_error"
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"origin answered {status}")
+        self.status = status
+        self.retryable = status in (408, 429) or status >= 500
+
+
+class DownloadTimeout(FetchError):
+    code = "timeout"
+    retryable = True
+
+
+class ConnectionFailed(FetchError):
+    code = "connection_error"
+    retryable = True
+
+
+class TooLarge(FetchError):
+    code = "too_large"
+
+
+class TooManyRedirects(FetchError):
+    code = "too_many_redirects"
+
+
+class BadRedirect(FetchError):
+    code = "bad_redirect"

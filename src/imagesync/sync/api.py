@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.responses import Response as RawResponse
+
+from imagesync.deps import AccountDep, SessionDep, SettingsDep
+from imagesync.kit.db import session_scope
+from imagesync.kit.errors import ErrorResponse, NotFound
+from imagesync.sync import service
+from imagesync.sync.schemas import ImageList, ImageSyncRequest, SyncJobRead
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
+    404: {"model": ErrorResponse, "description": "Not found"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+    422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
+}
+MAX_WAIT_SECONDS = 60
+
+router = APIRouter(responses=ERRORS)
+
+
+@router.post(
+    "/products/images/sync",
+    tags=["images"],
+    status_code=202,
+    responses={200: {"model": SyncJobRead, "description": "The job finished"}},
+)
+async def sync_images(
+    body: ImageSyncRequest,
+    request: Request,
+    response: Response,
+    account: AccountDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the job to finish."),
+    ] = 0,
+) -> SyncJobRead:
+    """Sync the complete image list of up to 10 products; images left out are deleted."""
+    sessionmaker = request.app.state.sessionmaker
+    # Its own transaction: the job must be committed before a worker is told about it.
+    async with session_scope(sessionmaker) as session:
+        job = await service.submit(
+            session, account, body, max_images=settings.max_images_per_product
+        )
+        job_id = job.id
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        worker.wake()
+    deadline = time.monotonic() + wait
+    while True:
+        async with session_scope(sessionmaker) as session:
+            read = service.job_read(await service.get_job(session, account, job_id))
+        if read.status not in ("queued", "running") or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job_id))
+    if read.status not in ("queued", "running"):
+        response.status_code = 200
+    return read
+
+
+@router.get("/products/images/sync/{job_id}", tags=["images"], name="get_sync_job")
+async def get_sync_job(job_id: str, session: SessionDep, account: AccountDep) -> SyncJobRead:
+    """An image sync job: its status and, per product, what happened to each image."""
+    return service.job_read(await service.get_job(session, account, job_id))
+
+
+@router.get("/products/{item_number:path}/images", tags=["images"])
+async def list_product_images(
+    item_number: str,
+    request: Request,
+    session: SessionDep,
+    account: AccountDep,
+    channel: Annotated[
+        Literal["b2b", "b2c"] | None,
+        Query(description="b2c orders by sort_b2c when the product uses B2C sorting"),
+    ] = None,
+) -> ImageList:
+    """A product's images in sort order, with their variants and stored file."""
+    return ImageList(
+        images=await service.list_images(
+            session, account, item_number, channel=channel, base_url=str(request.base_url)
+        )
+    )
+
+
+@router.get(
+    "/images/{image_id}/{filename}",
+    tags=["images"],
+    response_class=RawResponse,
+    responses={200: {"content": {"image/*": {}}, "description": "The stored file"}},
+)
+async def image_file(
+    image_id: str, filename: str, request: Request, session: SessionDep
+) -> RawResponse:
+    """The stored bytes of an image. The URL is unguessable and its bytes never change."""
+    image = await service.get_image_file(session, image_id)
+    if filename != image.filename:
+        raise NotFound(f"Image {image_id!r} is named {image.filename!r}")
+    store = request.app.state.store
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "ETag": f'"{image.blob.sha256}"',
+        "Content-Disposition": f'inline; filename="{image.filename}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+    path = store.local_path(image.blob.storage_key)
+    if path is not None:
+        return FileResponse(path, media_type=image.blob.content_type, headers=headers)
+    return RawResponse(
+        await store.read(image.blob.storage_key),
+        media_type=image.blob.content_type,
+        headers=headers,
+    )

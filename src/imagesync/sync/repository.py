@@ -1,0 +1,202 @@
+"""All SQL of image sync. Every query on account data is scoped by `account_id`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from imagesync.catalog.models import Attribute, AttributeValue, Product, Variant, VariantAttribute
+from imagesync.sync.models import Blob, Image, Source, SyncJob, SyncJobProduct
+from imagesync.sync.planner import VariantCodes
+
+
+async def get_product(session: AsyncSession, account_id: int, item_number: str) -> Product | None:
+    stmt = select(Product).where(
+        Product.account_id == account_id, Product.item_number == item_number
+    )
+    return await session.scalar(stmt.execution_options(populate_existing=True))
+
+
+async def take_product_for_seq(session: AsyncSession, product_id: int, seq: int) -> bool:
+    """Mark `seq` as the product's newest applied sync, if no newer one was applied.
+
+    Run it first in the applying transaction: the UPDATE holds the product's row (and on
+    SQLite the write lock) until commit, so appliers of one product go one at a time,
+    and an older sync that arrives after a newer one finds nothing to update.
+    """
+    stmt = (
+        update(Product)
+        .where(Product.id == product_id, Product.last_applied_seq < seq)
+        .values(last_applied_seq=seq)
+    )
+    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
+    return result.rowcount == 1
+
+
+async def product_images(session: AsyncSession, product_id: int) -> Sequence[Image]:
+    stmt = (
+        select(Image)
+        .where(Image.product_id == product_id)
+        .options(selectinload(Image.blob), selectinload(Image.variant_links))
+        .order_by(Image.sort, Image.created_at, Image.id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def variant_codes(
+    session: AsyncSession, product_ids: Collection[int]
+) -> dict[int, list[VariantCodes]]:
+    """Each product's variants with their attribute codes by attribute name."""
+    stmt = (
+        select(Variant.product_id, Variant.id, Attribute.name, AttributeValue.code)
+        .outerjoin(VariantAttribute, VariantAttribute.variant_id == Variant.id)
+        .outerjoin(AttributeValue, AttributeValue.id == VariantAttribute.attribute_value_id)
+        .outerjoin(Attribute, Attribute.id == VariantAttribute.attribute_id)
+        .where(Variant.product_id.in_(product_ids))
+        .order_by(Variant.id)
+    )
+    codes: dict[int, dict[int, dict[str, str | None]]] = defaultdict(dict)
+    for product_id, variant_id, name, code in await session.execute(stmt):
+        variant = codes[product_id].setdefault(variant_id, {})
+        if name is not None:
+            variant[name] = code
+    return {
+        pid: [VariantCodes(vid, c) for vid, c in variants.items()]
+        for pid, variants in codes.items()
+    }
+
+
+async def variant_skus(session: AsyncSession, variant_ids: Collection[int]) -> dict[int, str]:
+    if not variant_ids:
+        return {}
+    rows = await session.execute(select(Variant.id, Variant.sku).where(Variant.id.in_(variant_ids)))
+    return {row.id: row.sku for row in rows}
+
+
+async def find_sources(
+    session: AsyncSession, account_id: int, identity_hashes: Collection[str]
+) -> dict[str, Source]:
+    if not identity_hashes:
+        return {}
+    stmt = (
+        select(Source)
+        .where(Source.account_id == account_id, Source.identity_hash.in_(identity_hashes))
+        .options(selectinload(Source.blob))
+    )
+    return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
+
+
+async def get_blob(session: AsyncSession, sha256: str) -> Blob | None:
+    return await session.scalar(select(Blob).where(Blob.sha256 == sha256))
+
+
+async def get_image(session: AsyncSession, image_id: str) -> Image | None:
+    return await session.scalar(
+        select(Image).where(Image.id == image_id).options(selectinload(Image.blob))
+    )
+
+
+async def get_job(session: AsyncSession, account_id: int, job_id: str) -> SyncJob | None:
+    stmt = (
+        select(SyncJob)
+        .where(SyncJob.id == job_id, SyncJob.account_id == account_id)
+        .options(selectinload(SyncJob.products))
+        .execution_options(populate_existing=True)
+    )
+    return await session.scalar(stmt)
+
+
+async def get_job_any(session: AsyncSession, job_id: str) -> SyncJob:
+    """A job whatever its account (workers and tests; never reachable from a route)."""
+    stmt = select(SyncJob).where(SyncJob.id == job_id).options(selectinload(SyncJob.products))
+    job = await session.scalar(stmt)
+    assert job is not None, job_id
+    return job
+
+
+async def get_entry(session: AsyncSession, seq: int) -> SyncJobProduct | None:
+    return await session.get(SyncJobProduct, seq, populate_existing=True)
+
+
+async def claimable_entries(session: AsyncSession, now: datetime, limit: int) -> Sequence[int]:
+    stmt = (
+        select(SyncJobProduct.seq).where(_claimable(now)).order_by(SyncJobProduct.seq).limit(limit)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def claim_entry(
+    session: AsyncSession, seq: int, now: datetime, lease_until: datetime
+) -> bool:
+    """Take one entry; false when another worker took it first."""
+    stmt = (
+        update(SyncJobProduct)
+        .where(SyncJobProduct.seq == seq, _claimable(now))
+        .values(
+            status="running",
+            lease_expires_at=lease_until,
+            attempts=SyncJobProduct.attempts + 1,
+        )
+    )
+    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
+    return result.rowcount == 1
+
+
+def _claimable(now: datetime):  # type: ignore[no-untyped-def]
+    return or_(
+        SyncJobProduct.status == "queued",
+        (SyncJobProduct.status == "running") & (SyncJobProduct.lease_expires_at < now),
+    )
+
+
+async def release_running(session: AsyncSession) -> int:
+    """Queue again every running entry (embedded mode: this process is the only worker)."""
+    stmt = (
+        update(SyncJobProduct)
+        .where(SyncJobProduct.status == "running")
+        .values(status="queued", lease_expires_at=None)
+    )
+    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
+    return result.rowcount
+
+
+async def has_unfinished_before(
+    session: AsyncSession, account_id: int, item_number: str, seq: int
+) -> bool:
+    stmt = select(SyncJobProduct.seq).where(
+        SyncJobProduct.account_id == account_id,
+        SyncJobProduct.item_number == item_number,
+        SyncJobProduct.seq < seq,
+        SyncJobProduct.status.in_(("queued", "running")),
+    )
+    return (await session.scalar(stmt.limit(1))) is not None
+
+
+async def products_with_rules(session: AsyncSession, account_id: int) -> Sequence[int]:
+    stmt = (
+        select(Image.product_id)
+        .join(Product, Product.id == Image.product_id)
+        .where(Product.account_id == account_id, Image.attach_rule.is_not(None))
+        .distinct()
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def images_of_products(
+    session: AsyncSession, product_ids: Collection[int]
+) -> Sequence[Image]:
+    if not product_ids:
+        return []
+    stmt = (
+        select(Image)
+        .where(Image.product_id.in_(product_ids))
+        .options(selectinload(Image.variant_links), selectinload(Image.blob))
+        .order_by(Image.sort, Image.created_at, Image.id)
+    )
+    return (await session.scalars(stmt)).all()

@@ -1,0 +1,156 @@
+"""TRAEDE's "Sync product images" contract and the job it answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from imagesync.kit.schemas import Key, Name, RequestModel
+
+MAX_PRODUCTS_PER_IMAGE_SYNC = 10
+Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class ImageIn(RequestModel):
+    url: Url = Field(description="A public http(s) URL of the image.")
+    sort: int = Field(description="The image's place among the product's images.")
+    sort_b2c: int | None = Field(default=None, description="A sort for B2C systems.")
+    existance_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("existance_key", "existence_key"),
+        description="Identifies the image instead of its URL, for URLs that expire.",
+    )
+    alt: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    attach_to_variants_matching_attribute_code: dict[Name, Key] | None = Field(
+        default=None, description='Attach to variants with these codes, e.g. {"Color": "100"}.'
+    )
+    skip_if_no_variant_matches_attribute_code: bool = Field(
+        default=False, description="Do not create a new image that matches no variant."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "existance_key" in data and "existence_key" in data:
+            raise ValueError("give existance_key or existence_key, not both")
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_http(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#":
+            raise ValueError("must be an absolute http or https URL")
+        if any(c in url for c in "\r\n\t "):
+            raise ValueError("must not contain whitespace")
+        return url
+
+
+class ProductImagesIn(RequestModel):
+    item_number: Key
+    use_sort_b2c: bool | None = Field(default=None, description="Absent leaves it unchanged.")
+    images: list[ImageIn] = Field(description="ALL the product's images; omitted ones are deleted.")
+
+
+class ImageSyncRequest(RequestModel):
+    """TRAEDE documents the list both as `products` and as `product_images`; either works."""
+
+    products: list[ProductImagesIn] | None = Field(
+        default=None, min_length=1, max_length=MAX_PRODUCTS_PER_IMAGE_SYNC
+    )
+    product_images: list[ProductImagesIn] | None = Field(
+        default=None, min_length=1, max_length=MAX_PRODUCTS_PER_IMAGE_SYNC
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_list(self) -> ImageSyncRequest:
+        if (self.products is None) == (self.product_images is None):
+            raise ValueError(
+                "send the products under exactly one of `products` or `product_images`"
+            )
+        return self
+
+    @property
+    def key(self) -> str:
+        return "products" if self.products is not None else "product_images"
+
+    @property
+    def items(self) -> list[ProductImagesIn]:
+        return self.products if self.products is not None else self.product_images or []
+
+
+JobStatus = Literal["queued", "running", "succeeded", "partially_failed", "failed"]
+ProductStatus = Literal["queued", "running", "succeeded", "failed", "superseded"]
+Outcome = Literal["created", "kept", "updated", "skipped", "failed", "not_applied"]
+
+
+class ImageError(BaseModel):
+    code: str
+    detail: str
+
+
+class ImageResult(BaseModel):
+    url: str
+    existance_key: str | None
+    outcome: Outcome
+    image_id: str | None = None
+    error: ImageError | None = None
+
+
+class SyncCounts(BaseModel):
+    created: int = 0
+    kept: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    downloaded: int = 0
+
+
+class ProductResult(BaseModel):
+    item_number: str
+    status: ProductStatus
+    error: ImageError | None = None
+    counts: SyncCounts = Field(default_factory=SyncCounts)
+    images: list[ImageResult] = Field(default_factory=list)
+
+
+class SyncJobRead(BaseModel):
+    id: str
+    status: JobStatus
+    created_at: datetime
+    finished_at: datetime | None
+    products: list[ProductResult]
+
+
+class ImageRead(BaseModel):
+    id: str
+    url: str
+    existance_key: str | None
+    sort: int
+    sort_b2c: int | None
+    alt: str | None
+    filename: str
+    variants: list[str]
+    width: int
+    height: int
+    content_type: str
+    size: int
+    sha256: str
+    file_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ImageList(BaseModel):
+    images: list[ImageRead]

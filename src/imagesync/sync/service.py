@@ -1,0 +1,620 @@
+"""Image sync use cases: submit a job, run one product of it, read jobs and images."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.catalog.models import Account, Product
+from imagesync.fetch.downloader import SafeFetcher
+from imagesync.fetch.errors import FetchError
+from imagesync.kit.db import session_scope, utcnow
+from imagesync.kit.errors import NotFound, Problem, ValidationFailed
+from imagesync.media.probe import MediaError, probe
+from imagesync.storage.local import BlobStore, blob_key
+from imagesync.sync import repository
+from imagesync.sync.models import Blob, Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.sync.planner import (
+    CurrentImage,
+    Identity,
+    ImageSpec,
+    ProductPlan,
+    matching_variants,
+    plan_product_sync,
+)
+from imagesync.sync.schemas import (
+    ImageError,
+    ImageRead,
+    ImageResult,
+    ImageSyncRequest,
+    JobStatus,
+    Outcome,
+    ProductImagesIn,
+    ProductResult,
+    SyncCounts,
+    SyncJobRead,
+)
+
+log = structlog.get_logger(__name__)
+
+FINISHED = ("succeeded", "failed", "superseded")
+
+
+def identity_hash(identity: Identity) -> str:
+    return hashlib.sha256(f"{identity.kind}\0{identity.value}".encode()).hexdigest()
+
+
+# -- submit -------------------------------------------------------------------------------
+
+
+def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
+    """The checks that span fields; the schema did the rest."""
+    key = request.key
+    problems: list[Problem] = []
+    numbers = Counter(p.item_number for p in request.items)
+    seen: set[str] = set()
+    for i, product in enumerate(request.items):
+        if numbers[product.item_number] > 1 and product.item_number in seen:
+            problems.append(
+                Problem(
+                    detail=f"{product.item_number!r} appears more than once in this request",
+                    pointer=f"/{key}/{i}/item_number",
+                    code="duplicate",
+                    title="Duplicate key",
+                )
+            )
+        seen.add(product.item_number)
+        if len(product.images) > max_images:
+            problems.append(
+                Problem(
+                    detail=f"{len(product.images)} images; at most {max_images} per product",
+                    pointer=f"/{key}/{i}/images",
+                    code="too_many_images",
+                    title="Too many images",
+                )
+            )
+        identities: dict[Identity, int] = {}
+        for j, image in enumerate(product.images):
+            identity = spec_of(image_payload=image.model_dump()).identity
+            if identity in identities:
+                field = "existance_key" if identity.kind == "existance_key" else "url"
+                problems.append(
+                    Problem(
+                        detail=f"the same {field} as image {identities[identity]}: each image of a "
+                        "product needs its own identity",
+                        pointer=f"/{key}/{i}/images/{j}/{field}",
+                        code="duplicate_image",
+                        title="Duplicate image",
+                    )
+                )
+            identities.setdefault(identity, j)
+    if problems:
+        raise ValidationFailed(problems=problems)
+
+
+async def submit(
+    session: AsyncSession, account: Account, request: ImageSyncRequest, *, max_images: int
+) -> SyncJob:
+    """Record the job durably; the worker picks up its products after commit."""
+    validate_request(request, max_images=max_images)
+    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=utcnow(), products=[])
+    session.add(job)
+    for position, product in enumerate(request.items):
+        job.products.append(
+            SyncJobProduct(
+                account_id=account.id,
+                position=position,
+                item_number=product.item_number,
+                status="queued",
+                request=product.model_dump(mode="json"),
+            )
+        )
+    await session.flush()
+    log.info("sync.job.submitted", account=account.name, job=job.id, products=len(job.products))
+    return job
+
+
+# -- reading jobs -------------------------------------------------------------------------
+
+
+def job_status(statuses: Sequence[str]) -> JobStatus:
+    if any(s in ("queued", "running") for s in statuses):
+        return "queued" if all(s == "queued" for s in statuses) else "running"
+    failed = sum(s == "failed" for s in statuses)
+    if failed == 0:
+        return "succeeded"
+    return "failed" if failed == len(statuses) else "partially_failed"
+
+
+def job_read(job: SyncJob) -> SyncJobRead:
+    statuses = [entry.status for entry in job.products]
+    status = job_status(statuses)
+    finished = [e.finished_at for e in job.products if e.finished_at is not None]
+    products = [
+        ProductResult.model_validate(entry.result)
+        if entry.result is not None
+        else ProductResult.model_validate(
+            {"item_number": entry.item_number, "status": entry.status}
+        )
+        for entry in job.products
+    ]
+    return SyncJobRead(
+        id=job.id,
+        status=status,
+        created_at=job.created_at,
+        finished_at=max(finished) if status not in ("queued", "running") and finished else None,
+        products=products,
+    )
+
+
+async def get_job(session: AsyncSession, account: Account, job_id: str) -> SyncJob:
+    job = await repository.get_job(session, account.id, job_id)
+    if job is None:
+        raise NotFound(f"No image sync job {job_id!r}")
+    return job
+
+
+# -- running one product ------------------------------------------------------------------
+
+
+def spec_of(image_payload: dict[str, object]) -> ImageSpec:
+    rule = image_payload.get("attach_to_variants_matching_attribute_code")
+    return ImageSpec(
+        url=str(image_payload["url"]),
+        sort=int(image_payload["sort"]),  # type: ignore[call-overload]
+        sort_b2c=image_payload.get("sort_b2c"),  # type: ignore[arg-type]
+        existance_key=image_payload.get("existance_key"),  # type: ignore[arg-type]
+        alt=image_payload.get("alt"),  # type: ignore[arg-type]
+        filename=image_payload.get("filename"),  # type: ignore[arg-type]
+        attach_rule=dict(rule) if rule else None,  # type: ignore[call-overload]
+        skip_if_no_variant_matches=bool(
+            image_payload.get("skip_if_no_variant_matches_attribute_code")
+        ),
+    )
+
+
+def current_of(image: Image) -> CurrentImage:
+    spec = ImageSpec(
+        url=image.url,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        existance_key=image.existance_key,
+        alt=image.alt,
+        filename=image.custom_filename,
+        attach_rule=dict(image.attach_rule) if image.attach_rule else None,
+    )
+    return CurrentImage(image.id, spec, frozenset(link.variant_id for link in image.variant_links))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    blob_id: int
+
+
+@dataclass
+class SyncContext:
+    """What running a product needs; built once per worker process."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    fetcher: SafeFetcher
+    store: BlobStore
+    max_pixels: int = 50_000_000
+
+
+async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
+    """Run one product of a job: plan, download what was never seen, then apply the
+    whole new image set in one transaction, or change nothing."""
+    async with session_scope(ctx.sessionmaker) as session:
+        entry = await repository.get_entry(session, seq)
+        if entry is None or entry.status != "running":
+            return
+        payload = ProductImagesIn.model_validate(entry.request)
+        specs = [spec_of(image.model_dump()) for image in payload.images]
+        product = await repository.get_product(session, entry.account_id, entry.item_number)
+        if product is None:
+            await _finish(
+                session,
+                entry,
+                ProductResult(
+                    item_number=entry.item_number,
+                    status="failed",
+                    error=ImageError(
+                        code="product_not_found",
+                        detail=f"the account has no product {entry.item_number!r}",
+                    ),
+                ),
+            )
+            return
+        if product.last_applied_seq > seq:
+            await _finish(session, entry, _superseded(entry))
+            return
+        plan = await _plan(session, product, specs, payload.use_sort_b2c)
+        known = await repository.find_sources(
+            session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
+        )
+        account_id = entry.account_id
+
+    # Downloads run outside any transaction; nothing of the product changes here.
+    missing = {
+        c.spec.identity: c.spec for c in plan.creates if identity_hash(c.spec.identity) not in known
+    }
+    outcomes = await asyncio.gather(
+        *(
+            fetches.fetch(
+                account_id, identity, spec.url, lambda s=spec: _download(ctx, account_id, s)
+            )
+            for identity, spec in missing.items()
+        )
+    )
+    failures = {
+        identity: o
+        for identity, o in zip(missing, outcomes, strict=True)
+        if isinstance(o, ImageError)
+    }
+    downloaded = sum(1 for o in outcomes if isinstance(o, Fetched))
+
+    async with session_scope(ctx.sessionmaker) as session:
+        entry = await repository.get_entry(session, seq)
+        if entry is None or entry.status != "running":
+            return
+        if failures:
+            await _finish(session, entry, _failed(entry, specs, failures, downloaded))
+            log.info(
+                "sync.product.failed", seq=seq, item_number=entry.item_number, failed=len(failures)
+            )
+            return
+        product = await repository.get_product(session, entry.account_id, entry.item_number)
+        if product is None or not await repository.take_product_for_seq(session, product.id, seq):
+            result = (
+                _superseded(entry)
+                if product is not None
+                else ProductResult(
+                    item_number=entry.item_number,
+                    status="failed",
+                    error=ImageError(code="product_not_found", detail="the product was deleted"),
+                )
+            )
+            await _finish(session, entry, result)
+            return
+        result = await _apply(session, entry, product, specs, payload.use_sort_b2c, downloaded)
+        await _finish(session, entry, result)
+        log.info(
+            "sync.product.applied",
+            seq=seq,
+            item_number=entry.item_number,
+            **result.counts.model_dump(),
+        )
+
+
+async def _plan(
+    session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
+) -> ProductPlan:
+    images = await repository.product_images(session, product.id)
+    variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
+    return plan_product_sync(
+        [current_of(i) for i in images], specs, variants, use_sort_b2c=use_sort_b2c
+    )
+
+
+async def _apply(
+    session: AsyncSession,
+    entry: SyncJobProduct,
+    product: Product,
+    specs: list[ImageSpec],
+    use_sort_b2c: bool | None,
+    downloaded: int,
+) -> ProductResult:
+    """Make the product's images exactly the plan's, inside the caller's transaction
+    (which already holds the product, see `take_product_for_seq`)."""
+    images = {i.id: i for i in await repository.product_images(session, product.id)}
+    variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
+    plan = plan_product_sync(
+        [current_of(i) for i in images.values()], specs, variants, use_sort_b2c=use_sort_b2c
+    )
+    sources = await repository.find_sources(
+        session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
+    )
+    now = utcnow()
+    results: dict[int, ImageResult] = {}
+    counts = SyncCounts(downloaded=downloaded)
+    for create in plan.creates:
+        source = sources[identity_hash(create.spec.identity)]
+        image = Image(
+            id=uuid.uuid4().hex,
+            product_id=product.id,
+            source_id=source.id,
+            blob_id=source.blob_id,
+            created_at=now,
+            updated_at=now,
+            variant_links=[],
+            filename=effective_filename(create.spec, source.blob.content_type),
+        )
+        _set_metadata(image, create.spec)
+        image.variant_links = [ImageVariant(variant_id=v) for v in sorted(create.variant_ids)]
+        session.add(image)
+        counts.created += 1
+        results[create.index] = _image_result(create.spec, "created", image.id)
+    for keep in plan.keeps:
+        image = images[keep.image_id]
+        if keep.changed:
+            _set_metadata(image, keep.spec)
+            image.filename = effective_filename(keep.spec, image.blob.content_type)
+            _relink(image, keep.variant_ids)
+            image.updated_at = now
+            counts.updated += 1
+        else:
+            counts.kept += 1
+        results[keep.index] = _image_result(
+            keep.spec, "updated" if keep.changed else "kept", image.id
+        )
+    for skip in plan.skips:
+        counts.skipped += 1
+        results[skip.index] = _image_result(skip.spec, "skipped", None)
+    for image_id in plan.deletes:
+        await session.delete(images[image_id])
+        counts.deleted += 1
+    if use_sort_b2c is not None:
+        product.use_sort_b2c = use_sort_b2c
+    if not plan.is_noop or use_sort_b2c is not None:
+        product.updated_at = now
+    await session.flush()
+    return ProductResult(
+        item_number=entry.item_number,
+        status="succeeded",
+        counts=counts,
+        images=[results[i] for i in range(len(specs))],
+    )
+
+
+def _set_metadata(image: Image, spec: ImageSpec) -> None:
+    image.url = spec.url
+    image.existance_key = spec.existance_key
+    image.sort = spec.sort
+    image.sort_b2c = spec.sort_b2c
+    image.alt = spec.alt
+    image.custom_filename = spec.filename
+    image.attach_rule = dict(spec.attach_rule) if spec.attach_rule else None
+
+
+def _relink(image: Image, variant_ids: frozenset[int]) -> bool:
+    current = {link.variant_id: link for link in image.variant_links}
+    if set(current) == variant_ids:
+        return False
+    for variant_id, link in current.items():
+        if variant_id not in variant_ids:
+            image.variant_links.remove(link)
+    for variant_id in sorted(variant_ids - set(current)):
+        image.variant_links.append(ImageVariant(variant_id=variant_id))
+    return True
+
+
+def _image_result(
+    spec: ImageSpec, outcome: Outcome, image_id: str | None, error: ImageError | None = None
+) -> ImageResult:
+    return ImageResult(
+        url=spec.url,
+        existance_key=spec.existance_key,
+        outcome=outcome,
+        image_id=image_id,
+        error=error,
+    )
+
+
+def _superseded(entry: SyncJobProduct) -> ProductResult:
+    return ProductResult(
+        item_number=entry.item_number,
+        status="superseded",
+        error=ImageError(
+            code="superseded", detail="a newer sync of this product was applied first; it wins"
+        ),
+    )
+
+
+def _failed(
+    entry: SyncJobProduct,
+    specs: list[ImageSpec],
+    failures: dict[Identity, ImageError],
+    downloaded: int,
+) -> ProductResult:
+    images = []
+    for spec in specs:
+        error = failures.get(spec.identity)
+        images.append(_image_result(spec, "failed" if error else "not_applied", None, error))
+    first = next(iter(failures.values()))
+    return ProductResult(
+        item_number=entry.item_number,
+        status="failed",
+        error=ImageError(
+            code=first.code,
+            detail=f"{len(failures)} image(s) could not be fetched; "
+            "the product's images were left as they were",
+        ),
+        counts=SyncCounts(failed=len(failures), downloaded=downloaded),
+        images=images,
+    )
+
+
+async def _finish(session: AsyncSession, entry: SyncJobProduct, result: ProductResult) -> None:
+    entry.status = result.status
+    entry.result = result.model_dump(mode="json")
+    entry.finished_at = utcnow()
+    entry.lease_expires_at = None
+    await session.flush()
+
+
+async def _download(ctx: SyncContext, account_id: int, spec: ImageSpec) -> Fetched | ImageError:
+    """Fetch, probe and store one identity, then remember it for the account."""
+    try:
+        download = await ctx.fetcher.fetch(spec.url)
+    except FetchError as exc:
+        return ImageError(code=exc.code, detail=exc.detail)
+    try:
+        probed = await asyncio.to_thread(probe, download.path, max_pixels=ctx.max_pixels)
+        await ctx.store.put_file(blob_key(download.sha256), download.path)
+    except MediaError as exc:
+        return ImageError(code=exc.code, detail=exc.detail)
+    finally:
+        download.path.unlink(missing_ok=True)
+    identity = spec.identity
+    for _attempt in range(3):  # another worker may record the same blob or identity at once
+        try:
+            async with session_scope(ctx.sessionmaker) as session:
+                blob = await repository.get_blob(session, download.sha256)
+                if blob is None:
+                    blob = Blob(
+                        sha256=download.sha256,
+                        size=download.size,
+                        content_type=probed.content_type,
+                        width=probed.width,
+                        height=probed.height,
+                        storage_key=blob_key(download.sha256),
+                    )
+                    session.add(blob)
+                    await session.flush()
+                key = identity_hash(identity)
+                known = await repository.find_sources(session, account_id, [key])
+                if key not in known:
+                    session.add(
+                        Source(
+                            account_id=account_id,
+                            identity_kind=identity.kind,
+                            identity=identity.value,
+                            identity_hash=key,
+                            blob_id=blob.id,
+                            url=spec.url,
+                        )
+                    )
+                return Fetched(blob_id=blob.id)
+        except IntegrityError:
+            continue
+    return ImageError(code="store_conflict", detail="could not record the download; retry")
+
+
+class FetchDeduper:
+    """One download per (account, identity) at a time in this process: two products
+    sending the same new URL at once share the download."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
+
+    async def fetch(
+        self, account_id: int, identity: Identity, _url: str, start: object
+    ) -> Fetched | ImageError:
+        key = (account_id, identity)
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(start())  # type: ignore[operator]
+            self._inflight[key] = future
+            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        return await asyncio.shield(future)
+
+
+# -- names --------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/avif": "avif",
+}
+_IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".webp",
+    ".avif",
+    ".jfif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".svg",
+}
+
+
+def effective_filename(spec: ImageSpec, content_type: str) -> str:
+    """The custom filename, else the URL's last path segment; sanitised, with an extension
+    that matches the real format."""
+    raw = spec.filename or unquote(PurePosixPath(urlsplit(spec.url).path).name)
+    name = _UNSAFE.sub("-", raw).strip(".-") or "image"
+    stem = PurePosixPath(name)
+    if stem.suffix.lower() in _IMAGE_SUFFIXES:
+        name = stem.stem or "image"
+    return f"{name[:150]}.{_EXTENSIONS.get(content_type, 'bin')}"
+
+
+# -- variant links and reading images -----------------------------------------------------
+
+
+async def relink_products(session: AsyncSession, product_ids: Sequence[int]) -> None:
+    """Re-evaluate the variant rules of these products' images (variants or codes changed)."""
+    images = await repository.images_of_products(session, product_ids)
+    variants = await repository.variant_codes(session, product_ids)
+    changed = sum(
+        _relink(image, matching_variants(image.attach_rule, variants.get(image.product_id, [])))
+        for image in images
+    )
+    if changed:
+        await session.flush()
+        log.info("sync.images.relinked", products=len(product_ids), images=changed)
+
+
+async def relink_account(session: AsyncSession, account: Account) -> None:
+    await relink_products(session, await repository.products_with_rules(session, account.id))
+
+
+async def list_images(
+    session: AsyncSession, account: Account, item_number: str, *, channel: str | None, base_url: str
+) -> list[ImageRead]:
+    product = await repository.get_product(session, account.id, item_number)
+    if product is None:
+        raise NotFound(f"No product with item number {item_number!r}")
+    images = await repository.images_of_products(session, [product.id])
+    if channel == "b2c" and product.use_sort_b2c:
+        images = sorted(images, key=lambda i: (i.sort_b2c is None, i.sort_b2c or 0, i.sort))
+    skus = await repository.variant_skus(
+        session, {link.variant_id for i in images for link in i.variant_links}
+    )
+    return [image_read(i, skus, base_url) for i in images]
+
+
+def image_read(image: Image, skus: dict[int, str], base_url: str) -> ImageRead:
+    return ImageRead(
+        id=image.id,
+        url=image.url,
+        existance_key=image.existance_key,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        alt=image.alt,
+        filename=image.filename,
+        variants=sorted(skus[link.variant_id] for link in image.variant_links),
+        width=image.blob.width,
+        height=image.blob.height,
+        content_type=image.blob.content_type,
+        size=image.blob.size,
+        sha256=image.blob.sha256,
+        file_url=f"{base_url}images/{image.id}/{image.filename}",
+        created_at=image.created_at,
+        updated_at=image.updated_at,
+    )
+
+
+async def get_image_file(session: AsyncSession, image_id: str) -> Image:
+    image = await repository.get_image(session, image_id)
+    if image is None:
+        raise NotFound(f"No image {image_id!r}")
+    return image

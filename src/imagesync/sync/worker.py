@@ -1,0 +1,96 @@
+"""The worker: claims queued products of jobs from the database and runs them.
+
+Durable by construction: the queue is the `sync_job_product` table. A claim is a lease;
+a worker that dies leaves its lease to expire and another (or the restarted one) takes
+the product again. Running a product twice is harmless (see `take_product_for_seq`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+
+from imagesync.kit.db import session_scope, utcnow
+from imagesync.sync import repository
+from imagesync.sync.service import FetchDeduper, SyncContext, run_entry
+
+log = structlog.get_logger(__name__)
+
+LEASE = timedelta(minutes=5)
+IDLE_POLL_SECONDS = 2.0
+
+
+class SyncWorker:
+    def __init__(self, ctx: SyncContext, *, concurrency: int = 4) -> None:
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._fetches = FetchDeduper()
+
+    def wake(self) -> None:
+        """Look for work now (called after a job is committed)."""
+        self._wake.set()
+
+    async def start(self, *, sole_worker: bool) -> None:
+        if sole_worker:
+            # Nobody else can be running these: they were cut off by a stop or a crash.
+            async with session_scope(self.ctx.sessionmaker) as session:
+                resumed = await repository.release_running(session)
+            if resumed:
+                log.info("sync.worker.resumed", products=resumed)
+        self._loop_task = asyncio.create_task(self._loop(), name="sync-worker")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                claimed = await self._claim(self.concurrency - len(self._running))
+            except Exception:
+                log.exception("sync.worker.claim_failed")
+                claimed = []
+            for seq in claimed:
+                task = asyncio.create_task(self._run(seq), name=f"sync-product-{seq}")
+                self._running.add(task)
+                task.add_done_callback(self._done)
+            if not claimed or len(self._running) >= self.concurrency:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _claim(self, slots: int) -> list[int]:
+        if slots <= 0:
+            return []
+        now = utcnow()
+        async with session_scope(self.ctx.sessionmaker) as session:
+            candidates = await repository.claimable_entries(session, now, slots)
+            return [
+                seq
+                for seq in candidates
+                if await repository.claim_entry(session, seq, now, now + LEASE)
+            ]
+
+    async def _run(self, seq: int) -> None:
+        try:
+            await run_entry(self.ctx, seq, self._fetches)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Left running: the lease expires and the product is tried again.
+            log.exception("sync.product.crashed", seq=seq)

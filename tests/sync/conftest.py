@@ -1,0 +1,93 @@
+"""A real HTTP image server on 127.0.0.1 that counts its hits, and settings that allow
+the service to fetch from it (and from nothing else private)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from imagesync.kit.settings import Settings
+
+
+def make_image(
+    color: tuple[int, int, int], size: tuple[int, int] = (64, 48), fmt: str = "JPEG"
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@dataclass
+class Route:
+    body: bytes
+    status: int = 200
+    content_type: str = "image/jpeg"
+    failures_first: int = 0  # answer 500 this many times before succeeding
+
+
+@dataclass
+class ImageServer:
+    base: str = ""
+    routes: dict[str, Route] = field(default_factory=dict)
+    hits: Counter[str] = field(default_factory=Counter)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
+
+    def add(
+        self,
+        path: str,
+        body: bytes | None = None,
+        *,
+        status: int = 200,
+        content_type: str = "image/jpeg",
+        failures_first: int = 0,
+    ) -> str:
+        if body is None:  # a distinct picture per path
+            body = make_image((len(path) * 40 % 255, sum(path.encode()) % 255, 160))
+        self.routes[path] = Route(body, status, content_type, failures_first)
+        return self.url(path)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        self.hits[path] += 1
+        route = self.routes.get(path)
+        if route is None:
+            return web.Response(status=404, text="not here")
+        if route.failures_first >= self.hits[path]:
+            return web.Response(status=500, text="try again")
+        return web.Response(status=route.status, body=route.body, content_type=route.content_type)
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[ImageServer]:
+    server = ImageServer()
+    app = web.Application()
+    app.router.add_get("/{path:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server.base = f"http://127.0.0.1:{port}"
+    yield server
+    await runner.cleanup()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
+    port = image_server.base.rsplit(":", 1)[1]
+    return Settings(
+        database_url=database_url,
+        storage_url=str(tmp_path / "files"),
+        fetch_allow=f"127.0.0.1:{port}",
+        fetch_retries=2,
+        fetch_retry_base_seconds=0.01,
+    )

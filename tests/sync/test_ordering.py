@@ -1,0 +1,152 @@
+"""Invariants 4 and 7: the final state follows submission order whatever the timing,
+and queued work survives a worker that is not running (it is picked up later)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.kit.db import session_scope, utcnow
+from imagesync.kit.settings import Settings
+from imagesync.sync import repository
+from imagesync.sync.service import FetchDeduper, run_entry
+from imagesync.sync.worker import LEASE, SyncWorker
+from tests.factories import create_account, create_tshirt
+from tests.sync.conftest import ImageServer
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
+    port = image_server.base.rsplit(":", 1)[1]
+    return Settings(
+        database_url=database_url,
+        storage_url=str(tmp_path / "files"),
+        fetch_allow=f"127.0.0.1:{port}",
+        embedded_worker=False,
+    )
+
+
+@pytest.fixture
+async def headers(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> dict[str, str]:
+    headers = await create_account(sessionmaker)
+    await create_tshirt(client, headers)
+    return headers
+
+
+async def submit(
+    client: httpx.AsyncClient, headers: dict[str, str], urls: list[str]
+) -> dict[str, Any]:
+    body = {
+        "products": [
+            {
+                "item_number": "cool-product-001",
+                "images": [{"url": u, "sort": i} for i, u in enumerate(urls)],
+            }
+        ]
+    }
+    response = await client.post("/products/images/sync", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    assert job["status"] == "queued"
+    return job
+
+
+async def run_job(
+    app: FastAPI, job_id: str, account_headers: dict[str, str], client: httpx.AsyncClient
+) -> dict[str, Any]:
+    """Claim and run the job's products now, as a worker would."""
+    maker = app.state.sessionmaker
+    async with session_scope(maker) as session:
+        seqs = [e.seq for e in (await repository.get_job_any(session, job_id)).products]
+        now = utcnow()
+        for seq in seqs:
+            assert await repository.claim_entry(session, seq, now, now + LEASE)
+    for seq in seqs:
+        await run_entry(app.state.sync_context, seq, FetchDeduper())
+    read = await client.get(f"/products/images/sync/{job_id}", headers=account_headers)
+    result: dict[str, Any] = read.json()
+    return result
+
+
+async def image_urls(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    response = await client.get("/products/cool-product-001/images", headers=headers)
+    return [i["url"] for i in response.json()["images"]]
+
+
+async def test_an_older_sync_finishing_last_does_not_overwrite_a_newer_one(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    old = await submit(client, headers, [image_server.add("old.jpg")])
+    new = await submit(client, headers, [image_server.add("new.jpg")])
+
+    newer = await run_job(app, new["id"], headers, client)  # the newer one finishes first
+    older = await run_job(app, old["id"], headers, client)
+
+    assert newer["products"][0]["status"] == "succeeded"
+    assert older["products"][0]["status"] == "superseded"
+    assert older["status"] == "succeeded"  # superseded is not a failure
+    assert await image_urls(client, headers) == [image_server.url("new.jpg")]
+
+
+async def test_syncs_applied_in_order_end_in_the_newest_state(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    old = await submit(client, headers, [image_server.add("old.jpg")])
+    new = await submit(client, headers, [image_server.add("new.jpg"), image_server.add("two.jpg")])
+    await run_job(app, old["id"], headers, client)
+    await run_job(app, new["id"], headers, client)
+    assert await image_urls(client, headers) == [
+        image_server.url("new.jpg"),
+        image_server.url("two.jpg"),
+    ]
+
+
+async def test_queued_jobs_wait_for_a_worker_and_are_then_done(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    job = await submit(client, headers, [image_server.add("later.jpg")])
+    await asyncio.sleep(0.2)
+    assert image_server.hits["later.jpg"] == 0  # no worker: nothing ran, nothing lost
+
+    worker = SyncWorker(app.state.sync_context)
+    await worker.start(sole_worker=True)
+    try:
+        for _ in range(200):
+            read = (await client.get(f"/products/images/sync/{job['id']}", headers=headers)).json()
+            if read["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    assert read["status"] == "succeeded"
+    assert await image_urls(client, headers) == [image_server.url("later.jpg")]
+
+
+async def test_a_product_cut_off_while_running_is_resumed(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    job = await submit(client, headers, [image_server.add("resumed.jpg")])
+    async with session_scope(app.state.sessionmaker) as session:
+        seq = (await repository.get_job_any(session, job["id"])).products[0].seq
+        now = utcnow()
+        assert await repository.claim_entry(session, seq, now, now + LEASE)  # then "crash"
+
+    worker = SyncWorker(app.state.sync_context)
+    await worker.start(sole_worker=True)  # a restarted embedded process
+    try:
+        for _ in range(200):
+            read = (await client.get(f"/products/images/sync/{job['id']}", headers=headers)).json()
+            if read["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    assert read["status"] == "succeeded"
