@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -41,7 +40,14 @@ from imagesync.catalog.schemas import (
     VariantSyncOutcome,
 )
 from imagesync.kit.db import utcnow
-from imagesync.kit.errors import Conflict, NotFound, Problem, Unauthorized, ValidationFailed
+from imagesync.kit.errors import (
+    Conflict,
+    NotFound,
+    Problem,
+    Unauthorized,
+    ValidationFailed,
+    duplicate_problems,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -139,35 +145,15 @@ async def list_attributes(session: AsyncSession, account: Account) -> list[Attri
     return [attribute_read(a) for a in await repository.list_attributes(session, account.id)]
 
 
-def _duplicates(keyed: Iterable[tuple[str, str]]) -> list[Problem]:
-    """Problems for every repeated key; `keyed` gives (key, pointer) pairs in order."""
-    pairs = list(keyed)
-    counts = Counter(key for key, _ in pairs)
-    seen: set[str] = set()
-    problems = []
-    for key, pointer in pairs:
-        if counts[key] > 1 and key in seen:
-            problems.append(
-                Problem(
-                    detail=f"{key!r} appears more than once in this request",
-                    pointer=pointer,
-                    code="duplicate",
-                    title="Duplicate key",
-                )
-            )
-        seen.add(key)
-    return problems
-
-
 async def sync_attributes(
     session: AsyncSession, account: Account, request: AttributeSyncRequest
 ) -> AttributeSyncResult:
     """Upsert attributes by name and their values by value, setting each value's code."""
-    problems = _duplicates(
+    problems = duplicate_problems(
         (a.name, f"/attributes/{i}/name") for i, a in enumerate(request.attributes)
     )
     for i, a in enumerate(request.attributes):
-        problems += _duplicates(
+        problems += duplicate_problems(
             (v.value, f"/attributes/{i}/values/{j}/value") for j, v in enumerate(a.values)
         )
     if problems:
@@ -325,10 +311,10 @@ async def sync_products(
     All or nothing: any problem fails the whole request and the caller rolls back.
     """
     products_in = request.products
-    problems = _duplicates(
+    problems = duplicate_problems(
         (p.item_number, f"/products/{i}/item_number") for i, p in enumerate(products_in)
     )
-    problems += _duplicates(
+    problems += duplicate_problems(
         (v.sku, f"/products/{i}/variants/{j}/sku")
         for i, p in enumerate(products_in)
         for j, v in enumerate(p.variants or [])

@@ -9,6 +9,7 @@ into that shape. Validation of a request reports every problem at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -112,6 +113,26 @@ class PayloadTooLarge(ImageSyncError):
     status = 413
     code = "payload_too_large"
     title = "Request body too large"
+
+
+def duplicate_problems(keyed: Iterable[tuple[str, str]]) -> list[Problem]:
+    """Problems for every repeated key; `keyed` gives (key, pointer) pairs in order."""
+    pairs = list(keyed)
+    counts = Counter(key for key, _ in pairs)
+    seen: set[str] = set()
+    problems = []
+    for key, pointer in pairs:
+        if counts[key] > 1 and key in seen:
+            problems.append(
+                Problem(
+                    detail=f"{key!r} appears more than once in this request",
+                    pointer=pointer,
+                    code="duplicate",
+                    title="Duplicate key",
+                )
+            )
+        seen.add(key)
+    return problems
 
 
 def json_pointer(parts: Iterable[str | int]) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -20,7 +19,7 @@ from imagesync.catalog.models import Account, Product
 from imagesync.fetch.downloader import SafeFetcher
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import session_scope, utcnow
-from imagesync.kit.errors import NotFound, Problem, ValidationFailed
+from imagesync.kit.errors import NotFound, Problem, ValidationFailed, duplicate_problems
 from imagesync.media.probe import MediaError, probe
 from imagesync.storage.local import BlobStore, blob_key
 from imagesync.sync import repository
@@ -61,20 +60,10 @@ def identity_hash(identity: Identity) -> str:
 def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
     """The checks that span fields; the schema did the rest."""
     key = request.key
-    problems: list[Problem] = []
-    numbers = Counter(p.item_number for p in request.items)
-    seen: set[str] = set()
+    problems = duplicate_problems(
+        (p.item_number, f"/{key}/{i}/item_number") for i, p in enumerate(request.items)
+    )
     for i, product in enumerate(request.items):
-        if numbers[product.item_number] > 1 and product.item_number in seen:
-            problems.append(
-                Problem(
-                    detail=f"{product.item_number!r} appears more than once in this request",
-                    pointer=f"/{key}/{i}/item_number",
-                    code="duplicate",
-                    title="Duplicate key",
-                )
-            )
-        seen.add(product.item_number)
         if len(product.images) > max_images:
             problems.append(
                 Problem(
