@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -34,6 +35,7 @@ from imagesync.sync.planner import (
 )
 from imagesync.sync.schemas import (
     ImageError,
+    ImageIn,
     ImageRead,
     ImageResult,
     ImageSyncRequest,
@@ -46,8 +48,6 @@ from imagesync.sync.schemas import (
 )
 
 log = structlog.get_logger(__name__)
-
-FINISHED = ("succeeded", "failed", "superseded")
 
 
 def identity_hash(identity: Identity) -> str:
@@ -75,7 +75,7 @@ def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
             )
         identities: dict[Identity, int] = {}
         for j, image in enumerate(product.images):
-            identity = spec_of(image_payload=image.model_dump()).identity
+            identity = spec_of(image).identity
             if identity in identities:
                 field = "existance_key" if identity.kind == "existance_key" else "url"
                 problems.append(
@@ -157,19 +157,17 @@ async def get_job(session: AsyncSession, account: Account, job_id: str) -> SyncJ
 # -- running one product ------------------------------------------------------------------
 
 
-def spec_of(image_payload: dict[str, object]) -> ImageSpec:
-    rule = image_payload.get("attach_to_variants_matching_attribute_code")
+def spec_of(image: ImageIn) -> ImageSpec:
+    rule = image.attach_to_variants_matching_attribute_code
     return ImageSpec(
-        url=str(image_payload["url"]),
-        sort=int(image_payload["sort"]),  # type: ignore[call-overload]
-        sort_b2c=image_payload.get("sort_b2c"),  # type: ignore[arg-type]
-        existance_key=image_payload.get("existance_key"),  # type: ignore[arg-type]
-        alt=image_payload.get("alt"),  # type: ignore[arg-type]
-        filename=image_payload.get("filename"),  # type: ignore[arg-type]
-        attach_rule=dict(rule) if rule else None,  # type: ignore[call-overload]
-        skip_if_no_variant_matches=bool(
-            image_payload.get("skip_if_no_variant_matches_attribute_code")
-        ),
+        url=image.url,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        existance_key=image.existance_key,
+        alt=image.alt,
+        filename=image.filename,
+        attach_rule=dict(rule) if rule else None,
+        skip_if_no_variant_matches=image.skip_if_no_variant_matches_attribute_code,
     )
 
 
@@ -209,7 +207,7 @@ async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
         if entry is None or entry.status != "running":
             return
         payload = ProductImagesIn.model_validate(entry.request)
-        specs = [spec_of(image.model_dump()) for image in payload.images]
+        specs = [spec_of(image) for image in payload.images]
         product = await repository.get_product(session, entry.account_id, entry.item_number)
         if product is None:
             await _finish(
@@ -228,7 +226,7 @@ async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
         if product.last_applied_seq > seq:
             await _finish(session, entry, _superseded(entry))
             return
-        plan = await _plan(session, product, specs, payload.use_sort_b2c)
+        _, plan = await _plan(session, product, specs, payload.use_sort_b2c)
         known = await repository.find_sources(
             session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
         )
@@ -240,9 +238,7 @@ async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
     }
     outcomes = await asyncio.gather(
         *(
-            fetches.fetch(
-                account_id, identity, spec.url, lambda s=spec: _download(ctx, account_id, s)
-            )
+            fetches.fetch(account_id, identity, partial(_download, ctx, account_id, spec))
             for identity, spec in missing.items()
         )
     )
@@ -288,12 +284,14 @@ async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
 
 async def _plan(
     session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
-) -> ProductPlan:
-    images = await repository.product_images(session, product.id)
+) -> tuple[dict[str, Image], ProductPlan]:
+    """The product's current images by id, and the plan from them to `specs`."""
+    images = {i.id: i for i in await repository.product_images(session, product.id)}
     variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
-    return plan_product_sync(
-        [current_of(i) for i in images], specs, variants, use_sort_b2c=use_sort_b2c
+    plan = plan_product_sync(
+        [current_of(i) for i in images.values()], specs, variants, use_sort_b2c=use_sort_b2c
     )
+    return images, plan
 
 
 async def _apply(
@@ -305,12 +303,9 @@ async def _apply(
     downloaded: int,
 ) -> ProductResult:
     """Make the product's images exactly the plan's, inside the caller's transaction
-    (which already holds the product, see `take_product_for_seq`)."""
-    images = {i.id: i for i in await repository.product_images(session, product.id)}
-    variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
-    plan = plan_product_sync(
-        [current_of(i) for i in images.values()], specs, variants, use_sort_b2c=use_sort_b2c
-    )
+    (which already holds the product, see `take_product_for_seq`). Planned again here
+    because the images may have changed while this product was downloading."""
+    images, plan = await _plan(session, product, specs, use_sort_b2c)
     sources = await repository.find_sources(
         session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
     )
@@ -498,12 +493,15 @@ class FetchDeduper:
         self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
 
     async def fetch(
-        self, account_id: int, identity: Identity, _url: str, start: object
+        self,
+        account_id: int,
+        identity: Identity,
+        start: Callable[[], Awaitable[Fetched | ImageError]],
     ) -> Fetched | ImageError:
         key = (account_id, identity)
         future = self._inflight.get(key)
         if future is None:
-            future = asyncio.ensure_future(start())  # type: ignore[operator]
+            future = asyncio.ensure_future(start())
             self._inflight[key] = future
             future.add_done_callback(lambda _f: self._inflight.pop(key, None))
         return await asyncio.shield(future)
