@@ -105,6 +105,18 @@ async def get_products(
     return found
 
 
+async def get_product_ids(
+    session: AsyncSession, account_id: int, item_numbers: Collection[str]
+) -> list[int]:
+    ids: list[int] = []
+    for chunk in _chunks(item_numbers):
+        stmt = select(Product.id).where(
+            Product.account_id == account_id, Product.item_number.in_(chunk)
+        )
+        ids.extend((await session.scalars(stmt)).all())
+    return ids
+
+
 async def get_product(session: AsyncSession, account_id: int, item_number: str) -> Product | None:
     products = await get_products(session, account_id, [item_number])
     return products[0] if products else None

@@ -270,7 +270,7 @@ async def list_products(
 async def product_ids(
     session: AsyncSession, account: Account, item_numbers: Sequence[str]
 ) -> list[int]:
-    return [p.id for p in await repository.get_products(session, account.id, item_numbers)]
+    return await repository.get_product_ids(session, account.id, item_numbers)
 
 
 class _AttributeResolver:

@@ -9,7 +9,6 @@ into that shape. Validation of a request reports every problem at once.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -117,12 +116,10 @@ class PayloadTooLarge(ImageSyncError):
 
 def duplicate_problems(keyed: Iterable[tuple[str, str]]) -> list[Problem]:
     """Problems for every repeated key; `keyed` gives (key, pointer) pairs in order."""
-    pairs = list(keyed)
-    counts = Counter(key for key, _ in pairs)
     seen: set[str] = set()
     problems = []
-    for key, pointer in pairs:
-        if counts[key] > 1 and key in seen:
+    for key, pointer in keyed:
+        if key in seen:
             problems.append(
                 Problem(
                     detail=f"{key!r} appears more than once in this request",
