@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -65,6 +66,22 @@ async def sync_ok(
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def wait_for_job(
+    client: httpx.AsyncClient, headers: dict[str, str], job_id: str, *, seconds: float = 10
+) -> dict[str, Any]:
+    """Poll the job until it is no longer queued or running (or time runs out)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        response = await client.get(f"/products/images/sync/{job_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        if asyncio.get_running_loop().time() >= deadline:
+            return job
+        await asyncio.sleep(0.05)
 
 
 def pointers(response: httpx.Response) -> list[str]:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import create_account, create_tshirt, pointers, sync_ok
+from tests.factories import create_account, create_tshirt, pointers, sync_ok, wait_for_job
 from tests.sync.conftest import ImageServer, make_image
 
 BLACK = [f"cool-product-001-100-{s}" for s in ("XS", "S", "M", "L", "XL")]
@@ -291,15 +291,11 @@ async def test_without_wait_the_job_is_accepted_and_readable(
     assert response.status_code in (200, 202)
     job = response.json()
     assert response.headers["location"].endswith(f"/products/images/sync/{job['id']}")
-    for _ in range(200):
-        read = await client.get(response.headers["location"], headers=headers)
-        if read.json()["status"] not in ("queued", "running"):
-            break
-        import asyncio
-
-        await asyncio.sleep(0.05)
-    assert read.json()["status"] == "succeeded"
-    assert read.json()["finished_at"] is not None
+    read = await wait_for_job(client, headers, job["id"])
+    via_location = await client.get(response.headers["location"], headers=headers)
+    assert via_location.json() == read
+    assert read["status"] == "succeeded"
+    assert read["finished_at"] is not None
 
 
 async def test_variants_added_later_are_attached_by_the_rule(

@@ -17,7 +17,7 @@ from imagesync.kit.settings import Settings
 from imagesync.sync import repository
 from imagesync.sync.service import FetchDeduper, run_entry
 from imagesync.sync.worker import LEASE, SyncWorker
-from tests.factories import create_account, create_tshirt
+from tests.factories import create_account, create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer
 
 
@@ -119,11 +119,7 @@ async def test_queued_jobs_wait_for_a_worker_and_are_then_done(
     worker = SyncWorker(app.state.sync_context)
     await worker.start(sole_worker=True)
     try:
-        for _ in range(200):
-            read = (await client.get(f"/products/images/sync/{job['id']}", headers=headers)).json()
-            if read["status"] not in ("queued", "running"):
-                break
-            await asyncio.sleep(0.05)
+        read = await wait_for_job(client, headers, job["id"])
     finally:
         await worker.stop()
     assert read["status"] == "succeeded"
@@ -142,11 +138,7 @@ async def test_a_product_cut_off_while_running_is_resumed(
     worker = SyncWorker(app.state.sync_context)
     await worker.start(sole_worker=True)  # a restarted embedded process
     try:
-        for _ in range(200):
-            read = (await client.get(f"/products/images/sync/{job['id']}", headers=headers)).json()
-            if read["status"] not in ("queued", "running"):
-                break
-            await asyncio.sleep(0.05)
+        read = await wait_for_job(client, headers, job["id"])
     finally:
         await worker.stop()
     assert read["status"] == "succeeded"
