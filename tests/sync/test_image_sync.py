@@ -108,6 +108,20 @@ async def test_traede_example_downloads_stores_and_attaches(
     assert 'filename="black-product-01.jpg"' in file.headers["content-disposition"]
 
 
+async def test_the_product_shows_its_images_and_each_variant_its_own(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    await sync(client, headers, traede_example(image_server))
+    images = await images_of(client, headers)
+    product = (await client.get("/products/cool-product-001", headers=headers)).json()
+    assert product["images"] == images
+    by_sku = {v["sku"]: v["images"] for v in product["variants"]}
+    assert by_sku[BLACK[0]] == [images[0]["id"], images[1]["id"]]
+    assert by_sku[WHITE[4]] == [images[2]["id"], images[3]["id"]]
+    listed = (await client.get("/products", headers=headers)).json()["products"]
+    assert listed[0]["images"] == images
+
+
 async def test_resending_downloads_nothing_and_changes_nothing(
     client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from imagesync.catalog import service
 from imagesync.catalog.schemas import (
@@ -55,12 +55,20 @@ async def sync_products(
 
 
 @router.get("/products", tags=["products"])
-async def list_products(session: SessionDep, account: AccountDep, page: PageDep) -> ProductPage:
-    """List products by item number, a page at a time."""
+async def list_products(
+    request: Request, session: SessionDep, account: AccountDep, page: PageDep
+) -> ProductPage:
+    """List products by item number, a page at a time, with their images."""
     products, total = await service.list_products(
         session, account, offset=page.offset, limit=page.limit
     )
-    return ProductPage(products=[service.product_read(p) for p in products], meta=page.meta(total))
+    images = await sync_service.read_images(
+        session, [p.id for p in products], str(request.base_url)
+    )
+    return ProductPage(
+        products=[service.product_read(p, images.get(p.id, [])) for p in products],
+        meta=page.meta(total),
+    )
 
 
 @router.get(
@@ -68,6 +76,10 @@ async def list_products(session: SessionDep, account: AccountDep, page: PageDep)
     tags=["products"],
     responses={404: {"model": ErrorResponse, "description": "No such product"}},
 )
-async def get_product(item_number: str, session: SessionDep, account: AccountDep) -> ProductRead:
-    """One product with its variants and their attribute values."""
-    return service.product_read(await service.get_product(session, account, item_number))
+async def get_product(
+    item_number: str, request: Request, session: SessionDep, account: AccountDep
+) -> ProductRead:
+    """One product with its variants (each listing its images) and its images."""
+    product = await service.get_product(session, account, item_number)
+    images = await sync_service.read_images(session, [product.id], str(request.base_url))
+    return service.product_read(product, images.get(product.id, []))

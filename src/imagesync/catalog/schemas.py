@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from imagesync.kit.schemas import Key, Name, PageMeta, RequestModel
+from imagesync.sync.schemas import ImageRead
 
 AttributeValueText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -114,6 +115,7 @@ class ProductSyncResult(BaseModel):
 class VariantRead(BaseModel):
     sku: str
     attributes: dict[str, AttributeValueRead]
+    images: list[str] = Field(default_factory=list, description="Ids of the images attached.")
     created_at: datetime
     updated_at: datetime
 
@@ -125,6 +127,7 @@ class ProductRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     variants: list[VariantRead]
+    images: list[ImageRead] = Field(default_factory=list, description="In sort order.")
 
 
 class ProductPage(BaseModel):

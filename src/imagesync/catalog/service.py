@@ -48,6 +48,7 @@ from imagesync.kit.errors import (
     ValidationFailed,
     duplicate_problems,
 )
+from imagesync.sync.schemas import ImageRead
 
 log = structlog.get_logger(__name__)
 
@@ -243,14 +244,20 @@ def variant_read(variant: Variant) -> VariantRead:
     )
 
 
-def product_read(product: Product) -> ProductRead:
+def product_read(product: Product, images: Sequence[ImageRead] = ()) -> ProductRead:
+    variants = [variant_read(v) for v in product.variants]
+    by_sku = {v.sku: v for v in variants}
+    for image in images:
+        for sku in image.variants:
+            by_sku[sku].images.append(image.id)
     return ProductRead(
         item_number=product.item_number,
         name=product.name,
         use_sort_b2c=product.use_sort_b2c,
         created_at=product.created_at,
         updated_at=product.updated_at,
-        variants=[variant_read(v) for v in product.variants],
+        variants=variants,
+        images=list(images),
     )
 
 

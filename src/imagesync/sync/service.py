@@ -570,13 +570,24 @@ async def list_images(
     product = await repository.get_product(session, account.id, item_number)
     if product is None:
         raise NotFound(f"No product with item number {item_number!r}")
-    images = await repository.images_of_products(session, [product.id])
+    images = (await read_images(session, [product.id], base_url)).get(product.id, [])
     if channel == "b2c" and product.use_sort_b2c:
         images = sorted(images, key=lambda i: (i.sort_b2c is None, i.sort_b2c or 0, i.sort))
+    return images
+
+
+async def read_images(
+    session: AsyncSession, product_ids: Sequence[int], base_url: str
+) -> dict[int, list[ImageRead]]:
+    """The images of these products (in sort order), by product id."""
+    images = await repository.images_of_products(session, product_ids)
     skus = await repository.variant_skus(
         session, {link.variant_id for i in images for link in i.variant_links}
     )
-    return [image_read(i, skus, base_url) for i in images]
+    by_product: dict[int, list[ImageRead]] = {}
+    for image in images:
+        by_product.setdefault(image.product_id, []).append(image_read(image, skus, base_url))
+    return by_product
 
 
 def image_read(image: Image, skus: dict[int, str], base_url: str) -> ImageRead:
