@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.sync import repository
-from imagesync.sync.service import FetchDeduper, run_entry
-from imagesync.sync.worker import LEASE, SyncWorker
+from imagesync.sync.service import LEASE, FetchDeduper, run_entry
+from imagesync.sync.worker import SyncWorker
 from tests.factories import create_account, create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer
 
@@ -142,3 +142,68 @@ async def test_a_product_cut_off_while_running_is_resumed(
     finally:
         await worker.stop()
     assert read["status"] == "succeeded"
+
+
+async def post(
+    client: httpx.AsyncClient, headers: dict[str, str], products: list[dict[str, Any]]
+) -> httpx.Response:
+    return await client.post("/products/images/sync", json={"products": products}, headers=headers)
+
+
+async def test_a_resync_of_known_images_is_applied_within_the_request(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    """No worker runs in this module: a finished answer can only come from the request."""
+    url = image_server.add("known.jpg")
+    first = await submit(client, headers, [url])  # needs a download: queued
+    await run_job(app, first["id"], headers, client)
+
+    response = await post(
+        client,
+        headers,
+        [{"item_number": "cool-product-001", "images": [{"url": url, "sort": 1, "alt": "new"}]}],
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded"
+    assert job["products"][0]["counts"]["updated"] == 1
+    assert job["products"][0]["counts"]["downloaded"] == 0
+    assert image_server.hits["known.jpg"] == 1
+    assert response.headers["location"].endswith(job["id"])
+
+
+async def test_a_product_with_an_earlier_pending_sync_waits_its_turn(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    await submit(client, headers, [image_server.add("slow.jpg")])  # pending, needs a download
+    response = await post(
+        client,
+        headers,
+        [
+            {"item_number": "cool-product-001", "images": []},  # no download, but must wait
+        ],
+    )
+    assert response.status_code == 202
+    assert response.json()["products"][0]["status"] == "queued"
+
+
+async def test_products_needing_no_download_finish_while_others_queue(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    await create_tshirt(client, headers, "other-product")
+    response = await post(
+        client,
+        headers,
+        [
+            {
+                "item_number": "cool-product-001",
+                "images": [{"url": image_server.add("n.jpg"), "sort": 1}],
+            },
+            {"item_number": "other-product", "images": []},
+        ],
+    )
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "running"
+    assert [p["status"] for p in job["products"]] == ["queued", "succeeded"]
+    assert image_server.hits["n.jpg"] == 0

@@ -50,6 +50,10 @@ async def sync_images(
             session, account, body, max_images=settings.max_images_per_product
         )
         job_id = job.id
+        seqs = [entry.seq for entry in job.products]
+    # The nightly re-sync is mostly known images: apply those products right here.
+    for seq in seqs:
+        await service.run_inline(request.app.state.sync_context, seq)
     worker = getattr(request.app.state, "worker", None)
     if worker is not None:
         worker.wake()

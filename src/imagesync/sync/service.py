@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
@@ -199,9 +200,25 @@ class SyncContext:
     max_pixels: int = 50_000_000
 
 
-async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
+LEASE = timedelta(minutes=5)
+
+
+async def run_inline(ctx: SyncContext, seq: int) -> None:
+    """Apply a just-submitted product within the request when that is quick: its plan
+    needs no download and no earlier sync of it is pending. Otherwise leave it queued."""
+    async with session_scope(ctx.sessionmaker) as session:
+        now = utcnow()
+        if not await repository.claim_entry(session, seq, now, now + LEASE):
+            return
+    await run_entry(ctx, seq, FetchDeduper(), inline=True)
+
+
+async def run_entry(
+    ctx: SyncContext, seq: int, fetches: FetchDeduper, *, inline: bool = False
+) -> None:
     """Run one product of a job: plan, download what was never seen, then apply the
-    whole new image set in one transaction, or change nothing."""
+    whole new image set in one transaction, or change nothing. With `inline`, a product
+    that would need a download or wait for an earlier sync goes back to the queue."""
     async with session_scope(ctx.sessionmaker) as session:
         entry = await repository.get_entry(session, seq)
         if entry is None or entry.status != "running":
@@ -231,6 +248,14 @@ async def run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper) -> None:
             session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
         )
         account_id = entry.account_id
+        if inline and (
+            len(known) < len(plan.creates)
+            or await repository.has_unfinished_before(session, account_id, entry.item_number, seq)
+        ):
+            entry.status = "queued"
+            entry.lease_expires_at = None
+            entry.attempts -= 1
+            return
 
     # Downloads run outside any transaction; nothing of the product changes here.
     missing = {

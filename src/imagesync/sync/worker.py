@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 
 import structlog
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
-from imagesync.sync.service import FetchDeduper, SyncContext, run_entry
+from imagesync.sync.service import LEASE, FetchDeduper, SyncContext, run_entry
 
 log = structlog.get_logger(__name__)
 
-LEASE = timedelta(minutes=5)
 IDLE_POLL_SECONDS = 2.0
 
 
