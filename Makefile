@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean demo
 
 install: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(BIN)/imagesync serve
+
+demo: install
+	$(BIN)/imagesync demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

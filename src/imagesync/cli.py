@@ -88,6 +88,16 @@ def serve(
     )
 
 
+@app.command()
+def demo() -> None:
+    """TRAEDE's documented example end to end, in a temporary folder on this machine."""
+    from imagesync.demo import run_demo
+
+    configure_logging("warning")
+    if not asyncio.run(run_demo(out)):
+        raise typer.Exit(1)
+
+
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply pending database migrations."""
