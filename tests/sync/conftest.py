@@ -24,12 +24,17 @@ def make_image(
     return buffer.getvalue()
 
 
+MAX_BYTES = 100_000  # small limits, so tests can cross them cheaply
+MAX_IMAGES = 30
+
+
 @dataclass
 class Route:
     body: bytes
     status: int = 200
     content_type: str = "image/jpeg"
     failures_first: int = 0  # answer 500 this many times before succeeding
+    chunked: bool = False  # stream without Content-Length
 
 
 @dataclass
@@ -49,13 +54,14 @@ class ImageServer:
         status: int = 200,
         content_type: str = "image/jpeg",
         failures_first: int = 0,
+        chunked: bool = False,
     ) -> str:
         if body is None:  # a distinct picture per path
             body = make_image((len(path) * 40 % 255, sum(path.encode()) % 255, 160))
-        self.routes[path] = Route(body, status, content_type, failures_first)
+        self.routes[path] = Route(body, status, content_type, failures_first, chunked)
         return self.url(path)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         self.hits[path] += 1
         route = self.routes.get(path)
@@ -63,6 +69,15 @@ class ImageServer:
             return web.Response(status=404, text="not here")
         if route.failures_first >= self.hits[path]:
             return web.Response(status=500, text="try again")
+        if route.chunked:
+            response = web.StreamResponse(status=route.status)
+            response.content_type = route.content_type
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(route.body), 16384):
+                await response.write(route.body[start : start + 16384])
+            await response.write_eof()
+            return response
         return web.Response(status=route.status, body=route.body, content_type=route.content_type)
 
 
@@ -90,4 +105,6 @@ def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Se
         fetch_allow=f"127.0.0.1:{port}",
         fetch_retries=2,
         fetch_retry_base_seconds=0.01,
+        fetch_max_bytes=MAX_BYTES,
+        max_images_per_product=MAX_IMAGES,
     )

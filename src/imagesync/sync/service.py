@@ -562,11 +562,11 @@ def effective_filename(spec: ImageSpec, content_type: str) -> str:
     """The custom filename, else the URL's last path segment; sanitised, with an extension
     that matches the real format."""
     raw = spec.filename or unquote(PurePosixPath(urlsplit(spec.url).path).name)
-    name = _UNSAFE.sub("-", raw).strip(".-") or "image"
-    stem = PurePosixPath(name)
-    if stem.suffix.lower() in _IMAGE_SUFFIXES:
-        name = stem.stem or "image"
-    return f"{name[:150]}.{_EXTENSIONS.get(content_type, 'bin')}"
+    name = _UNSAFE.sub("-", raw)
+    if PurePosixPath(name).suffix.lower() in _IMAGE_SUFFIXES:
+        name = PurePosixPath(name).stem
+    name = name.strip(".-")[:150].rstrip(".-") or "image"
+    return f"{name}.{_EXTENSIONS.get(content_type, 'bin')}"
 
 
 # -- variant links and reading images -----------------------------------------------------

@@ -1,0 +1,218 @@
+"""Rules of the sync contract beyond the happy path: limits, formats, names, isolation."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.kit.settings import Settings
+from imagesync.sync.models import Blob, SyncJob
+from imagesync.sync.planner import ImageSpec
+from imagesync.sync.service import effective_filename
+from tests.factories import create_account, create_tshirt, sync_ok
+from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image
+
+
+@pytest.fixture
+async def headers(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> dict[str, str]:
+    headers = await create_account(sessionmaker, "alice")
+    await create_tshirt(client, headers)
+    return headers
+
+
+async def sync(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    images: list[dict[str, Any]],
+    item: str = "cool-product-001",
+) -> dict[str, Any]:
+    response = await client.post(
+        "/products/images/sync?wait=30",
+        headers=headers,
+        json={"products": [{"item_number": item, "images": images}]},
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def count(sessionmaker: async_sessionmaker[AsyncSession], model: type[Any]) -> int:
+    async with sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_downloads_over_the_size_limit_fail_as_too_large(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    settings: Settings,
+    chunked: bool,
+) -> None:
+    big = make_image((1, 2, 3)) + b"\0" * (MAX_BYTES + 1)
+    url = image_server.add("big.jpg", big, chunked=chunked)
+    job = await sync(client, headers, [{"url": url, "sort": 1}])
+    assert job["products"][0]["images"][0]["error"]["code"] == "too_large"
+    assert image_server.hits["big.jpg"] == 1  # not retried
+    leftovers = list((Path(settings.storage_url) / ".tmp").iterdir())
+    assert leftovers == []  # the partial download was removed
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "extension"),
+    [
+        ("JPEG", "image/jpeg", "jpg"),
+        ("PNG", "image/png", "png"),
+        ("GIF", "image/gif", "gif"),
+        ("WEBP", "image/webp", "webp"),
+        ("AVIF", "image/avif", "avif"),
+    ],
+)
+async def test_each_accepted_format_is_recognised_from_its_bytes(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    fmt: str,
+    content_type: str,
+    extension: str,
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, fmt)
+    # Served under a misleading name and type: the bytes decide.
+    url = image_server.add("picture.gif", buffer.getvalue(), content_type="text/plain")
+    await sync(client, headers, [{"url": url, "sort": 1}])
+    image = (await client.get("/products/cool-product-001/images", headers=headers)).json()
+    [read] = image["images"]
+    assert (read["content_type"], read["width"], read["height"]) == (content_type, 40, 30)
+    assert read["filename"] == f"picture.{extension}"
+
+
+@pytest.mark.parametrize(
+    ("custom", "url", "content_type", "expected"),
+    [
+        (None, "https://cdn.test/a/Shirt%20Front.png", "image/jpeg", "Shirt-Front.jpg"),
+        (None, "https://cdn.test/download?id=7", "image/png", "download.png"),
+        (None, "https://cdn.test/", "image/webp", "image.webp"),
+        ("My shirt!.jpeg", "https://cdn.test/x.jpg", "image/jpeg", "My-shirt.jpg"),
+        ("../../etc/passwd", "https://cdn.test/x.jpg", "image/gif", "etc-passwd.gif"),
+        ("report.pdf", "https://cdn.test/x.jpg", "image/png", "report.pdf.png"),
+    ],
+)
+def test_filenames_are_sanitised_with_the_real_extension(
+    custom: str | None, url: str, content_type: str, expected: str
+) -> None:
+    spec = ImageSpec(url=url, sort=1, filename=custom)
+    assert effective_filename(spec, content_type) == expected
+
+
+async def test_identical_bytes_are_stored_once(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    body = make_image((7, 7, 7))
+    a = image_server.add("one.jpg", body)
+    b = image_server.add("two.jpg", body)
+    await sync(client, headers, [{"url": a, "sort": 1}, {"url": b, "sort": 2}])
+    images = (await client.get("/products/cool-product-001/images", headers=headers)).json()
+    assert images["images"][0]["sha256"] == images["images"][1]["sha256"]
+    assert await count(sessionmaker, Blob) == 1
+    stored = [p for p in Path(settings.storage_url).rglob("*") if p.is_file()]
+    assert len(stored) == 1
+
+
+async def test_the_image_cap_is_enforced_and_nothing_is_recorded(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    images = [{"url": f"https://cdn.test/{i}.jpg", "sort": i} for i in range(MAX_IMAGES + 1)]
+    response = await client.post(
+        "/products/images/sync",
+        headers=headers,
+        json={"products": [{"item_number": "cool-product-001", "images": images}]},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "too_many_images"
+    assert response.json()["errors"][0]["source"] == {"pointer": "/products/0/images"}
+    assert await count(sessionmaker, SyncJob) == 0
+
+
+async def test_changing_a_code_moves_the_attachments(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    url = image_server.add("navy.jpg")
+    await sync(
+        client,
+        headers,
+        [{"url": url, "sort": 1, "attach_to_variants_matching_attribute_code": {"Color": "901"}}],
+    )
+    path = "/products/cool-product-001/images"
+    assert (await client.get(path, headers=headers)).json()["images"][0]["variants"] == []
+    await sync_ok(
+        client,
+        headers,
+        "/attributes/sync",
+        {"attributes": [{"name": "Color", "values": [{"value": "White", "code": "901"}]}]},
+    )
+    variants = (await client.get(path, headers=headers)).json()["images"][0]["variants"]
+    assert variants == sorted(f"cool-product-001-900-{s}" for s in ("XS", "S", "M", "L", "XL"))
+
+
+async def test_accounts_cannot_see_each_others_jobs_images_or_memory(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    url = image_server.add("private.jpg")
+    job = await sync(client, headers, [{"url": url, "sort": 1}])
+    image = (await client.get("/products/cool-product-001/images", headers=headers)).json()
+
+    bob = await create_account(sessionmaker, "bob")
+    assert (await client.get(f"/products/images/sync/{job['id']}", headers=bob)).status_code == 404
+    assert (await client.get("/products/cool-product-001/images", headers=bob)).status_code == 404
+
+    # Bob's own product with the same URL: the seen-before memory is per account,
+    # so Bob's sync fetches it for himself and gets his own image.
+    await create_tshirt(client, bob)
+    bob_job = await sync(client, bob, [{"url": url, "sort": 1}])
+    assert bob_job["products"][0]["counts"]["downloaded"] == 1
+    assert image_server.hits["private.jpg"] == 2
+    bob_image = (await client.get("/products/cool-product-001/images", headers=bob)).json()
+    assert bob_image["images"][0]["id"] != image["images"][0]["id"]
+    # Alice's image is untouched by Bob's sync.
+    after = (await client.get("/products/cool-product-001/images", headers=headers)).json()
+    assert after == image
+
+
+@given(
+    custom=st.one_of(st.none(), st.text(min_size=1, max_size=300)),
+    path=st.text(max_size=300),
+    content_type=st.sampled_from(
+        ["image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"]
+    ),
+)
+def test_every_filename_is_one_safe_segment_with_the_real_extension(
+    custom: str | None, path: str, content_type: str
+) -> None:
+    spec = ImageSpec(url=f"https://cdn.test/{quote(path)}", sort=1, filename=custom)
+    name = effective_filename(spec, content_type)
+    extension = content_type.removeprefix("image/").replace("jpeg", "jpg")
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*\." + extension, name), name
+    assert len(name) <= 160
