@@ -55,9 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retries=settings.fetch_retries,
             backoff_base=settings.fetch_retry_base_seconds,
             concurrency=settings.download_concurrency,
+            per_host_concurrency=settings.download_concurrency_per_host,
+            ports=settings.fetch_port_set,
         )
         async with SafeFetcher(
-            allow=settings.fetch_allow_pairs, limits=limits, temp_dir=store.temp_dir
+            allow=settings.fetch_allow_pairs,
+            limits=limits,
+            temp_dir=store.temp_dir,
+            proxy=settings.fetch_proxy or None,
         ) as fetcher:
             ctx = SyncContext(app.state.sessionmaker, fetcher, store)
             app.state.sync_context = ctx

@@ -1,143 +1,335 @@
-"""The downloader against real servers on 127.0.0.1: redirects, limits, timeouts."""
+"""The downloader against hostile origins and hostile DNS. Servers run on 127.0.0.1,
+DNS is faked, and the tripwire shows every connection attempted: in each refusal case
+no connection went to a forbidden address (none went anywhere but the origin)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncIterator
+import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from imagesync.fetch.downloader import FetchLimits, SafeFetcher
 from imagesync.fetch.errors import FetchError
+from tests.fetch.conftest import (
+    JPEG,
+    FakeDNS,
+    Origin,
+    Tripwire,
+    failure,
+    fetcher,
+    treat_as_public,
+)
 
-
-@pytest.fixture
-async def origin() -> AsyncIterator[tuple[web.Application, str, Counter[str]]]:
-    hits: Counter[str] = Counter()
-    app = web.Application()
-
-    @web.middleware
-    async def count(request: web.Request, handler: object) -> web.StreamResponse:
-        hits[request.path] += 1
-        return await handler(request)  # type: ignore[operator,no-any-return]
-
-    app.middlewares.append(count)
-
-    async def ok(_r: web.Request) -> web.Response:
-        return web.Response(body=b"\xff\xd8\xff" + b"x" * 100)
-
-    async def silent(_r: web.Request) -> web.Response:
-        await asyncio.sleep(30)
-        return web.Response()
-
-    async def short(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Length": "1000"})
-        await response.prepare(request)
-        await response.write(b"x" * 10)
-        assert request.transport is not None
-        request.transport.close()  # the connection drops with 990 bytes missing
-        return response
-
-    async def redirect(request: web.Request) -> web.Response:
-        target = request.query.get("to")
-        headers = {"Location": target} if target is not None else {}
-        return web.Response(status=302, headers=headers)
-
-    async def loop(_r: web.Request) -> web.Response:
-        return web.Response(status=302, headers={"Location": "/loop"})
-
-    for path, handler in [
-        ("/ok", ok),
-        ("/silent", silent),
-        ("/short", short),
-        ("/redirect", redirect),
-        ("/loop", loop),
-    ]:
-        app.router.add_get(path, handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    yield app, f"http://127.0.0.1:{port}", hits
-    await runner.cleanup()
-
-
-def fetcher(base: str, tmp_path: Path, **limits: float) -> SafeFetcher:
-    port = int(base.rsplit(":", 1)[1])
-    defaults = {"retries": 1, "backoff_base": 0.01}
-    return SafeFetcher(
-        allow=frozenset({("127.0.0.1", port)}),
-        limits=FetchLimits(**{**defaults, **limits}),  # type: ignore[arg-type]
-        temp_dir=tmp_path,
-    )
-
-
-async def code_of(f: SafeFetcher, url: str) -> str:
-    async with f:
-        with pytest.raises(FetchError) as caught:
-            await f.fetch(url)
-    return caught.value.code
+# -- the happy path -----------------------------------------------------------------------
 
 
 async def test_a_plain_download_lands_in_a_temporary_file(
-    origin: tuple[web.Application, str, Counter[str]], tmp_path: Path
+    origin: Origin, tmp_path: Path, tripwire: Tripwire
 ) -> None:
-    _, base, _ = origin
-    async with fetcher(base, tmp_path) as f:
-        download = await f.fetch(f"{base}/ok")
-    assert download.size == 103
-    assert download.path.read_bytes().startswith(b"\xff\xd8\xff")
+    async with fetcher(origin, tmp_path) as f:
+        download = await f.fetch(origin.url("/ok.jpg"))
+    assert download.path.read_bytes() == JPEG
+    assert download.size == len(JPEG)
     assert download.path.parent == tmp_path
+    assert tripwire.attempts == [("127.0.0.1", origin.port)]
 
 
-async def test_redirects_are_followed_and_each_hop_is_checked(
-    origin: tuple[web.Application, str, Counter[str]], tmp_path: Path
+async def test_bodies_are_stored_as_sent_never_decompressed(origin: Origin, tmp_path: Path) -> None:
+    async with fetcher(origin, tmp_path) as f:
+        download = await f.fetch(origin.url("/gzip.jpg"))
+    assert download.path.read_bytes()[:2] == b"\x1f\x8b"  # still gzip: probe will refuse it
+
+
+# -- forbidden addresses: directly, by name, via redirect --------------------------------
+
+METADATA = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        METADATA,
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://127.0.0.1/x.jpg",
+        "http://10.0.0.8:8080/x.jpg",
+        "http://[::1]/x.jpg",
+        "http://[::ffff:127.0.0.1]/x.jpg",
+        "http://[::ffff:a9fe:a9fe]/x.jpg",
+        "http://[64:ff9b::7f00:1]/x.jpg",
+        "http://[2002:a9fe:a9fe::]/x.jpg",
+        "http://2130706433/x.jpg",
+        "http://0x7f000001/x.jpg",
+        "http://0177.0.0.1/x.jpg",
+        "http://127.1/x.jpg",
+        "http://2852039166/x.jpg",
+        "http://0/x.jpg",
+    ],
+)
+async def test_forbidden_addresses_are_refused_before_connecting(
+    url: str, tmp_path: Path, tripwire: Tripwire
 ) -> None:
-    _, base, hits = origin
-    async with fetcher(base, tmp_path) as f:
-        download = await f.fetch(f"{base}/redirect?to=/ok")
-    assert download.final_url == f"{base}/ok"
-    # A hop to a loopback port nobody allowed is refused before connecting.
-    assert (
-        await code_of(fetcher(base, tmp_path), f"{base}/redirect?to=http://127.0.0.1:9/x")
-        == "address_refused"
-    )
-    assert (
-        await code_of(fetcher(base, tmp_path), f"{base}/redirect?to=ftp://127.0.0.1/x")
-        == "bad_redirect"
-    )
-    assert await code_of(fetcher(base, tmp_path), f"{base}/redirect") == "bad_redirect"
-    hits.clear()
-    assert await code_of(fetcher(base, tmp_path), f"{base}/loop") == "too_many_redirects"
-    assert hits["/loop"] == 6  # the first request and 5 redirects, never retried
+    dns = FakeDNS({})
+    error = await failure(fetcher(None, tmp_path, dns=dns), url)
+    assert error.code == "address_refused"
+    assert tripwire.attempts == []
+    assert not dns.lookups
 
 
-async def test_a_silent_origin_times_out_and_is_retried(
-    origin: tuple[web.Application, str, Counter[str]], tmp_path: Path
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["127.0.0.1"],
+        ["169.254.169.254"],
+        ["10.1.2.3"],
+        ["100.64.0.1"],
+        ["::1"],
+        ["fd00:ec2::254"],
+        ["::ffff:192.168.0.1"],
+        ["64:ff9b::a9fe:a9fe"],
+        ["0.0.0.0"],
+        ["8.8.8.8", "127.0.0.1"],  # a public answer beside a private one: refused
+        ["2606:4700::1111", "fe80::1"],
+    ],
+)
+async def test_names_resolving_to_forbidden_addresses_are_refused(
+    answers: list[str], tmp_path: Path, tripwire: Tripwire
 ) -> None:
-    _, base, hits = origin
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    code = await code_of(
-        fetcher(base, tmp_path, total_timeout=0.3, read_timeout=0.3), f"{base}/silent"
-    )
-    assert code == "timeout"
-    assert hits["/silent"] == 2  # retried once
-    assert loop.time() - start < 5
+    dns = FakeDNS({"images.example": answers})
+    error = await failure(fetcher(None, tmp_path, dns=dns), "http://images.example/x.jpg")
+    assert error.code == "address_refused"
+    assert tripwire.attempts == []
+    assert dns.lookups["images.example"] == 1  # refusals are never retried
 
 
-async def test_a_body_shorter_than_its_content_length_fails(
-    origin: tuple[web.Application, str, Counter[str]], tmp_path: Path
+@pytest.mark.parametrize(
+    "target",
+    [
+        METADATA,
+        "http://127.0.0.1:9/x.jpg",  # loopback, but not the allowed pair
+        "http://[::ffff:127.0.0.1]/x.jpg",
+        "http://2130706433/x.jpg",
+        "http://internal.example/x.jpg",  # a name that resolves to a private address
+        "http://[fd00:ec2::254]/",
+    ],
+)
+async def test_redirects_to_forbidden_addresses_are_refused(
+    origin: Origin, target: str, tmp_path: Path, tripwire: Tripwire
 ) -> None:
-    _, base, _ = origin
-    assert await code_of(fetcher(base, tmp_path, retries=0), f"{base}/short") == "connection_error"
+    dns = FakeDNS({"internal.example": ["192.168.10.10"]})
+    url = origin.url(f"/redirect?to={target}")
+    error = await failure(fetcher(origin, tmp_path, dns=dns), url)
+    assert error.code == "address_refused"
+    assert tripwire.hosts() == {"127.0.0.1"}
+    assert tripwire.forbidden_attempts() == [("127.0.0.1", origin.port)]  # the allowed origin
+
+
+async def test_a_rebinding_name_is_connected_to_only_at_the_checked_address(
+    origin: Origin, tmp_path: Path, tripwire: Tripwire
+) -> None:
+    # 127.0.0.2 stands in for a public address (still this machine); the name then
+    # "rebinds" to 127.0.0.1. The connector must use the address that was checked.
+    dns = FakeDNS({"rebind.example": [["127.0.0.2"], ["127.0.0.1"]]})
+    f = fetcher(
+        origin,
+        tmp_path,
+        dns=dns,
+        forbidden=treat_as_public("127.0.0.2"),
+        ports=frozenset({origin.port}),
+    )
+    async with f:
+        with pytest.raises(FetchError) as caught:
+            await f.fetch(f"http://rebind.example:{origin.port}/ok.jpg")
+        assert caught.value.code == "connection_error"  # nobody listens on .2
+        assert tripwire.hosts() == {"127.0.0.2"}
+        f._session.connector._cached_hosts.clear()  # type: ignore[union-attr]  # TTL expiry
+        with pytest.raises(FetchError) as again:
+            await f.fetch(f"http://rebind.example:{origin.port}/ok.jpg")
+    assert again.value.code == "address_refused"
+    assert tripwire.hosts() == {"127.0.0.2"}  # never 127.0.0.1
+    assert origin.hits["/ok.jpg"] == 0
+
+
+# -- URLs that are not fetched ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://user:pw@images.example/x.jpg", "invalid_url"),
+        ("file:///etc/passwd", "invalid_url"),
+        ("gopher://images.example/x", "invalid_url"),
+        ("http://images.example/x.jpg\r\nX-Evil: 1", "invalid_url"),
+        ("http://images.example:25/x.jpg", "port_refused"),
+        ("http://images.example:6379/x.jpg", "port_refused"),
+    ],
+)
+async def test_urls_outside_the_rules_are_refused_before_resolving(
+    url: str, code: str, tmp_path: Path, tripwire: Tripwire
+) -> None:
+    dns = FakeDNS({"images.example": ["127.0.0.1"]})
+    error = await failure(fetcher(None, tmp_path, dns=dns), url)
+    assert error.code == code
+    assert tripwire.attempts == []
+    assert not dns.lookups
+
+
+# -- redirects ----------------------------------------------------------------------------
+
+
+async def test_redirects_are_followed_hop_by_hop_up_to_five(origin: Origin, tmp_path: Path) -> None:
+    async with fetcher(origin, tmp_path) as f:
+        download = await f.fetch(origin.url("/chain/4"))  # five redirects
+    assert download.final_url == origin.url("/ok.jpg")
+    origin.hits.clear()
+    error = await failure(fetcher(origin, tmp_path, retries=3), origin.url("/chain/5"))
+    assert error.code == "too_many_redirects"
+    assert origin.hits["/ok.jpg"] == 0
+    assert sum(origin.hits.values()) == 6  # never retried
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/loop/a", "redirect_loop"),
+        ("/redirect", "bad_redirect"),  # no Location
+        ("/redirect?to=ftp://127.0.0.1/x", "bad_redirect"),
+        ("/redirect?to=javascript:alert(1)", "bad_redirect"),
+        ("/redirect?to=http://user:pw@images.example/", "bad_redirect"),
+        ("/redirect?to=http://[zz", "bad_redirect"),
+        ("/redirect?to=http://images.example:22/", "port_refused"),
+    ],
+)
+async def test_broken_redirects_fail_with_clear_codes(
+    origin: Origin, path: str, code: str, tmp_path: Path, tripwire: Tripwire
+) -> None:
+    error = await failure(fetcher(origin, tmp_path, retries=2), origin.url(path))
+    assert error.code == code
+    assert tripwire.hosts() == {"127.0.0.1"}
+
+
+# -- sizes and time -----------------------------------------------------------------------
+
+
+async def test_a_declared_oversize_body_fails_without_being_read(
+    origin: Origin, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    error = await failure(fetcher(origin, tmp_path, max_bytes=1000), origin.url("/huge"))
+    assert error.code == "too_large"
+    assert time.monotonic() - start < 5  # did not wait for the (never sent) body
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_endless_body_is_cut_off_at_the_cap(origin: Origin, tmp_path: Path) -> None:
+    error = await failure(
+        fetcher(origin, tmp_path, max_bytes=200_000, retries=2), origin.url("/endless")
+    )
+    assert error.code == "too_large"
+    assert origin.hits["/endless"] == 1  # too large is final: never retried
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_drip_feeding_origin_fails_at_the_deadline(origin: Origin, tmp_path: Path) -> None:
+    start = time.monotonic()
+    error = await failure(
+        fetcher(origin, tmp_path, total_timeout=1.0, read_timeout=5.0), origin.url("/drip")
+    )
+    elapsed = time.monotonic() - start
+    assert error.code == "timeout"
+    assert 0.9 <= elapsed < 3  # each byte came in time; the whole did not
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_silent_origin_times_out_and_is_retried(origin: Origin, tmp_path: Path) -> None:
+    start = time.monotonic()
+    error = await failure(
+        fetcher(origin, tmp_path, total_timeout=5, read_timeout=0.3, retries=1),
+        origin.url("/silent"),
+    )
+    assert error.code == "timeout"
+    assert origin.hits["/silent"] == 2
+    assert time.monotonic() - start < 4
+
+
+async def test_a_body_shorter_than_its_content_length_fails(origin: Origin, tmp_path: Path) -> None:
+    error = await failure(fetcher(origin, tmp_path), origin.url("/short"))
+    assert error.code == "connection_error"
     assert list(tmp_path.iterdir()) == []  # no partial file left behind
 
 
-async def test_urls_with_credentials_or_other_schemes_are_refused(tmp_path: Path) -> None:
-    f = SafeFetcher(temp_dir=tmp_path)
-    assert await code_of(f, "http://user:pw@127.0.0.1/x") == "invalid_url"
-    assert await code_of(SafeFetcher(temp_dir=tmp_path), "file:///etc/passwd") == "invalid_url"
+# -- retries ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [500, 502, 503, 408, 429])
+async def test_transient_statuses_are_retried(code: int, origin: Origin, tmp_path: Path) -> None:
+    async with fetcher(origin, tmp_path, retries=2) as f:
+        download = await f.fetch(origin.url(f"/flaky/{code}"))
+    assert download.path.read_bytes() == JPEG
+    assert origin.hits[f"/flaky/{code}"] == 2
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 410, 451])
+async def test_other_client_errors_are_not_retried(
+    code: int, origin: Origin, tmp_path: Path
+) -> None:
+    error = await failure(fetcher(origin, tmp_path, retries=3), origin.url(f"/status/{code}"))
+    assert error.code == "download_http_error"
+    assert str(code) in error.detail
+    assert origin.hits[f"/status/{code}"] == 1
+
+
+async def test_retry_after_is_honoured(origin: Origin, tmp_path: Path) -> None:
+    start = time.monotonic()
+    async with fetcher(origin, tmp_path, retries=1, backoff_base=0.01) as f:
+        await f.fetch(origin.url("/flaky/503?retry_after=1"))
+    assert time.monotonic() - start >= 1.0
+    assert origin.hits["/flaky/503"] == 2
+
+
+async def test_retry_after_is_capped(origin: Origin, tmp_path: Path) -> None:
+    start = time.monotonic()
+    error = await failure(
+        fetcher(origin, tmp_path, retries=2, retry_after_cap=0.2),
+        origin.url("/status/503?retry_after=3600"),
+    )
+    assert error.code == "download_http_error"
+    assert origin.hits["/status/503"] == 3
+    assert time.monotonic() - start < 3
+
+
+# -- concurrency and proxies --------------------------------------------------------------
+
+
+async def test_concurrency_per_origin_host_is_bounded(origin: Origin, tmp_path: Path) -> None:
+    async with fetcher(origin, tmp_path, concurrency=8, per_host_concurrency=2) as f:
+        await asyncio.gather(*(f.fetch(origin.url(f"/slow.jpg?n={i}")) for i in range(6)))
+    assert origin.hits["/slow.jpg"] == 6
+    assert origin.peak == 2
+
+
+async def test_environment_proxies_are_ignored(
+    origin: Origin, tmp_path: Path, tripwire: Tripwire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.9:3128")
+    async with fetcher(origin, tmp_path) as f:
+        await f.fetch(origin.url("/ok.jpg"))
+    assert tripwire.attempts == [("127.0.0.1", origin.port)]
+
+
+async def test_an_explicit_proxy_is_used_after_the_name_is_checked(
+    origin: Origin, tmp_path: Path, tripwire: Tripwire
+) -> None:
+    # The origin doubles as the proxy: aiohttp sends it the absolute URL.
+    dns = FakeDNS({"cdn.example": ["127.0.0.2"], "internal.example": ["10.0.0.5"]})
+    proxy = f"http://127.0.0.1:{origin.port}"
+    f = fetcher(None, tmp_path, dns=dns, proxy=proxy, forbidden=treat_as_public("127.0.0.2"))
+    async with f:
+        download = await f.fetch("http://cdn.example/ok.jpg")
+        assert download.path.read_bytes() == JPEG
+        with pytest.raises(FetchError) as refused:
+            await f.fetch("http://internal.example/ok.jpg")
+    assert refused.value.code == "address_refused"
+    assert tripwire.hosts() == {"127.0.0.1"}  # only the proxy was ever connected to
+    assert origin.hits["/ok.jpg"] == 1

@@ -60,3 +60,23 @@ def test_unusable_database_urls_are_refused(bad: str) -> None:
 def test_port_must_be_a_port() -> None:
     with pytest.raises(ValueError, match="port"):
         Settings(port=70000)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("IMAGESYNC_FETCH_PORTS", "80,ssh"),
+        ("IMAGESYNC_FETCH_PORTS", ""),
+        ("IMAGESYNC_FETCH_PROXY", "socks5://127.0.0.1:1080"),
+        ("IMAGESYNC_FETCH_ALLOW", "127.0.0.1"),
+    ],
+)
+def test_fetch_settings_are_checked(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_fetch_ports_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGESYNC_FETCH_PORTS", "443, 8443")
+    assert load_settings().fetch_port_set == frozenset({443, 8443})

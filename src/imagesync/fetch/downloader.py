@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from imagesync.fetch.errors import (
@@ -21,10 +25,19 @@ from imagesync.fetch.errors import (
     FetchError,
     HttpStatusError,
     InvalidUrl,
+    RedirectLoop,
     TooLarge,
     TooManyRedirects,
 )
-from imagesync.fetch.guard import GuardedResolver, RefusedByGuard, check_literal
+from imagesync.fetch.guard import (
+    DEFAULT_PORTS,
+    GuardedResolver,
+    IPAddress,
+    RefusedByGuard,
+    check_url,
+    is_forbidden,
+    parse_ipv4_number,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +50,15 @@ class FetchLimits:
     max_bytes: int = 50 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    total_timeout: float = 120.0
+    total_timeout: float = 120.0  # one attempt, all redirects and the whole body included
     max_redirects: int = 5
     retries: int = 3
     backoff_base: float = 0.5
     backoff_cap: float = 10.0
+    retry_after_cap: float = 30.0
     concurrency: int = 8
+    per_host_concurrency: int = 4
+    ports: frozenset[int] = DEFAULT_PORTS
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,11 @@ class Download:
 
 class SafeFetcher:
     """One per process: a shared aiohttp session whose resolver refuses special
-    addresses, redirects followed hop by hop, bounded size, time and concurrency."""
+    addresses, redirects followed hop by hop, bounded size, time and concurrency.
+
+    With `proxy`, requests go through that HTTP proxy (environment proxies are never
+    used); names are still resolved and checked here first, and the proxy should
+    refuse private destinations itself, since it resolves them again."""
 
     def __init__(
         self,
@@ -63,25 +83,31 @@ class SafeFetcher:
         allow: frozenset[tuple[str, int]] = frozenset(),
         limits: FetchLimits | None = None,
         temp_dir: Path | None = None,
+        proxy: str | None = None,
+        resolver: AbstractResolver | None = None,
+        forbidden: Callable[[IPAddress], bool] = is_forbidden,
     ) -> None:
-        self.allow = allow
         self.limits = limits or FetchLimits()
         self.temp_dir = temp_dir
+        self.proxy = URL(proxy) if proxy else None
+        if self.proxy is not None and self.proxy.host and self.proxy.port:
+            allow = allow | {(self.proxy.host.lower(), self.proxy.port)}
+        self.allow = allow
+        self._resolver = GuardedResolver(allow, resolver, forbidden=forbidden)
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(self.limits.concurrency)
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
 
     async def __aenter__(self) -> SafeFetcher:
         connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(self.allow), limit=self.limits.concurrency * 2
+            resolver=self._resolver, limit=self.limits.concurrency * 2, ttl_dns_cache=30
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
             trust_env=False,  # environment proxies would bypass the address checks
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(
-                total=self.limits.total_timeout,
-                sock_connect=self.limits.connect_timeout,
-                sock_read=self.limits.read_timeout,
+                sock_connect=self.limits.connect_timeout, sock_read=self.limits.read_timeout
             ),
             headers={"User-Agent": "imagesync/0.1 (+image sync)", "Accept": "image/*"},
         )
@@ -92,38 +118,60 @@ class SafeFetcher:
             await self._session.close()
 
     async def fetch(self, url: str) -> Download:
-        """Download `url`, retrying transient failures with capped, jittered backoff."""
+        """Download `url`, retrying transient failures with capped, jittered backoff
+        (or the origin's `Retry-After`, up to a cap)."""
+        first = check_url(url, allow=self.allow, ports=self.limits.ports)
+        host_slot = self._host_slots.setdefault(
+            first.raw_host or "", asyncio.Semaphore(self.limits.per_host_concurrency)
+        )
         attempt = 0
         while True:
             try:
-                async with self._slots:
-                    return await self._fetch_once(url)
+                async with host_slot, self._slots:
+                    try:
+                        async with asyncio.timeout(self.limits.total_timeout):
+                            return await self._fetch_once(first)
+                    except TimeoutError as exc:
+                        raise DownloadTimeout(
+                            f"the download took longer than {self.limits.total_timeout:g} s"
+                        ) from exc
             except FetchError as exc:
                 if not exc.retryable or attempt >= self.limits.retries:
                     raise
-                delay = min(self.limits.backoff_cap, self.limits.backoff_base * 2**attempt)
-                delay *= 0.5 + random.random() / 2
+                delay = self._delay(attempt, exc)
                 log.info("fetch.retry", url=url, code=exc.code, attempt=attempt + 1, delay=delay)
                 attempt += 1
                 await asyncio.sleep(delay)
 
-    async def _fetch_once(self, url: str) -> Download:
+    def _delay(self, attempt: int, exc: FetchError) -> float:
+        delay = min(self.limits.backoff_cap, self.limits.backoff_base * 2.0**attempt)
+        delay *= 0.5 + random.random() / 2
+        retry_after = exc.retry_after if isinstance(exc, HttpStatusError) else None
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.limits.retry_after_cap))
+        return delay
+
+    async def _fetch_once(self, current: URL) -> Download:
         assert self._session is not None, "use SafeFetcher as an async context manager"
-        current = _parse(url)
+        seen = {str(current)}
         for _hop in range(self.limits.max_redirects + 1):
-            refusal = check_literal(current.host or "", current.port or 0, self.allow)
-            if refusal:
-                raise AddressRefused(refusal)
+            if self.proxy is not None:
+                await self._check_name(current)
             try:
-                async with self._session.get(current, allow_redirects=False) as response:
+                async with self._session.get(
+                    current, allow_redirects=False, proxy=self.proxy
+                ) as response:
                     if response.status in _REDIRECTS:
-                        location = response.headers.get("Location")
-                        if not location:
-                            raise BadRedirect(f"redirect {response.status} without Location")
-                        current = _parse(str(current.join(URL(location))), redirect=True)
+                        current = self._next_hop(current, response)
+                        if str(current) in seen:
+                            raise RedirectLoop(f"the redirects come back to {current}")
+                        seen.add(str(current))
                         continue
                     if response.status != 200:
-                        raise HttpStatusError(response.status)
+                        raise HttpStatusError(
+                            response.status,
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                        )
                     return await self._save(response, str(current))
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, RefusedByGuard):
@@ -131,13 +179,43 @@ class SafeFetcher:
                 raise ConnectionFailed(
                     f"could not connect to {current.host}: {exc.os_error}"
                 ) from exc
-            except TimeoutError as exc:
-                raise DownloadTimeout("the origin did not answer in time") from exc
+            except TimeoutError as exc:  # connect or read: the total deadline is fetch's
+                raise DownloadTimeout(f"{current.host} did not answer in time") from exc
+            except aiohttp.InvalidURL as exc:
+                raise InvalidUrl(f"{current} is not a URL that can be fetched") from exc
             except aiohttp.ClientPayloadError as exc:
                 raise ConnectionFailed(f"the body was cut short: {exc}") from exc
             except aiohttp.ClientError as exc:
                 raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
+
+    def _next_hop(self, current: URL, response: aiohttp.ClientResponse) -> URL:
+        location = response.headers.get("Location")
+        if not location:
+            raise BadRedirect(f"redirect {response.status} without Location")
+        try:
+            target = str(current.join(URL(location)))
+        except (ValueError, TypeError) as exc:
+            raise BadRedirect(f"the redirect goes to {location!r}, which is not a URL") from exc
+        try:
+            return check_url(target, allow=self.allow, ports=self.limits.ports)
+        except InvalidUrl as exc:
+            raise BadRedirect(f"the redirect goes to {location!r}: {exc.detail}") from exc
+
+    async def _check_name(self, url: URL) -> None:
+        """Through a proxy the connector never resolves the origin: check it here."""
+        host = url.raw_host or ""
+        try:
+            is_literal = parse_ipv4_number(host) is not None or ":" in host
+        except ValueError:
+            is_literal = True  # check_url refused it already
+        if not is_literal:
+            try:
+                await self._resolver.resolve(host, url.port or 0)
+            except RefusedByGuard as exc:
+                raise AddressRefused(str(exc)) from exc
+            except OSError as exc:
+                raise ConnectionFailed(f"could not resolve {host}: {exc}") from exc
 
     async def _save(self, response: aiohttp.ClientResponse, final_url: str) -> Download:
         limit = self.limits.max_bytes
@@ -165,14 +243,17 @@ class SafeFetcher:
         return Download(path=path, size=size, sha256=digest.hexdigest(), final_url=final_url)
 
 
-def _parse(url: str, *, redirect: bool = False) -> URL:
-    error = BadRedirect if redirect else InvalidUrl
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        parsed = URL(url)
-    except (ValueError, TypeError) as exc:
-        raise error(f"{url!r} is not a URL") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise error(f"{url!r} is not an absolute http(s) URL")
-    if parsed.user is not None or parsed.password is not None:
-        raise error("URLs with credentials are refused")
-    return parsed
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -22,13 +22,18 @@ class AddressRefused(FetchError):
     code = "address_refused"
 
 
+class PortRefused(FetchError):
+    code = "port_refused"
+
+
 class HttpStatusError(FetchError):
     code = "download_http_error"
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, *, retry_after: float | None = None) -> None:
         super().__init__(f"origin answered {status}")
         self.status = status
         self.retryable = status in (408, 429) or status >= 500
+        self.retry_after = retry_after
 
 
 class DownloadTimeout(FetchError):
@@ -51,3 +56,7 @@ class TooManyRedirects(FetchError):
 
 class BadRedirect(FetchError):
     code = "bad_redirect"
+
+
+class RedirectLoop(FetchError):
+    code = "redirect_loop"

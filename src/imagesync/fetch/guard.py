@@ -1,33 +1,179 @@
-"""Which addresses the downloader may connect to."""
+"""Which URLs and addresses the downloader may reach.
+
+Two checks, both before any connection: `check_url` looks at the URL itself (scheme,
+credentials, control characters, lengths, port, and a host written as an IP address
+in any spelling), and `GuardedResolver` looks at every address a name resolves to.
+The connector then connects only to the addresses the resolver returned, so a name
+that answers differently a moment later (DNS rebinding) cannot slip through.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
+
+from imagesync.fetch.errors import AddressRefused, InvalidUrl, PortRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+DEFAULT_PORTS = frozenset({80, 443, 8080, 8443})
+MAX_URL_LENGTH = 2048
+MAX_HOST_LENGTH = 253
+
+# Everything that is not plain public unicast. `ipaddress.is_global` alone is not
+# enough: on Python 3.11 it calls 192.0.0.9, 2001:db8::/32 and others global.
+_FORBIDDEN_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", 0.0.0.0 included
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.31.196.0/24",  # AS112
+        "192.52.193.0/24",  # AMT
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",  # private
+        "192.175.48.0/24",  # AS112
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation
+        "203.0.113.0/24",  # documentation
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast (255.255.255.255) included
+    )
+)
+# IPv6: only global unicast (2000::/3) is ever reachable, minus its special blocks.
+_GLOBAL_V6 = ipaddress.IPv6Network("2000::/3")
+_FORBIDDEN_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "2001::/32",  # Teredo: hides an IPv4 server and client
+        "2001:2::/48",  # benchmarking
+        "2001:10::/28",  # ORCHID
+        "2001:20::/28",  # ORCHIDv2
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+    )
+)
+# Forms that carry an IPv4 address the packet really goes to: judged by that address.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a packet to a mapped, NAT64 or 6to4 IPv6 address really goes to."""
+    if address in _MAPPED or address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _SIX_TO_FOUR:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+    return None
 
 
 def is_forbidden(address: IPAddress) -> bool:
     """True for anything but a plain public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        not address.is_global
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or (isinstance(address, ipaddress.IPv4Address) and address in _CGNAT)
-    )
+    if isinstance(address, ipaddress.IPv6Address):
+        hidden = embedded_ipv4(address)
+        if hidden is not None:
+            return is_forbidden(hidden)
+        return (
+            address in _COMPATIBLE  # deprecated; `::` and `::1` included
+            or address not in _GLOBAL_V6
+            or any(address in net for net in _FORBIDDEN_V6)
+            or not address.is_global
+        )
+    return any(address in net for net in _FORBIDDEN_V4) or not address.is_global
+
+
+# -- the URL itself -----------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
+
+
+def parse_ipv4_number(host: str) -> ipaddress.IPv4Address | None:
+    """The address a numeric host means to browsers and `inet_aton` (WHATWG's IPv4
+    parser): `2130706433`, `0x7f000001`, `0177.0.0.1` and `127.1` are all 127.0.0.1.
+    None when `host` is not numeric; ValueError when numeric but out of range."""
+    parts = host.removesuffix(".").split(".")
+    if not _NUMERIC_PART.match(parts[-1]):
+        return None
+    if len(parts) > 4 or not all(_NUMERIC_PART.match(p) for p in parts):
+        raise ValueError(f"{host!r} is not a valid IPv4 address")
+    numbers = []
+    for part in parts:
+        try:
+            if part[:2].lower() == "0x":
+                numbers.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part.startswith("0"):
+                numbers.append(int(part, 8))
+            else:
+                numbers.append(int(part))
+        except ValueError:
+            raise ValueError(f"{host!r} is not a valid IPv4 address") from None
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"{host!r} is not a valid IPv4 address")
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[int]) -> URL:
+    """Parse `raw` and refuse it if it may not be fetched, before anything is resolved:
+    `InvalidUrl` for a malformed URL, `AddressRefused` or `PortRefused` otherwise."""
+    if len(raw) > MAX_URL_LENGTH:
+        raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if _CONTROL.search(raw):
+        raise InvalidUrl("the URL contains spaces or control characters")
+    try:
+        url = URL(raw)
+        host = url.raw_host
+        port = url.port
+        authority = url.raw_authority
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise InvalidUrl(f"{raw!r} is not a URL") from exc
+    if url.scheme not in ("http", "https") or not host or port is None:
+        raise InvalidUrl(f"{raw!r} is not an absolute http(s) URL")
+    if url.raw_user is not None or url.raw_password is not None or "@" in authority:
+        raise InvalidUrl("URLs with credentials are refused")
+    host = host.lower()
+    if "%" in host:
+        raise InvalidUrl("IPv6 zone identifiers are refused")
+    if len(host) > MAX_HOST_LENGTH or any(len(label) > 63 for label in host.split(".")):
+        raise InvalidUrl("the host name is too long")
+    allowed = (host, port) in allow
+    try:
+        address: IPAddress | None = parse_ipv4_number(host) or _ip_literal(host)
+    except ValueError as exc:
+        raise InvalidUrl(str(exc)) from exc
+    if address is not None and not allowed:
+        if is_forbidden(address):
+            raise AddressRefused(f"{host} is {address}, which is not a public address")
+        if isinstance(address, ipaddress.IPv4Address) and host != str(address):
+            raise InvalidUrl(f"write the address {host} as {address}")
+    if not allowed and port not in ports:
+        listed = ", ".join(str(p) for p in sorted(ports))
+        raise PortRefused(f"port {port} is not fetched from (allowed: {listed})")
+    return url
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:
@@ -41,45 +187,58 @@ def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:
     return frozenset(allowed)
 
 
+def parse_ports(value: str) -> frozenset[int]:
+    """A comma-separated list of TCP ports."""
+    ports = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ValueError(f"{part!r} is not a TCP port")
+        ports.add(int(part))
+    if not ports:
+        raise ValueError("give at least one port")
+    return frozenset(ports)
+
+
+# -- names --------------------------------------------------------------------------------
+
+
 class RefusedByGuard(OSError):
     pass
 
 
 class GuardedResolver(AbstractResolver):
     """Resolves names and refuses if any answer is a forbidden address, so the
-    connection goes only to addresses checked here (unless the pair is allow-listed)."""
+    connection goes only to addresses checked here (unless the pair is allow-listed).
 
-    def __init__(self, allow: frozenset[tuple[str, int]], inner: AbstractResolver | None = None):
+    aiohttp's connector connects to exactly the addresses returned, and its DNS cache
+    only ever holds answers that passed this check."""
+
+    def __init__(
+        self,
+        allow: frozenset[tuple[str, int]],
+        inner: AbstractResolver | None = None,
+        *,
+        forbidden: Callable[[IPAddress], bool] = is_forbidden,
+    ):
         self._allow = allow
         self._inner = inner or DefaultResolver()
+        self._forbidden = forbidden
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if (host.lower(), port) in self._allow:
+        if (host.lower().rstrip("."), port) in self._allow:
             return results
+        if not results:
+            raise RefusedByGuard(f"{host} has no addresses")
         for result in results:
-            if is_forbidden(ipaddress.ip_address(result["host"])):
+            if self._forbidden(ipaddress.ip_address(result["host"].split("%", 1)[0])):
                 raise RefusedByGuard(f"{host} resolves to {result['host']}, which is not public")
         return results
 
     async def close(self) -> None:
         await self._inner.close()
-
-
-def literal_address(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def check_literal(host: str, port: int, allow: frozenset[tuple[str, int]]) -> str | None:
-    """A reason to refuse an IP-literal host (names are checked by the resolver)."""
-    address = literal_address(host)
-    if address is None or (host.strip("[]").lower(), port) in allow:
-        return None
-    if is_forbidden(address):
-        return f"{address} is not a public address"
-    return None

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         description="Comma-separated host:port pairs that may be fetched although they are "
         "private or loopback (e.g. 127.0.0.1:8080). Nothing else private is ever fetched.",
     )
+    fetch_ports: str = Field(
+        default="80,443,8080,8443",
+        description="Comma-separated ports images are fetched from (allow-listed pairs aside).",
+    )
+    fetch_proxy: str = Field(
+        default="",
+        description="An http:// proxy for all downloads. Environment proxies (HTTP_PROXY...) "
+        "are never used; this is the only way to send downloads through one.",
+    )
     fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="Largest download.")
     fetch_timeout_seconds: float = Field(default=120.0, gt=0, description="Deadline per download.")
     fetch_retries: int = Field(default=3, ge=0, le=10, description="Retries of transient failures.")
@@ -47,6 +56,9 @@ class Settings(BaseSettings):
         default=0.5, ge=0, description="First retry delay; doubles each time, with jitter."
     )
     download_concurrency: int = Field(default=8, ge=1, description="Downloads at once.")
+    download_concurrency_per_host: int = Field(
+        default=4, ge=1, description="Downloads at once from one origin host."
+    )
     worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
     embedded_worker: bool = Field(default=True, description="Run the worker inside `serve`.")
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
@@ -59,6 +71,27 @@ class Settings(BaseSettings):
 
         parse_allow_list(p for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("fetch_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        from imagesync.fetch.guard import parse_ports
+
+        parse_ports(value)
+        return value
+
+    @field_validator("fetch_proxy")
+    @classmethod
+    def _proxy(cls, value: str) -> str:
+        if value and not (value.startswith("http://") and len(value) > len("http://")):
+            raise ValueError("must be an http://HOST:PORT URL")
+        return value
+
+    @property
+    def fetch_port_set(self) -> frozenset[int]:
+        from imagesync.fetch.guard import parse_ports
+
+        return parse_ports(self.fetch_ports)
 
     @property
     def fetch_allow_pairs(self) -> frozenset[tuple[str, int]]:
