@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagesync.app import create_app
 from imagesync.kit.db import Base, migrate
 from imagesync.kit.settings import Settings
+from imagesync.storage.blobs import S3Options
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -105,3 +107,45 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://imagesync.test") as c:
         yield c
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's S3-compatible server, on 127.0.0.1 for the whole run."""
+
+    endpoint: str
+    options: S3Options
+
+    def new_bucket(self) -> str:
+        import boto3
+
+        name = f"imagesync-{uuid.uuid4().hex[:12]}"
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.options.access_key_id,
+            aws_secret_access_key=self.options.secret_access_key,
+            region_name=self.options.region,
+        ).create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    assert host == "127.0.0.1", host
+    yield S3Server(
+        endpoint,
+        S3Options(
+            endpoint=endpoint, region="us-east-1", access_key_id="test", secret_access_key="test"
+        ),
+    )
+    server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -19,8 +20,11 @@ from imagesync.kit.errors import Conflict, error_response, install_error_handler
 from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, ensure_sqlite_directory, load_settings
-from imagesync.storage.local import open_store
+from imagesync.media.probe import MediaLimits
+from imagesync.storage.blobs import S3Options, open_store
 from imagesync.sync import api as sync_api
+from imagesync.sync.collector import Collector
+from imagesync.sync.renditions import RenditionWorker
 from imagesync.sync.service import SyncContext
 from imagesync.sync.worker import SyncWorker
 
@@ -47,7 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.async_database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        store = open_store(settings.storage_url)
+        store = open_store(
+            settings.storage_url,
+            S3Options(
+                endpoint=settings.s3_endpoint,
+                region=settings.s3_region,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=settings.s3_secret_access_key,
+            ),
+        )
         app.state.store = store
         limits = FetchLimits(
             max_bytes=settings.fetch_max_bytes,
@@ -64,12 +76,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             temp_dir=store.temp_dir,
             proxy=settings.fetch_proxy or None,
         ) as fetcher:
-            ctx = SyncContext(app.state.sessionmaker, fetcher, store)
+            ctx = SyncContext(
+                app.state.sessionmaker,
+                fetcher,
+                store,
+                media=MediaLimits(
+                    max_pixels=settings.image_max_pixels, max_frames=settings.image_max_frames
+                ),
+                rendition_widths=settings.rendition_width_set,
+            )
             app.state.sync_context = ctx
             worker = SyncWorker(ctx, concurrency=settings.worker_concurrency)
+            renderer = RenditionWorker(ctx, concurrency=settings.rendition_concurrency)
+            collector = Collector(
+                ctx,
+                grace=timedelta(days=settings.blob_grace_days),
+                interval=timedelta(seconds=settings.collect_interval_seconds),
+            )
             if settings.embedded_worker:
                 app.state.worker = worker
+                ctx.wake_renditions = renderer.wake
                 await worker.start(sole_worker=engine.dialect.name == "sqlite")
+                await renderer.start()
+                await collector.start()
             log.info(
                 "app.started",
                 database=engine.url.render_as_string(hide_password=True),
@@ -78,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                await collector.stop()
+                await renderer.stop()
                 await worker.stop()
                 await engine.dispose()
                 log.info("app.stopped")

@@ -24,7 +24,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB.",
     )
     storage_url: str = Field(
-        default="./data/files", description="Where image files are stored (a directory)."
+        default="./data/files",
+        description="Where image files are stored: a directory, s3://BUCKET[/PREFIX] or memory://.",
+    )
+    s3_endpoint: str = Field(
+        default="", description="S3-compatible endpoint URL (empty: AWS, or AWS_ENDPOINT_URL)."
+    )
+    s3_region: str = Field(default="", description="S3 region (empty: AWS_REGION or us-east-1).")
+    s3_access_key_id: str = Field(default="", description="S3 key id (empty: AWS_ACCESS_KEY_ID).")
+    s3_secret_access_key: str = Field(
+        default="", description="S3 secret (empty: AWS_SECRET_ACCESS_KEY)."
     )
     host: str = Field(default="127.0.0.1", description="Address `imagesync serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `imagesync serve` uses.")
@@ -61,6 +70,25 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
     embedded_worker: bool = Field(default=True, description="Run the worker inside `serve`.")
+    image_max_pixels: int = Field(
+        default=50_000_000, ge=1, description="Largest image (pixels per frame), from its header."
+    )
+    image_max_frames: int = Field(default=100, ge=1, description="Most frames of an animation.")
+    rendition_widths: str = Field(
+        default="200,400,800",
+        description="Comma-separated widths of the WebP renditions (empty: none). An image "
+        "gets those narrower than itself: never upscaled.",
+    )
+    rendition_concurrency: int = Field(default=1, ge=1, description="Originals rendered at once.")
+    blob_grace_days: float = Field(
+        default=7.0,
+        ge=0.01,
+        description="Days a stored file no image uses is kept before it is deleted (with "
+        "the memory that its URL was seen).",
+    )
+    collect_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="How often unused files are looked for."
+    )
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request.")
 
@@ -71,6 +99,26 @@ class Settings(BaseSettings):
 
         parse_allow_list(p for p in value.split(",") if p.strip())
         return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme not in ("file", "s3", "memory"):
+            raise ValueError("must be a directory, file://PATH, s3://BUCKET[/PREFIX] or memory://")
+        if scheme == "s3" and not rest.split("/", 1)[0]:
+            raise ValueError("s3:// needs a bucket: s3://BUCKET[/PREFIX]")
+        return value
+
+    @field_validator("rendition_widths")
+    @classmethod
+    def _widths(cls, value: str) -> str:
+        parse_widths(value)
+        return value
+
+    @property
+    def rendition_width_set(self) -> tuple[int, ...]:
+        return parse_widths(self.rendition_widths)
 
     @field_validator("fetch_ports")
     @classmethod
@@ -108,6 +156,18 @@ class Settings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.database_url)
+
+
+def parse_widths(value: str) -> tuple[int, ...]:
+    widths = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or not 16 <= int(part) <= 4096:
+            raise ValueError(f"{part!r} is not a width from 16 to 4096")
+        widths.add(int(part))
+    return tuple(sorted(widths))
 
 
 def normalize_database_url(url: str) -> str:

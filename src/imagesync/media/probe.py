@@ -3,11 +3,13 @@ that it decodes. Bytes in, facts out; the `Content-Type` header never decides.""
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 
 class MediaError(Exception):
@@ -28,6 +30,10 @@ class UnsupportedFormat(MediaError):
 
 class TooManyPixels(MediaError):
     code = "too_many_pixels"
+
+
+class TooManyFrames(MediaError):
+    code = "too_many_frames"
 
 
 class CorruptImage(MediaError):
@@ -62,7 +68,8 @@ def sniff(head: bytes) -> str | None:
         return "webp"
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
         return "avif"
-    if head.lstrip().startswith((b"<svg", b"<?xml")):
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"<") and b"<svg" in text.lower():
         return "svg"
     return None
 
@@ -72,14 +79,27 @@ class ProbedImage:
     format: str
     content_type: str
     extension: str
-    width: int
+    width: int  # as displayed: EXIF orientation applied
     height: int
+    frames: int = 1
+    orientation: int = 1
 
 
-def probe(path: Path, *, max_pixels: int = 50_000_000) -> ProbedImage:
-    """Identify and fully decode the image at `path`; raise a `MediaError` otherwise."""
+@dataclass(frozen=True)
+class MediaLimits:
+    max_pixels: int = 50_000_000  # per frame
+    max_frames: int = 100
+    # All frames decoded together: a 100-frame animation of 50 MP frames is refused.
+    max_total_pixels: int = 200_000_000
+
+
+def probe(path: Path, *, limits: MediaLimits | None = None) -> ProbedImage:
+    """Identify and fully decode the image at `path`; raise a `MediaError` otherwise.
+    Dimensions and frame count come from the header and are checked before any pixel
+    is decoded, so a decompression bomb costs nothing."""
+    limits = limits or MediaLimits()
     with path.open("rb") as handle:
-        head = handle.read(32)
+        head = handle.read(1024)
     kind = sniff(head)
     if kind is None:
         raise NotAnImage("the file is not an image (unknown leading bytes)")
@@ -87,19 +107,65 @@ def probe(path: Path, *, max_pixels: int = 50_000_000) -> ProbedImage:
         raise UnsupportedFormat(f"{kind.upper()} images are not accepted")
     fmt = FORMATS[kind]
     try:
+        if kind == "png":
+            check_png_chunks(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=[fmt.pillow]) as image:
                 width, height = image.size
-                if width * height > max_pixels:
-                    raise TooManyPixels(f"{width}x{height} is over {max_pixels} pixels")
-                image.load()  # a full decode: truncated or corrupt data fails here
+                if width < 1 or height < 1:
+                    raise CorruptImage(f"{width}x{height} has no pixels")
+                if width * height > limits.max_pixels:
+                    raise TooManyPixels(
+                        f"{width}x{height} is over the limit of {limits.max_pixels} pixels"
+                    )
+                frames = int(getattr(image, "n_frames", 1))
+                if frames > limits.max_frames:
+                    raise TooManyFrames(f"{frames} frames; at most {limits.max_frames}")
+                if width * height * frames > limits.max_total_pixels:
+                    raise TooManyPixels(
+                        f"{frames} frames of {width}x{height} is over the limit of "
+                        f"{limits.max_total_pixels} pixels in all"
+                    )
+                orientation = image.getexif().get(0x0112, 1)
+                orientation = orientation if orientation in range(1, 9) else 1
+                # A full decode of every frame: truncated or corrupt data fails here.
+                for frame in ImageSequence.Iterator(image):
+                    frame.load()
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooManyPixels(str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise CorruptImage(f"the {kind.upper()} data cannot be read") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # any decoder failure is the file's fault, never a crash
         raise CorruptImage(f"the {kind.upper()} data is damaged: {exc}") from exc
-    return ProbedImage(kind, fmt.content_type, fmt.extension, width, height)
+    if orientation in (5, 6, 7, 8):  # rotated a quarter turn
+        width, height = height, width
+    return ProbedImage(kind, fmt.content_type, fmt.extension, width, height, frames, orientation)
+
+
+def check_png_chunks(path: Path) -> None:
+    """Verify every PNG chunk's CRC: Pillow does not check image data chunks."""
+    with path.open("rb") as handle:
+        handle.seek(8)
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                raise CorruptImage("the PNG data ends without an IEND chunk")
+            length, kind = struct.unpack(">I4s", header)
+            if length > 2**31 - 1:
+                raise CorruptImage("the PNG has a chunk of impossible length")
+            crc = zlib.crc32(kind)
+            remaining = length
+            while remaining:
+                block = handle.read(min(remaining, 1 << 20))
+                if not block:
+                    raise CorruptImage("the PNG data is truncated")
+                crc = zlib.crc32(block, crc)
+                remaining -= len(block)
+            stored = handle.read(4)
+            if len(stored) < 4 or struct.unpack(">I", stored)[0] != crc:
+                raise CorruptImage(f"the PNG chunk {kind.decode('latin-1')!r} fails its CRC")
+            if kind == b"IEND":
+                return

@@ -5,12 +5,13 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 
 from imagesync.deps import AccountDep, SessionDep, SettingsDep
 from imagesync.kit.db import session_scope
 from imagesync.kit.errors import ErrorResponse, NotFound
+from imagesync.storage.blobs import BlobStore
 from imagesync.sync import service
 from imagesync.sync.schemas import ImageList, ImageSyncRequest, SyncJobRead
 
@@ -96,6 +97,27 @@ async def list_product_images(
 
 
 @router.get(
+    "/images/{image_id}/w{width}/{filename}",
+    tags=["images"],
+    response_class=RawResponse,
+    responses={200: {"content": {"image/webp": {}}, "description": "The rendition"}},
+)
+async def rendition_file(
+    image_id: str, width: int, filename: str, request: Request, session: SessionDep
+) -> Response:
+    """A WebP rendition of an image, once ready (see the image's `renditions`)."""
+    image, rendition = await service.get_rendition_file(session, image_id, width, filename)
+    assert rendition.storage_key is not None
+    headers = {
+        "Cache-Control": "public, max-age=31536000, immutable",
+        "ETag": f'"{image.blob.sha256}-w{width}"',
+        "Content-Disposition": f'inline; filename="{filename}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+    return await stored_file(request.app.state.store, rendition.storage_key, "image/webp", headers)
+
+
+@router.get(
     "/images/{image_id}/{filename}",
     tags=["images"],
     response_class=RawResponse,
@@ -115,11 +137,14 @@ async def image_file(
         "Content-Disposition": f'inline; filename="{image.filename}"',
         "X-Content-Type-Options": "nosniff",
     }
-    path = store.local_path(image.blob.storage_key)
+    return await stored_file(store, image.blob.storage_key, image.blob.content_type, headers)
+
+
+async def stored_file(
+    store: BlobStore, key: str, content_type: str, headers: dict[str, str]
+) -> Response:
+    """A local file is sent by the server; a bucket's object is streamed through."""
+    path = store.local_path(key)
     if path is not None:
-        return FileResponse(path, media_type=image.blob.content_type, headers=headers)
-    return RawResponse(
-        await store.read(image.blob.storage_key),
-        media_type=image.blob.content_type,
-        headers=headers,
-    )
+        return FileResponse(path, media_type=content_type, headers=headers)
+    return StreamingResponse(await store.open(key), media_type=content_type, headers=headers)

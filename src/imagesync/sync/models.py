@@ -22,6 +22,34 @@ class Blob(Base):
     height: Mapped[int] = mapped_column(Integer)
     storage_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When a sync last planned to use it or an image let go of it; the collector
+    # deletes a blob no image uses once this is older than the grace period.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the collector has started deleting it: no longer handed out.
+    collecting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Rendition(Base):
+    """A smaller WebP copy of a blob at one width; its own queue entry while pending."""
+
+    __tablename__ = "rendition"
+    __table_args__ = (
+        UniqueConstraint("blob_id", "width"),
+        Index("ix_rendition_pending", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"))
+    width: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(10))  # pending | ready | failed
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    storage_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Source(Base):

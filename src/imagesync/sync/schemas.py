@@ -133,6 +133,18 @@ class SyncJobRead(BaseModel):
     products: list[ProductResult]
 
 
+class RenditionRead(BaseModel):
+    """A WebP copy at one width, made after the sync: `pending` until it is."""
+
+    width: int
+    height: int | None
+    state: Literal["pending", "ready", "failed"]
+    content_type: str = "image/webp"
+    size: int | None = Field(description="Bytes, once ready.")
+    url: str | None = Field(description="Where to get it, once ready.")
+    error: str | None = None
+
+
 class ImageRead(BaseModel):
     id: str
     url: str
@@ -148,6 +160,9 @@ class ImageRead(BaseModel):
     size: int
     sha256: str
     file_url: str
+    renditions: list[RenditionRead] = Field(
+        description="WebP copies at the configured widths narrower than the image."
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -7,7 +7,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import PurePosixPath
@@ -18,14 +18,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.catalog.models import Account, Product
-from imagesync.fetch.downloader import SafeFetcher
+from imagesync.fetch.downloader import Download, SafeFetcher
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import NotFound, Problem, ValidationFailed, duplicate_problems
-from imagesync.media.probe import MediaError, probe
-from imagesync.storage.local import BlobStore, blob_key
+from imagesync.media.probe import MediaError, MediaLimits, ProbedImage, probe
+from imagesync.media.renditions import DEFAULT_WIDTHS, target_widths
+from imagesync.storage.blobs import BlobStore, blob_key
 from imagesync.sync import repository
-from imagesync.sync.models import Blob, Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.sync.models import (
+    Blob,
+    Image,
+    ImageVariant,
+    Rendition,
+    Source,
+    SyncJob,
+    SyncJobProduct,
+)
 from imagesync.sync.planner import (
     CurrentImage,
     Identity,
@@ -44,6 +53,7 @@ from imagesync.sync.schemas import (
     Outcome,
     ProductImagesIn,
     ProductResult,
+    RenditionRead,
     SyncCounts,
     SyncJobRead,
 )
@@ -197,7 +207,14 @@ class SyncContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     fetcher: SafeFetcher
     store: BlobStore
-    max_pixels: int = 50_000_000
+    media: MediaLimits = field(default_factory=MediaLimits)
+    rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
+    # Called after a product's new images are committed: their renditions are queued.
+    wake_renditions: Callable[[], None] = lambda: None
+
+
+class Requeue(Exception):
+    """A blob the plan counted on is being collected: plan and download again."""
 
 
 LEASE = timedelta(minutes=5)
@@ -244,9 +261,12 @@ async def run_entry(
             await _finish(session, entry, _superseded(entry))
             return
         _, plan = await _plan(session, product, specs, payload.use_sort_b2c)
-        known = await repository.find_sources(
-            session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
-        )
+        wanted = [identity_hash(c.spec.identity) for c in plan.creates]
+        known = await repository.find_sources(session, entry.account_id, wanted)
+        if known:
+            # In use from now: the collector leaves them alone while this runs.
+            await repository.touch_blobs(session, {s.blob_id for s in known.values()}, utcnow())
+            known = await repository.find_sources(session, entry.account_id, wanted)
         account_id = entry.account_id
         if inline and (
             len(known) < len(plan.creates)
@@ -297,7 +317,16 @@ async def run_entry(
             )
             await _finish(session, entry, result)
             return
-        result = await _apply(session, entry, product, specs, payload.use_sort_b2c, downloaded)
+        try:
+            result = await _apply(
+                ctx, session, entry, product, specs, payload.use_sort_b2c, downloaded
+            )
+        except Requeue:
+            # Nothing of the product changed; the next run downloads what it needs.
+            await session.rollback()
+            await _requeue(session, seq)
+            log.info("sync.product.requeued", seq=seq, reason="blob being collected")
+            return
         await _finish(session, entry, result)
         log.info(
             "sync.product.applied",
@@ -305,6 +334,8 @@ async def run_entry(
             item_number=entry.item_number,
             **result.counts.model_dump(),
         )
+    if result.counts.created:
+        ctx.wake_renditions()
 
 
 async def _plan(
@@ -319,7 +350,16 @@ async def _plan(
     return images, plan
 
 
+async def _requeue(session: AsyncSession, seq: int) -> None:
+    entry = await repository.get_entry(session, seq)
+    if entry is not None and entry.status == "running":
+        entry.status = "queued"
+        entry.lease_expires_at = None
+        await session.flush()
+
+
 async def _apply(
+    ctx: SyncContext,
     session: AsyncSession,
     entry: SyncJobProduct,
     product: Product,
@@ -335,6 +375,21 @@ async def _apply(
         session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
     )
     now = utcnow()
+    if len(sources) < len({identity_hash(c.spec.identity) for c in plan.creates}):
+        raise Requeue
+    linked = {s.blob_id for s in sources.values()}
+    if await repository.touch_blobs(session, linked, now) < len(linked):
+        raise Requeue  # the collector took one between the plan and now
+    released = {images[i].blob_id for i in plan.deletes}
+    await repository.touch_blobs(session, released, now)  # the grace period starts now
+    await repository.ensure_renditions(
+        session,
+        [
+            (s.blob_id, width)
+            for s in sources.values()
+            for width in target_widths(s.blob.width, ctx.rendition_widths)
+        ],
+    )
     results: dict[int, ImageResult] = {}
     counts = SyncCounts(downloaded=downloaded)
     for create in plan.creates:
@@ -469,18 +524,37 @@ async def _download(ctx: SyncContext, account_id: int, spec: ImageSpec) -> Fetch
     except FetchError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     try:
-        probed = await asyncio.to_thread(probe, download.path, max_pixels=ctx.max_pixels)
-        await ctx.store.put_file(blob_key(download.sha256), download.path)
+        probed = await asyncio.to_thread(probe, download.path, limits=ctx.media)
+        return await _record(ctx, account_id, spec.identity, spec.url, download, probed)
     except MediaError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     finally:
         download.path.unlink(missing_ok=True)
-    identity = spec.identity
-    for _attempt in range(3):  # another worker may record the same blob or identity at once
+
+
+async def _record(
+    ctx: SyncContext,
+    account_id: int,
+    identity: Identity,
+    url: str,
+    download: Download,
+    probed: ProbedImage,
+) -> Fetched | ImageError:
+    """Store the bytes (unless a live blob has them already) and record blob and source.
+
+    A blob row exists only once its file is stored, and the collector deletes the file
+    before the row, so a row that is not being collected always has its file. Bytes
+    whose blob is being collected wait for the collector to finish, then are stored anew.
+    """
+    key = identity_hash(identity)
+    for attempt in range(8):  # another worker may record the same blob or identity at once
         try:
             async with session_scope(ctx.sessionmaker) as session:
                 blob = await repository.get_blob(session, download.sha256)
+                if blob is not None and blob.collecting_since is not None:
+                    raise _BeingCollected
                 if blob is None:
+                    await ctx.store.put_file(blob_key(download.sha256), download.path)
                     blob = Blob(
                         sha256=download.sha256,
                         size=download.size,
@@ -488,10 +562,12 @@ async def _download(ctx: SyncContext, account_id: int, spec: ImageSpec) -> Fetch
                         width=probed.width,
                         height=probed.height,
                         storage_key=blob_key(download.sha256),
+                        last_used_at=utcnow(),
                     )
                     session.add(blob)
                     await session.flush()
-                key = identity_hash(identity)
+                else:
+                    await repository.touch_blobs(session, [blob.id], utcnow())
                 known = await repository.find_sources(session, account_id, [key])
                 if key not in known:
                     session.add(
@@ -501,13 +577,20 @@ async def _download(ctx: SyncContext, account_id: int, spec: ImageSpec) -> Fetch
                             identity=identity.value,
                             identity_hash=key,
                             blob_id=blob.id,
-                            url=spec.url,
+                            url=url,
                         )
                     )
                 return Fetched(blob_id=blob.id)
         except IntegrityError:
+            await asyncio.sleep(0.05 * attempt)
             continue
+        except _BeingCollected:
+            await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
     return ImageError(code="store_conflict", detail="could not record the download; retry")
+
+
+class _BeingCollected(Exception):
+    pass
 
 
 class FetchDeduper:
@@ -609,13 +692,23 @@ async def read_images(
     skus = await repository.variant_skus(
         session, {link.variant_id for i in images for link in i.variant_links}
     )
+    renditions = await repository.renditions_of_blobs(session, {i.blob_id for i in images})
     by_product: dict[int, list[ImageRead]] = {}
     for image in images:
-        by_product.setdefault(image.product_id, []).append(image_read(image, skus, base_url))
+        by_product.setdefault(image.product_id, []).append(
+            image_read(image, skus, renditions.get(image.blob_id, []), base_url)
+        )
     return by_product
 
 
-def image_read(image: Image, skus: dict[int, str], base_url: str) -> ImageRead:
+def rendition_filename(image: Image) -> str:
+    return f"{PurePosixPath(image.filename).stem}.webp"
+
+
+def image_read(
+    image: Image, skus: dict[int, str], renditions: Sequence[Rendition], base_url: str
+) -> ImageRead:
+    name = rendition_filename(image)
     return ImageRead(
         id=image.id,
         url=image.url,
@@ -631,6 +724,19 @@ def image_read(image: Image, skus: dict[int, str], base_url: str) -> ImageRead:
         size=image.blob.size,
         sha256=image.blob.sha256,
         file_url=f"{base_url}images/{image.id}/{image.filename}",
+        renditions=[
+            RenditionRead(
+                width=r.width,
+                height=r.height,
+                state=r.state,
+                size=r.size,
+                url=f"{base_url}images/{image.id}/w{r.width}/{name}"
+                if r.state == "ready"
+                else None,
+                error=r.error if r.state == "failed" else None,
+            )
+            for r in renditions
+        ],
         created_at=image.created_at,
         updated_at=image.updated_at,
     )
@@ -641,3 +747,17 @@ async def get_image_file(session: AsyncSession, image_id: str) -> Image:
     if image is None:
         raise NotFound(f"No image {image_id!r}")
     return image
+
+
+async def get_rendition_file(
+    session: AsyncSession, image_id: str, width: int, filename: str
+) -> tuple[Image, Rendition]:
+    image = await get_image_file(session, image_id)
+    if filename != rendition_filename(image):
+        raise NotFound(f"Image {image_id!r}'s renditions are named {rendition_filename(image)!r}")
+    for rendition in (await repository.renditions_of_blobs(session, [image.blob_id])).get(
+        image.blob_id, []
+    ):
+        if rendition.width == width and rendition.state == "ready" and rendition.storage_key:
+            return image, rendition
+    raise NotFound(f"Image {image_id!r} has no ready rendition {width} px wide")

@@ -1,0 +1,139 @@
+"""Content-addressed blob stores behind one interface: a local directory, an
+S3-compatible bucket or memory, all through obstore. A blob's key derives from its
+sha256, so the same bytes are one object and a stored object never changes.
+
+Writes are atomic on every backend: a local write goes to a staging file renamed into
+place, an S3 PUT becomes visible whole or not at all, memory swaps one reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.store import LocalStore, MemoryStore, S3Store
+
+
+def blob_key(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def rendition_key(sha256: str, width: int) -> str:
+    """Renditions live beside nothing else: one folder per original."""
+    return f"renditions/{sha256[:2]}/{sha256[2:4]}/{sha256}/{width}.webp"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+
+class BlobStore:
+    """One store, whichever backend. `temp_dir` is where downloads are staged."""
+
+    def __init__(self, store: Any, *, kind: str, temp_dir: Path, root: Path | None = None):
+        self._store = store
+        self.kind = kind
+        self.temp_dir = temp_dir
+        self._root = root
+
+    def __repr__(self) -> str:
+        return f"BlobStore({self.kind})"
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key`, atomically. The file stays."""
+        await obstore.put_async(self._store, key, path)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await obstore.put_async(self._store, key, data)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def read(self, key: str) -> bytes:
+        result = await obstore.get_async(self._store, key)
+        return bytes(await result.bytes_async())
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks; a missing key fails here, before any byte."""
+        result = await obstore.get_async(self._store, key)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in result.stream(min_chunk_size=256 * 1024):
+                yield bytes(chunk)
+
+        return chunks()
+
+    async def delete(self, keys: list[str]) -> None:
+        """Delete these keys; a key already gone is not an error."""
+        if not keys:
+            return
+        try:
+            await obstore.delete_async(self._store, keys)  # one request per 1000 on S3
+        except FileNotFoundError:
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    await obstore.delete_async(self._store, key)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        found: list[str] = []
+        async for batch in obstore.list(self._store, prefix or None):
+            found.extend(meta["path"] for meta in batch)
+        return found
+
+    def local_path(self, key: str) -> Path | None:
+        """A path to serve the blob from, when the store is a local directory."""
+        return self._root / key if self._root is not None else None
+
+
+def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
+    """The store `IMAGESYNC_STORAGE_URL` names: a directory (or file://PATH),
+    s3://BUCKET[/PREFIX], or memory:// (gone when the process ends: for tests)."""
+    if url.startswith("memory://"):
+        return BlobStore(MemoryStore(), kind="memory", temp_dir=_process_temp_dir())
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r} names no bucket: use s3://BUCKET[/PREFIX]")
+        s3 = s3 or S3Options()
+        config: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("endpoint", s3.endpoint),
+                ("region", s3.region),
+                ("access_key_id", s3.access_key_id),
+                ("secret_access_key", s3.secret_access_key),
+            )
+            if value
+        }
+        store = S3Store(
+            bucket,
+            prefix=prefix.strip("/") or None,
+            # A plain-http endpoint (a local S3-compatible server) must be allowed.
+            client_options={"allow_http": s3.endpoint.startswith("http://")},
+            **config,
+        )
+        return BlobStore(store, kind="s3", temp_dir=_process_temp_dir())
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"unsupported storage {url!r}: give a directory, s3://... or memory://")
+    root = Path(url.removeprefix("file://")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    temp_dir = root / ".tmp"  # same file system as the blobs
+    temp_dir.mkdir(exist_ok=True)
+    return BlobStore(LocalStore(root, mkdir=True), kind="local", temp_dir=temp_dir, root=root)
+
+
+def _process_temp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="imagesync-"))

@@ -1,0 +1,86 @@
+"""Collecting blobs no image uses any more, after a grace period.
+
+Three steps, each safe to repeat after a crash: mark the unused blobs (one conditional
+UPDATE, so a sync that has just started to use one wins), delete their files and
+renditions from the store, then delete their rows together with the "seen before"
+sources that point to them, so a URL sent again later is downloaded again. A marked
+blob is never handed to a sync; bytes that arrive again while it is being collected
+wait and are stored anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from imagesync.kit.db import session_scope, utcnow
+from imagesync.sync import repository
+from imagesync.sync.service import SyncContext
+
+log = structlog.get_logger(__name__)
+
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Collected:
+    blobs: int
+    files: int
+
+
+async def collect(ctx: SyncContext, *, grace: timedelta) -> Collected:
+    """One full pass: everything unused since longer than `grace` is deleted."""
+    blobs = files = 0
+    while True:
+        now = utcnow()
+        async with session_scope(ctx.sessionmaker) as session:
+            marked = await repository.mark_unused_blobs(session, now, now - grace, BATCH)
+        async with session_scope(ctx.sessionmaker) as session:
+            doomed = await repository.blobs_being_collected(session, BATCH)
+            ids = [b.id for b in doomed]
+            keys = [b.storage_key for b in doomed] + await repository.rendition_keys(session, ids)
+        if not doomed:
+            break
+        # Files first, rows last: a row never outlives its file's deletion unnoticed,
+        # and a crash in between leaves marked rows that the next pass finishes.
+        await ctx.store.delete(keys)
+        async with session_scope(ctx.sessionmaker) as session:
+            await repository.delete_blobs(session, ids)
+        blobs += len(ids)
+        files += len(keys)
+        if not marked and len(doomed) < BATCH:
+            break
+    if blobs:
+        log.info("collector.collected", blobs=blobs, files=files)
+    return Collected(blobs=blobs, files=files)
+
+
+class Collector:
+    """Runs `collect` every `interval` in the background."""
+
+    def __init__(self, ctx: SyncContext, *, grace: timedelta, interval: timedelta) -> None:
+        self.ctx = ctx
+        self.grace = grace
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="collector")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await collect(self.ctx, grace=self.grace)
+            except Exception:
+                log.exception("collector.failed")
+            await asyncio.sleep(self.interval.total_seconds())

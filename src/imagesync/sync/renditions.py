@@ -1,0 +1,153 @@
+"""Making renditions: the queued task that follows an applied sync.
+
+The queue is the `rendition` table: an applied product's new blobs get one pending row
+per configured width in the same transaction as its images, so nothing is lost between
+"applied" and "queued". The worker claims all pending widths of one blob with a lease,
+decodes the original once, stores each WebP and marks it ready, or failed with a code.
+A sync never waits for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import timedelta
+
+import structlog
+
+from imagesync.kit.db import session_scope, utcnow
+from imagesync.media.probe import MediaError
+from imagesync.media.renditions import make_renditions, target_widths
+from imagesync.storage.blobs import rendition_key
+from imagesync.sync import repository
+from imagesync.sync.models import Blob
+from imagesync.sync.service import SyncContext
+
+log = structlog.get_logger(__name__)
+
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 3
+IDLE_POLL_SECONDS = 5.0
+
+
+async def queue_missing(ctx: SyncContext, *, batch: int = 200) -> int:
+    """Queue renditions that images' blobs lack: blobs stored before renditions
+    existed, or a width added to the settings since. Returns how many blobs."""
+    queued = 0
+    while True:
+        async with session_scope(ctx.sessionmaker) as session:
+            blobs = await repository.blobs_missing_renditions(session, ctx.rendition_widths, batch)
+            await repository.ensure_renditions(
+                session,
+                [(b.id, w) for b in blobs for w in target_widths(b.width, ctx.rendition_widths)],
+            )
+        queued += len(blobs)
+        if len(blobs) < batch:
+            return queued
+
+
+async def render_next(ctx: SyncContext) -> bool:
+    """Claim one blob with pending renditions and make them; false when none wait."""
+    now = utcnow()
+    async with session_scope(ctx.sessionmaker) as session:
+        for blob_id in await repository.blobs_needing_renditions(session, now, 5):
+            if await repository.claim_renditions(session, blob_id, now, now + LEASE):
+                break
+        else:
+            return False
+    await render_blob(ctx, blob_id)
+    return True
+
+
+async def render_blob(ctx: SyncContext, blob_id: int) -> None:
+    async with session_scope(ctx.sessionmaker) as session:
+        blob = await session.get(Blob, blob_id)
+        pending = await repository.claimed_renditions(session, blob_id, utcnow())
+        if blob is None or not pending:
+            return
+        sha256, storage_key, collecting = blob.sha256, blob.storage_key, blob.collecting_since
+        widths = [r.width for r in pending]
+    made: dict[int, tuple[int, int, str]] = {}
+    error: str | None = None
+    transient = False
+    if collecting is not None:
+        error = "the original is being deleted"
+    else:
+        try:
+            original = await ctx.store.read(storage_key)
+            renditions = await asyncio.to_thread(
+                make_renditions, original, widths, limits=ctx.media
+            )
+            for width, rendered in renditions.items():
+                key = rendition_key(sha256, width)
+                await ctx.store.put_bytes(key, rendered.data)
+                made[width] = (rendered.height, len(rendered.data), key)
+        except MediaError as exc:
+            error = f"{exc.code}: {exc.detail}"
+        except Exception as exc:  # the store failed: worth another try
+            log.exception("renditions.store_failed", blob=blob_id)
+            error = f"storage_error: {exc}"
+            transient = True
+    async with session_scope(ctx.sessionmaker) as session:
+        now = utcnow()
+        for rendition in await repository.claimed_renditions(session, blob_id, now):
+            rendition.updated_at = now
+            if rendition.width in made:
+                rendition.height, rendition.size, rendition.storage_key = made[rendition.width]
+                rendition.state = "ready"
+                rendition.error = None
+            elif transient and rendition.attempts < MAX_ATTEMPTS:
+                rendition.lease_expires_at = now + timedelta(seconds=30 * rendition.attempts)
+                rendition.error = error
+            else:
+                rendition.state = "failed"
+                rendition.error = error or "the original is narrower than this width"
+            if rendition.state != "pending":
+                rendition.lease_expires_at = None
+    log.info("renditions.made", blob=blob_id, ready=sorted(made), error=error)
+
+
+class RenditionWorker:
+    """Makes pending renditions in the background, one blob at a time per slot."""
+
+    def __init__(self, ctx: SyncContext, *, concurrency: int = 1) -> None:
+        self.ctx = ctx
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._tasks: Sequence[asyncio.Task[None]] = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        try:
+            queued = await queue_missing(self.ctx)
+        except Exception:
+            log.exception("renditions.backfill_failed")
+        else:
+            if queued:
+                log.info("renditions.backfilled", blobs=queued)
+        self._tasks = [
+            asyncio.create_task(self._loop(), name=f"renditions-{i}")
+            for i in range(self.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = await render_next(self.ctx)
+            except Exception:
+                log.exception("renditions.worker_failed")
+                busy = False
+            if not busy:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)

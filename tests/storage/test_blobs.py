@@ -1,0 +1,103 @@
+"""One blob store interface, three backends: a local directory, a real S3-compatible
+server on 127.0.0.1 (moto) and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from imagesync.kit.settings import SettingsError, load_settings
+from imagesync.storage.blobs import BlobStore, blob_key, open_store
+from tests.conftest import S3Server
+
+
+@pytest.fixture(params=["local", "s3", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    match request.param:
+        case "local":
+            return open_store(str(tmp_path / "files"))
+        case "s3":
+            s3: S3Server = request.getfixturevalue("s3_server")
+            return open_store(f"s3://{s3.new_bucket()}/some/prefix", s3.options)
+        case _:
+            return open_store("memory://")
+
+
+def write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / f"source-{hashlib.sha256(data).hexdigest()[:8]}"
+    path.write_bytes(data)
+    return path
+
+
+async def test_a_stored_file_reads_back_byte_for_byte(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    key = blob_key(hashlib.sha256(data).hexdigest())
+    assert not await store.exists(key)
+    source = write(tmp_path, data)
+    await store.put_file(key, source)
+    assert source.exists()  # the staged download is the caller's to delete
+    assert await store.exists(key)
+    assert await store.read(key) == data
+    chunks = [c async for c in await store.open(key)]
+    assert b"".join(chunks) == data
+    assert await store.keys() == [key]
+
+
+async def test_writing_the_same_key_again_is_harmless(store: BlobStore, tmp_path: Path) -> None:
+    await store.put_bytes("aa/bb/x", b"same")
+    await store.put_file("aa/bb/x", write(tmp_path, b"same"))
+    assert await store.read("aa/bb/x") == b"same"
+
+
+async def test_deleting_is_idempotent(store: BlobStore) -> None:
+    await store.put_bytes("aa/bb/one", b"1")
+    await store.put_bytes("aa/bb/two", b"2")
+    await store.delete(["aa/bb/one", "aa/bb/missing"])
+    assert not await store.exists("aa/bb/one")
+    assert await store.exists("aa/bb/two")
+    await store.delete(["aa/bb/one"])
+    with pytest.raises(FileNotFoundError):
+        await store.open("aa/bb/one")
+
+
+async def test_a_write_is_never_seen_half_done(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    source = write(tmp_path, data)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        while not done.is_set():
+            try:
+                seen.append(len(await store.read("big/blob")))
+            except FileNotFoundError:
+                seen.append(0)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(reader())
+    await store.put_file("big/blob", source)
+    done.set()
+    await task
+    seen.append(len(await store.read("big/blob")))
+    assert set(seen) <= {0, len(data)}
+    assert seen[-1] == len(data)
+
+
+def test_local_stores_serve_from_disk_and_others_stream(tmp_path: Path) -> None:
+    local = open_store(str(tmp_path / "files"))
+    assert local.local_path("aa/bb/c") == (tmp_path / "files" / "aa/bb/c").resolve()
+    assert local.temp_dir.parent == (tmp_path / "files").resolve()  # same file system
+    assert open_store("memory://").local_path("aa/bb/c") is None
+
+
+@pytest.mark.parametrize("url", ["ftp://x/y", "s3://", "s3:///prefix", "gs://bucket"])
+def test_unknown_storage_urls_are_refused_at_start(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGESYNC_STORAGE_URL", url)
+    with pytest.raises(SettingsError, match="IMAGESYNC_STORAGE_URL"):
+        load_settings()
