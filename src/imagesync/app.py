@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             if settings.embedded_worker:
                 app.state.worker = worker
+                app.state.renditions = renderer
+                app.state.collector = collector
                 ctx.wake_renditions = renderer.wake
                 await worker.start(sole_worker=engine.dialect.name == "sqlite")
                 await renderer.start()

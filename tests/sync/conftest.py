@@ -3,17 +3,22 @@ the service to fetch from it (and from nothing else private)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.settings import Settings
+from tests.factories import create_account, create_tshirt
 
 
 def make_image(
@@ -35,6 +40,7 @@ class Route:
     content_type: str = "image/jpeg"
     failures_first: int = 0  # answer 500 this many times before succeeding
     chunked: bool = False  # stream without Content-Length
+    delay: float = 0.0  # seconds before answering
 
 
 @dataclass
@@ -55,10 +61,11 @@ class ImageServer:
         content_type: str = "image/jpeg",
         failures_first: int = 0,
         chunked: bool = False,
+        delay: float = 0.0,
     ) -> str:
         if body is None:  # a distinct picture per path
             body = make_image((len(path) * 40 % 255, sum(path.encode()) % 255, 160))
-        self.routes[path] = Route(body, status, content_type, failures_first, chunked)
+        self.routes[path] = Route(body, status, content_type, failures_first, chunked, delay)
         return self.url(path)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -67,6 +74,8 @@ class ImageServer:
         route = self.routes.get(path)
         if route is None:
             return web.Response(status=404, text="not here")
+        if route.delay:
+            await asyncio.sleep(route.delay)
         if route.failures_first >= self.hits[path]:
             return web.Response(status=500, text="try again")
         if route.chunked:
@@ -108,3 +117,42 @@ def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Se
         fetch_max_bytes=MAX_BYTES,
         max_images_per_product=MAX_IMAGES,
     )
+
+
+@pytest.fixture
+async def headers(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> dict[str, str]:
+    """An account with TRAEDE's example T-shirt; its Authorization header."""
+    headers = await create_account(sessionmaker)
+    await create_tshirt(client, headers)
+    return headers
+
+
+async def sync_images(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    images: list[dict[str, Any]],
+    item: str = "cool-product-001",
+) -> dict[str, Any]:
+    """Sync one product's images and wait for the finished job."""
+    response = await client.post(
+        "/products/images/sync?wait=30",
+        headers=headers,
+        json={"products": [{"item_number": item, "images": images}]},
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def images_of(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    item: str = "cool-product-001",
+    query: str = "",
+) -> list[dict[str, Any]]:
+    response = await client.get(f"/products/{item}/images{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    images: list[dict[str, Any]] = response.json()["images"]
+    return images

@@ -6,22 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.factories import create_account, create_tshirt, pointers, sync_ok, wait_for_job
-from tests.sync.conftest import ImageServer, make_image
+from tests.factories import pointers, sync_ok, wait_for_job
+from tests.sync.conftest import ImageServer, images_of, make_image
 
 BLACK = [f"cool-product-001-100-{s}" for s in ("XS", "S", "M", "L", "XL")]
 WHITE = [f"cool-product-001-900-{s}" for s in ("XS", "S", "M", "L", "XL")]
-
-
-@pytest.fixture
-async def headers(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
-) -> dict[str, str]:
-    headers = await create_account(sessionmaker)
-    await create_tshirt(client, headers)
-    return headers
 
 
 def traede_example(server: ImageServer) -> dict[str, Any]:
@@ -55,18 +45,6 @@ async def sync(
     assert response.status_code == expect, response.text
     result: dict[str, Any] = response.json()
     return result
-
-
-async def images_of(
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    item: str = "cool-product-001",
-    query: str = "",
-) -> list[dict[str, Any]]:
-    response = await client.get(f"/products/{item}/images{query}", headers=headers)
-    assert response.status_code == 200, response.text
-    images: list[dict[str, Any]] = response.json()["images"]
-    return images
 
 
 async def test_traede_example_downloads_stores_and_attaches(

@@ -10,14 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.sync import repository
 from imagesync.sync.service import LEASE, FetchDeduper, run_entry
 from imagesync.sync.worker import SyncWorker
-from tests.factories import create_account, create_tshirt, wait_for_job
+from tests.factories import create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer
 
 
@@ -30,15 +29,6 @@ def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Se
         fetch_allow=f"127.0.0.1:{port}",
         embedded_worker=False,
     )
-
-
-@pytest.fixture
-async def headers(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
-) -> dict[str, str]:
-    headers = await create_account(sessionmaker)
-    await create_tshirt(client, headers)
-    return headers
 
 
 async def submit(

@@ -21,32 +21,7 @@ from imagesync.sync.models import Blob, SyncJob
 from imagesync.sync.planner import ImageSpec
 from imagesync.sync.service import effective_filename
 from tests.factories import create_account, create_tshirt, sync_ok
-from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image
-
-
-@pytest.fixture
-async def headers(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
-) -> dict[str, str]:
-    headers = await create_account(sessionmaker, "alice")
-    await create_tshirt(client, headers)
-    return headers
-
-
-async def sync(
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    images: list[dict[str, Any]],
-    item: str = "cool-product-001",
-) -> dict[str, Any]:
-    response = await client.post(
-        "/products/images/sync?wait=30",
-        headers=headers,
-        json={"products": [{"item_number": item, "images": images}]},
-    )
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    return job
+from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 
 
 async def count(sessionmaker: async_sessionmaker[AsyncSession], model: type[Any]) -> int:
@@ -64,7 +39,7 @@ async def test_downloads_over_the_size_limit_fail_as_too_large(
 ) -> None:
     big = make_image((1, 2, 3)) + b"\0" * (MAX_BYTES + 1)
     url = image_server.add("big.jpg", big, chunked=chunked)
-    job = await sync(client, headers, [{"url": url, "sort": 1}])
+    job = await sync_images(client, headers, [{"url": url, "sort": 1}])
     assert job["products"][0]["images"][0]["error"]["code"] == "too_large"
     assert image_server.hits["big.jpg"] == 1  # not retried
     leftovers = list((Path(settings.storage_url) / ".tmp").iterdir())
@@ -93,7 +68,7 @@ async def test_each_accepted_format_is_recognised_from_its_bytes(
     Image.new("RGB", (40, 30), (200, 10, 10)).save(buffer, fmt)
     # Served under a misleading name and type: the bytes decide.
     url = image_server.add("picture.gif", buffer.getvalue(), content_type="text/plain")
-    await sync(client, headers, [{"url": url, "sort": 1}])
+    await sync_images(client, headers, [{"url": url, "sort": 1}])
     image = (await client.get("/products/cool-product-001/images", headers=headers)).json()
     [read] = image["images"]
     assert (read["content_type"], read["width"], read["height"]) == (content_type, 40, 30)
@@ -128,7 +103,7 @@ async def test_identical_bytes_are_stored_once(
     body = make_image((7, 7, 7))
     a = image_server.add("one.jpg", body)
     b = image_server.add("two.jpg", body)
-    await sync(client, headers, [{"url": a, "sort": 1}, {"url": b, "sort": 2}])
+    await sync_images(client, headers, [{"url": a, "sort": 1}, {"url": b, "sort": 2}])
     images = (await client.get("/products/cool-product-001/images", headers=headers)).json()
     assert images["images"][0]["sha256"] == images["images"][1]["sha256"]
     assert await count(sessionmaker, Blob) == 1
@@ -157,7 +132,7 @@ async def test_changing_a_code_moves_the_attachments(
     client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:
     url = image_server.add("navy.jpg")
-    await sync(
+    await sync_images(
         client,
         headers,
         [{"url": url, "sort": 1, "attach_to_variants_matching_attribute_code": {"Color": "901"}}],
@@ -181,7 +156,7 @@ async def test_accounts_cannot_see_each_others_jobs_images_or_memory(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     url = image_server.add("private.jpg")
-    job = await sync(client, headers, [{"url": url, "sort": 1}])
+    job = await sync_images(client, headers, [{"url": url, "sort": 1}])
     image = (await client.get("/products/cool-product-001/images", headers=headers)).json()
 
     bob = await create_account(sessionmaker, "bob")
@@ -191,7 +166,7 @@ async def test_accounts_cannot_see_each_others_jobs_images_or_memory(
     # Bob's own product with the same URL: the seen-before memory is per account,
     # so Bob's sync fetches it for himself and gets his own image.
     await create_tshirt(client, bob)
-    bob_job = await sync(client, bob, [{"url": url, "sort": 1}])
+    bob_job = await sync_images(client, bob, [{"url": url, "sort": 1}])
     assert bob_job["products"][0]["counts"]["downloaded"] == 1
     assert image_server.hits["private.jpg"] == 2
     bob_image = (await client.get("/products/cool-product-001/images", headers=bob)).json()
