@@ -230,3 +230,24 @@ async def test_every_image_always_has_its_file(
             assert await stored_keys(app) == known
             assert len(blobs) == len(used)  # grace zero: nothing unused is left
         assert {i["url"] for i in await images_of(client, headers)} == set(chosen)
+
+
+async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deletion(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ctx: SyncContext = app.state.sync_context
+    await sync_images(client, headers, [{"url": image_server.add("a.jpg", picture(1)), "sort": 1}])
+    await age_blobs(sessionmaker, 30)  # stored long ago
+    response = await client.post(
+        "/products/sync",
+        headers=headers,
+        json={"products": [{"item_number": "cool-product-001", "delete": True}]},
+    )
+    assert response.status_code == 200, response.text
+    assert (await collect(ctx, grace=GRACE)).blobs == 0  # deleted just now
+    await age_blobs(sessionmaker, 8)
+    assert (await collect(ctx, grace=GRACE)).blobs == 1

@@ -46,6 +46,11 @@ async def sync_products(
     body: ProductSyncRequest, session: SessionDep, account: AccountDep
 ) -> ProductSyncResult:
     """Create, update or delete up to 100 products and their variants, by item number and SKU."""
+    deleting = [p.item_number for p in body.products if p.delete]
+    if deleting:  # their images go with them: the files' grace period starts now
+        await sync_service.release_images(
+            session, await service.product_ids(session, account, deleting)
+        )
     result = await service.sync_products(session, account, body)
     changed = [p.item_number for p in result.products if p.result in ("created", "updated")]
     await sync_service.relink_products(

@@ -668,6 +668,13 @@ async def relink_products(session: AsyncSession, product_ids: Sequence[int]) -> 
         log.info("sync.images.relinked", products=len(product_ids), images=changed)
 
 
+async def release_images(session: AsyncSession, product_ids: Sequence[int]) -> None:
+    """These products' images are about to be deleted: their blobs' grace period, after
+    which the collector deletes what nothing else uses, starts now."""
+    images = await repository.images_of_products(session, product_ids)
+    await repository.touch_blobs(session, {i.blob_id for i in images}, utcnow())
+
+
 async def relink_account(session: AsyncSession, account: Account) -> None:
     await relink_products(session, await repository.products_with_rules(session, account.id))
 
