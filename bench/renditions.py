@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import statistics
 import time
 from collections.abc import Callable
 
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 from imagesync.media.renditions import make_renditions
 
@@ -45,6 +46,7 @@ def decode(data: bytes) -> None:
 
 
 def no_draft(data: bytes, widths: list[int], method: int) -> None:
+    """The obvious way: decode in full, resize the original to each width."""
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         base = image.convert("RGB")
@@ -71,21 +73,34 @@ def run_one(data: bytes, kind: str, size: int, repeat: int) -> None:
     print(f"\n## {kind}: {size}x{size} JPEG, {len(data) / 1024:.0f} KiB")
     print(f"baseline, one full decode: {baseline:.1f} ms")
     cases: list[tuple[str, Callable[[], object]]] = [
-        ("full decode, resize, WebP method 0", lambda: no_draft(data, widths, 0)),
-        ("full decode, resize, WebP method 4", lambda: no_draft(data, widths, 4)),
-        ("cascade, WebP method 0", lambda: make_renditions(data, widths, method=0)),
-        ("cascade, WebP method 2", lambda: make_renditions(data, widths, method=2)),
-        ("cascade, WebP method 4", lambda: make_renditions(data, widths, method=4)),
-        ("cascade, WebP method 6", lambda: make_renditions(data, widths, method=6)),
+        ("full decode, each width from it, method 4", lambda: no_draft(data, widths, 4)),
+        ("draft 2x, cascade, method 2", lambda: make_renditions(data, widths, draft_margin=2)),
+        ("draft to size, cascade, method 0", lambda: make_renditions(data, widths, method=0)),
+        ("draft to size, cascade, method 2 (chosen)", lambda: make_renditions(data, widths)),
+        ("draft to size, cascade, method 4", lambda: make_renditions(data, widths, method=4)),
+        ("draft to size, cascade, method 6", lambda: make_renditions(data, widths, method=6)),
     ]
     print(f"{'200/400/800 px WebP q80':44} {'ms':>7} {'x decode':>9}")
     for name, run in cases:
         ms = median_ms(run, repeat)
         print(f"{name:44} {ms:7.1f} {ms / baseline:9.2f}")
-    for method in (0, 2, 4, 6):
-        sizes = {w: len(r.data) for w, r in make_renditions(data, widths, method=method).items()}
-        listed = ", ".join(f"{w} px {b / 1024:.1f} KiB" for w, b in sorted(sizes.items()))
-        print(f"bytes at method {method}: {listed}")
+    with Image.open(io.BytesIO(data)) as original:
+        reference = original.convert("RGB").resize((800, 800), Image.Resampling.LANCZOS)
+    print(f"\n{'draft, method':14} {'KiB of 200 / 400 / 800 px':28} {'PSNR at 800 px':>15}")
+    for margin, method in ((2.0, 2), (1.0, 0), (1.0, 2), (1.0, 4), (1.0, 6)):
+        made = make_renditions(data, widths, method=method, draft_margin=margin)
+        listed = " / ".join(f"{len(made[w].data) / 1024:.1f}" for w in widths)
+        with Image.open(io.BytesIO(made[800].data)) as decoded:
+            quality = psnr(reference, decoded.convert("RGB"))
+        print(f"{margin:g}x, {method:<9} {listed:28} {quality:12.2f} dB")
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    """Peak signal-to-noise ratio of b against a, over all channels."""
+    histogram = ImageChops.difference(a, b).histogram()
+    squares = sum(count * (i % 256) ** 2 for i, count in enumerate(histogram))
+    mse = squares / (a.width * a.height * 3)
+    return 10 * math.log10(255**2 / mse) if mse else float("inf")
 
 
 if __name__ == "__main__":

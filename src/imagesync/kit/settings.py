@@ -69,7 +69,9 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Downloads at once from one origin host."
     )
     worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
-    embedded_worker: bool = Field(default=True, description="Run the worker inside `serve`.")
+    embedded_worker: bool = Field(
+        default=True, description="Run the sync and rendition workers and the collector in `serve`."
+    )
     image_max_pixels: int = Field(
         default=50_000_000, ge=1, description="Largest image (pixels per frame), from its header."
     )
