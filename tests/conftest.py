@@ -8,12 +8,17 @@ turns the skip into a failure.
 
 from __future__ import annotations
 
+import asyncio
+import asyncio.selector_events
+import ipaddress
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,6 +27,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.app import create_app
+from imagesync.fetch.guard import is_forbidden
 from imagesync.kit.db import Base, migrate
 from imagesync.kit.settings import Settings
 from imagesync.storage.blobs import S3Options
@@ -149,3 +155,35 @@ def s3_server() -> Iterator[S3Server]:
         ),
     )
     server.stop()
+
+
+@dataclass
+class Tripwire:
+    """Every address the process tried to connect to while armed."""
+
+    attempts: list[tuple[str, int]] = field(default_factory=list)
+
+    def forbidden_attempts(self) -> list[tuple[str, int]]:
+        return [a for a in self.attempts if is_forbidden(ipaddress.ip_address(a[0]))]
+
+    def hosts(self) -> set[str]:
+        return {a[0] for a in self.attempts}
+
+
+@pytest.fixture
+def tripwire(monkeypatch: pytest.MonkeyPatch) -> Tripwire:
+    """Record each socket connect; refuse (without any packet) all but loopback, so no
+    test can ever reach another address even if the code under test is wrong."""
+    wire = Tripwire()
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    original = loop_class.sock_connect
+
+    async def sock_connect(self: Any, sock: socket.socket, address: Any) -> None:
+        host, port = address[0], address[1]
+        wire.attempts.append((host, port))
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ConnectionRefusedError(f"tripwire: tests never connect to {host}")
+        await original(self, sock, address)
+
+    monkeypatch.setattr(loop_class, "sock_connect", sock_connect)
+    return wire

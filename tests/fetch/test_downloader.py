@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from imagesync.fetch.errors import FetchError
-from tests.fetch.conftest import (
-    JPEG,
-    FakeDNS,
-    Origin,
-    Tripwire,
-    failure,
-    fetcher,
-    treat_as_public,
-)
+from tests.conftest import Tripwire
+from tests.fetch.conftest import JPEG, FakeDNS, Origin, failure, fetcher, treat_as_public
 
 # -- the happy path -----------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class Route:
     failures_first: int = 0  # answer 500 this many times before succeeding
     chunked: bool = False  # stream without Content-Length
     delay: float = 0.0  # seconds before answering
+    location: str | None = None  # a redirect's target
 
 
 @dataclass
@@ -62,10 +63,13 @@ class ImageServer:
         failures_first: int = 0,
         chunked: bool = False,
         delay: float = 0.0,
+        location: str | None = None,
     ) -> str:
         if body is None:  # a distinct picture per path
             body = make_image((len(path) * 40 % 255, sum(path.encode()) % 255, 160))
-        self.routes[path] = Route(body, status, content_type, failures_first, chunked, delay)
+        self.routes[path] = Route(
+            body, status, content_type, failures_first, chunked, delay, location
+        )
         return self.url(path)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -76,6 +80,8 @@ class ImageServer:
             return web.Response(status=404, text="not here")
         if route.delay:
             await asyncio.sleep(route.delay)
+        if route.location is not None:
+            return web.Response(status=route.status, headers={"Location": route.location})
         if route.failures_first >= self.hits[path]:
             return web.Response(status=500, text="try again")
         if route.chunked:

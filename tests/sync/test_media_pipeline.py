@@ -19,6 +19,7 @@ from imagesync.kit.db import session_scope
 from imagesync.storage.blobs import BlobStore
 from imagesync.sync.models import Blob, Rendition
 from imagesync.sync.renditions import render_next
+from tests.conftest import Tripwire
 from tests.media import samples
 from tests.sync.conftest import MAX_BYTES, ImageServer, images_of, sync_images
 
@@ -57,20 +58,55 @@ HOSTILE = [
 ]
 
 
+REDIRECTS = [
+    pytest.param("http://169.254.169.254/latest/meta-data/", id="to-metadata"),
+    pytest.param("http://[fd00:ec2::254]/latest/meta-data/", id="to-metadata-v6"),
+    pytest.param("http://2130706433/x.jpg", id="to-loopback-as-a-number"),
+    pytest.param("http://[::ffff:10.0.0.1]/x.jpg", id="to-private-mapped"),
+    pytest.param("http://127.0.0.1:6379/", id="to-a-loopback-port-not-allowed"),
+]
+
+
 @pytest.mark.parametrize(("body", "content_type", "code"), HOSTILE)
 async def test_a_hostile_file_fails_the_product_and_keeps_its_images(
     client: httpx.AsyncClient,
     headers: dict[str, str],
     image_server: ImageServer,
+    tripwire: Tripwire,
     body: bytes,
     content_type: str,
+    code: str,
+) -> None:
+    bad = image_server.add("evil.jpg", body, content_type=content_type)
+    await fails_keeping_images(client, headers, image_server, bad, code)
+    assert tripwire.hosts() == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("target", REDIRECTS)
+async def test_a_redirect_to_a_forbidden_address_fails_before_connecting(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    tripwire: Tripwire,
+    target: str,
+) -> None:
+    bad = image_server.add("evil.jpg", status=302, location=target)
+    await fails_keeping_images(client, headers, image_server, bad, "address_refused")
+    port = int(image_server.base.rsplit(":", 1)[1])
+    assert set(tripwire.attempts) == {("127.0.0.1", port)}  # only the allowed server
+
+
+async def fails_keeping_images(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    bad: str,
     code: str,
 ) -> None:
     good = [{"url": image_server.add("front.jpg"), "sort": 1}]
     assert (await sync_images(client, headers, good))["status"] == "succeeded"
     before = await images_of(client, headers)
 
-    bad = image_server.add("evil.jpg", body, content_type=content_type)
     job = await sync_images(client, headers, [*good, {"url": bad, "sort": 2}])
 
     product = job["products"][0]
