@@ -71,7 +71,8 @@ def serve(
         True, "--migrate/--no-migrate", help="Apply pending migrations first."
     ),
 ) -> None:
-    """Serve the API (and, later, its worker) on HOST:PORT."""
+    """Serve the API on HOST:PORT, with the sync and rendition workers and the collector
+    (unless IMAGESYNC_EMBEDDED_WORKER=false)."""
     import uvicorn
 
     from imagesync.app import create_app

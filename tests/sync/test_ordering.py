@@ -4,6 +4,7 @@ and queued work survives a worker that is not running (it is picked up later).""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,26 @@ async def test_a_product_cut_off_while_running_is_resumed(
     finally:
         await worker.stop()
     assert read["status"] == "succeeded"
+
+
+async def test_a_long_running_product_keeps_its_lease(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    """A download outlasting the lease is not taken for a dead worker's: the lease is
+    renewed while the product runs, so it is claimed (and run) once."""
+    job = await submit(client, headers, [image_server.add("slow.jpg", delay=2.5)])
+    worker = SyncWorker(app.state.sync_context, lease=timedelta(seconds=0.6))
+    await worker.start(sole_worker=True)
+    try:
+        await asyncio.sleep(1.0)
+        worker.wake()  # look for work while the lease would have run out
+        read = await wait_for_job(client, headers, job["id"])
+    finally:
+        await worker.stop()
+    assert read["status"] == "succeeded"
+    async with session_scope(app.state.sessionmaker) as session:
+        entry = (await repository.get_job_any(session, job["id"])).products[0]
+    assert entry.attempts == 1
 
 
 async def post(

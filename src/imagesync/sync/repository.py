@@ -173,6 +173,17 @@ async def claim_entry(
     return result.rowcount == 1
 
 
+async def extend_lease(session: AsyncSession, seq: int, lease_until: datetime) -> bool:
+    """Renew a running entry's lease; false when it is no longer running."""
+    stmt = (
+        update(SyncJobProduct)
+        .where(SyncJobProduct.seq == seq, SyncJobProduct.status == "running")
+        .values(lease_expires_at=lease_until)
+    )
+    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
+    return result.rowcount == 1
+
+
 def _claimable(now: datetime):  # type: ignore[no-untyped-def]
     return or_(
         SyncJobProduct.status == "queued",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import structlog
 
@@ -22,9 +23,10 @@ IDLE_POLL_SECONDS = 2.0
 
 
 class SyncWorker:
-    def __init__(self, ctx: SyncContext, *, concurrency: int = 4) -> None:
+    def __init__(self, ctx: SyncContext, *, concurrency: int = 4, lease: timedelta = LEASE) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
+        self.lease = lease
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -81,10 +83,11 @@ class SyncWorker:
             return [
                 seq
                 for seq in candidates
-                if await repository.claim_entry(session, seq, now, now + LEASE)
+                if await repository.claim_entry(session, seq, now, now + self.lease)
             ]
 
     async def _run(self, seq: int) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(seq), name=f"lease-{seq}")
         try:
             await run_entry(self.ctx, seq, self._fetches)
         except asyncio.CancelledError:
@@ -92,3 +95,19 @@ class SyncWorker:
         except Exception:
             # Left running: the lease expires and the product is tried again.
             log.exception("sync.product.crashed", seq=seq)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _heartbeat(self, seq: int) -> None:
+        """Extend the lease while the product runs, so a long download (a slow origin,
+        hundreds of images) is not taken for a dead worker's and run twice. A worker
+        that dies stops renewing, and its lease runs out as before."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with session_scope(self.ctx.sessionmaker) as session:
+                    await repository.extend_lease(session, seq, utcnow() + self.lease)
+            except Exception:
+                log.exception("sync.lease.renew_failed", seq=seq)
