@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from imagesync.fetch.downloader import parse_retry_after
 from imagesync.fetch.errors import FetchError
 from tests.conftest import Tripwire
 from tests.fetch.conftest import JPEG, FakeDNS, Origin, failure, fetcher, treat_as_public
@@ -326,3 +329,56 @@ async def test_an_explicit_proxy_is_used_after_the_name_is_checked(
     assert refused.value.code == "address_refused"
     assert tripwire.hosts() == {"127.0.0.1"}  # only the proxy was ever connected to
     assert origin.hits["/ok.jpg"] == 1
+
+
+async def test_the_checked_address_is_connected_to_with_the_name_as_host(
+    tmp_path: Path, tripwire: Tripwire
+) -> None:
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.host)
+        return web.Response(body=JPEG, content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/ok.jpg", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.2", 0).start()  # stands in for a public server
+    port = runner.addresses[0][1]
+    try:
+        dns = FakeDNS({"cdn.example": ["127.0.0.2"]})
+        f = fetcher(
+            None,
+            tmp_path,
+            dns=dns,
+            forbidden=treat_as_public("127.0.0.2"),
+            ports=frozenset({port}),
+        )
+        async with f:
+            download = await f.fetch(f"http://cdn.example:{port}/ok.jpg")
+    finally:
+        await runner.cleanup()
+    assert download.path.read_bytes() == JPEG
+    assert seen == [f"cdn.example:{port}"]
+    assert tripwire.attempts == [("127.0.0.2", port)]
+    assert dns.lookups["cdn.example"] == 1
+
+
+@pytest.mark.parametrize("attempt", range(8))
+def test_backoff_is_capped_exponential_with_jitter(attempt: int, tmp_path: Path) -> None:
+    f = fetcher(None, tmp_path, backoff_base=0.5, backoff_cap=10.0)
+    full = min(10.0, 0.5 * 2**attempt)
+    delays = [f._delay(attempt, FetchError("x")) for _ in range(200)]
+    assert all(full / 2 <= d <= full for d in delays)
+    assert max(delays) - min(delays) > full / 10  # jittered, not fixed
+
+
+def test_retry_after_accepts_seconds_and_dates() -> None:
+    from email.utils import format_datetime
+
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert 25 < (parse_retry_after(format_datetime(later, usegmt=True)) or 0) <= 30
