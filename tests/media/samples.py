@@ -108,6 +108,12 @@ def webp(width: int = 40, height: int = 30) -> bytes:
     return buffer.getvalue()
 
 
+def avif(width: int = 40, height: int = 30) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), BLUE).save(buffer, "AVIF")
+    return buffer.getvalue()
+
+
 SVG_SCRIPT = b"""<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">
 <script>fetch('http://169.254.169.254/')</script><rect width="10" height="10"/></svg>"""
 

@@ -32,6 +32,7 @@ def probe_bytes(tmp_path: Path, data: bytes, **limits: int) -> str:
         (samples.png(8, 8, "RGBA"), "png", (8, 8)),
         (samples.gif(3), "gif", (16, 16)),
         (samples.webp(40, 30), "webp", (40, 30)),
+        (samples.avif(40, 30), "avif", (40, 30)),
     ],
 )
 def test_images_are_identified_by_their_bytes(

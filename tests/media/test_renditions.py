@@ -67,6 +67,11 @@ def test_animations_give_their_first_frame() -> None:
     assert getattr(image, "n_frames", 1) == 1
 
 
+@pytest.mark.parametrize("original", [samples.webp(500, 250), samples.avif(500, 250)])
+def test_webp_and_avif_originals_get_renditions_too(original: bytes) -> None:
+    assert opened(make_renditions(original, [200])[200].data).size == (200, 100)
+
+
 def test_damaged_originals_fail_with_a_code() -> None:
     with pytest.raises(MediaError) as caught:
         make_renditions(samples.truncated_jpeg(), [200])
