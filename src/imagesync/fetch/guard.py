@@ -19,6 +19,7 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from imagesync.fetch.errors import AddressRefused, InvalidUrl, PortRefused
+from imagesync.kit.settings import parse_number_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -189,14 +190,7 @@ def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:
 
 def parse_ports(value: str) -> frozenset[int]:
     """A comma-separated list of TCP ports."""
-    ports = set()
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise ValueError(f"{part!r} is not a TCP port")
-        ports.add(int(part))
+    ports = parse_number_list(value, low=1, high=65535, what="a TCP port")
     if not ports:
         raise ValueError("give at least one port")
     return frozenset(ports)

@@ -160,16 +160,21 @@ class Settings(BaseSettings):
         return normalize_database_url(self.database_url)
 
 
-def parse_widths(value: str) -> tuple[int, ...]:
-    widths = set()
+def parse_number_list(value: str, *, low: int, high: int, what: str) -> tuple[int, ...]:
+    """Distinct whole numbers from a comma-separated list, each from `low` to `high`."""
+    numbers = set()
     for part in value.split(","):
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit() or not 16 <= int(part) <= 4096:
-            raise ValueError(f"{part!r} is not a width from 16 to 4096")
-        widths.add(int(part))
-    return tuple(sorted(widths))
+        if not part.isdigit() or not low <= int(part) <= high:
+            raise ValueError(f"{part!r} is not {what} from {low} to {high}")
+        numbers.add(int(part))
+    return tuple(sorted(numbers))
+
+
+def parse_widths(value: str) -> tuple[int, ...]:
+    return parse_number_list(value, low=16, high=4096, what="a width")
 
 
 def normalize_database_url(url: str) -> str:
