@@ -7,6 +7,7 @@ which images went to which variants, then sends it again to show nothing is fetc
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tempfile
 from collections import Counter
@@ -135,6 +136,19 @@ async def run_demo(console: Console, workdir: Path | None = None) -> bool:
             await runner.cleanup()
 
 
+async def _images_with_renditions(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The product's images, once their renditions (made in the background) are done."""
+    for _ in range(200):
+        response = await client.get(f"/products/{ITEM}/images", headers=headers)
+        images: list[dict[str, Any]] = response.json()["images"]
+        if all(r["state"] != "pending" for i in images for r in i["renditions"]):
+            break
+        await asyncio.sleep(0.05)
+    return images
+
+
 async def _steps(
     console: Console,
     client: httpx.AsyncClient,
@@ -189,16 +203,25 @@ async def _steps(
         f"2. The documentation's request: job {first['status']}, "
         f"{counts['created']} images created, {counts['downloaded']} downloaded"
     )
-    images = (await client.get(f"/products/{ITEM}/images", headers=headers)).json()["images"]
+    images = await _images_with_renditions(client, headers)
     table = Table(
-        "sort", Column("file", no_wrap=True), "alt", Column("attached to variants", no_wrap=True)
+        "sort",
+        Column("file and alt text", no_wrap=True),
+        Column("attached to variants", no_wrap=True),
+        Column("WebP renditions", no_wrap=True),
     )
     for image in images:
         table.add_row(
             str(image["sort"]),
-            f"{image['filename']}\n{image['width']}x{image['height']}, {image['size']} B",
-            image["alt"] or "",
+            f"{image['filename']}\n{image['width']}x{image['height']}, {image['size']} B\n"
+            f"[italic]{image['alt'] or ''}[/italic]",
             "\n".join(image["variants"]),
+            "\n".join(
+                f"{r['width']}x{r['height']}, {r['size']} B"
+                if r["state"] == "ready"
+                else f"{r['width']} px {r['state']}"
+                for r in image["renditions"]
+            ),
         )
     console.print(table)
 
@@ -217,6 +240,8 @@ async def _steps(
         and again["downloaded"] == 0
         and fetched_again == 0
         and all(len(i["variants"]) == 5 for i in images)
+        and all(r["state"] == "ready" for i in images for r in i["renditions"])
+        and all(len(i["renditions"]) == 2 for i in images)  # 480 px wide: 200 and 400
     )
     console.print(
         "[green]demo passed[/green]" if ok else "[red]demo did not go as documented[/red]"

@@ -501,7 +501,7 @@ def _failed(
         status="failed",
         error=ImageError(
             code=first.code,
-            detail=f"{len(failures)} image(s) could not be fetched; "
+            detail=f"{len(failures)} image(s) could not be fetched or are not usable images; "
             "the product's images were left as they were",
         ),
         counts=SyncCounts(failed=len(failures), downloaded=downloaded),
