@@ -33,6 +33,7 @@ class Origin:
     hits: Counter[str] = field(default_factory=Counter)
     active: int = 0
     peak: int = 0
+    encodings: list[str] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -138,9 +139,10 @@ def _routes(origin: Origin) -> web.Application:
         return web.Response(body=JPEG, content_type="image/jpeg")
 
     @routes.get("/gzip.jpg")
-    async def gzip(_r: web.Request) -> web.Response:
+    async def gzip(request: web.Request) -> web.Response:
         import gzip as gz
 
+        origin.encodings.append(request.headers.get("Accept-Encoding", ""))
         return web.Response(
             body=gz.compress(JPEG),
             headers={"Content-Encoding": "gzip", "Content-Type": "image/jpeg"},

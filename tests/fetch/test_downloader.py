@@ -31,10 +31,11 @@ async def test_a_plain_download_lands_in_a_temporary_file(
     assert tripwire.attempts == [("127.0.0.1", origin.port)]
 
 
-async def test_bodies_are_stored_as_sent_never_decompressed(origin: Origin, tmp_path: Path) -> None:
-    async with fetcher(origin, tmp_path) as f:
-        download = await f.fetch(origin.url("/gzip.jpg"))
-    assert download.path.read_bytes()[:2] == b"\x1f\x8b"  # still gzip: probe will refuse it
+async def test_bodies_are_never_decompressed(origin: Origin, tmp_path: Path) -> None:
+    error = await failure(fetcher(origin, tmp_path, retries=2), origin.url("/gzip.jpg"))
+    assert error.code == "unsupported_encoding"
+    assert origin.hits["/gzip.jpg"] == 1
+    assert origin.encodings == ["identity"]  # and it was asked for the bytes as they are
 
 
 # -- forbidden addresses: directly, by name, via redirect --------------------------------
@@ -363,6 +364,16 @@ async def test_the_checked_address_is_connected_to_with_the_name_as_host(
     assert seen == [f"cdn.example:{port}"]
     assert tripwire.attempts == [("127.0.0.2", port)]
     assert dns.lookups["cdn.example"] == 1
+
+
+async def test_per_host_slots_are_dropped_when_nobody_uses_them(
+    origin: Origin, tmp_path: Path
+) -> None:
+    f = fetcher(origin, tmp_path, per_host_concurrency=1)
+    async with f:
+        await asyncio.gather(*(f.fetch(origin.url(f"/slow.jpg?n={i}")) for i in range(3)))
+        assert len(f._host_slots) == 0
+    assert origin.peak == 1
 
 
 @pytest.mark.parametrize("attempt", range(8))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from imagesync.fetch.errors import (
     RedirectLoop,
     TooLarge,
     TooManyRedirects,
+    UnsupportedEncoding,
 )
 from imagesync.fetch.guard import (
     DEFAULT_PORTS,
@@ -96,7 +98,7 @@ class SafeFetcher:
         self._resolver = GuardedResolver(allow, resolver, forbidden=forbidden)
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(self.limits.concurrency)
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._host_slots = HostSlots(self.limits.per_host_concurrency)
 
     async def __aenter__(self) -> SafeFetcher:
         connector = aiohttp.TCPConnector(
@@ -109,7 +111,11 @@ class SafeFetcher:
             timeout=aiohttp.ClientTimeout(
                 sock_connect=self.limits.connect_timeout, sock_read=self.limits.read_timeout
             ),
-            headers={"User-Agent": "imagesync/0.1 (+image sync)", "Accept": "image/*"},
+            headers={
+                "User-Agent": "imagesync/0.1 (+image sync)",
+                "Accept": "image/*",
+                "Accept-Encoding": "identity",  # the stored bytes are the origin's bytes
+            },
         )
         return self
 
@@ -121,13 +127,11 @@ class SafeFetcher:
         """Download `url`, retrying transient failures with capped, jittered backoff
         (or the origin's `Retry-After`, up to a cap)."""
         first = check_url(url, allow=self.allow, ports=self.limits.ports)
-        host_slot = self._host_slots.setdefault(
-            first.raw_host or "", asyncio.Semaphore(self.limits.per_host_concurrency)
-        )
+        host = first.raw_host or ""
         attempt = 0
         while True:
             try:
-                async with host_slot, self._slots:
+                async with self._host_slots.slot(host), self._slots:
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
                             return await self._fetch_once(first)
@@ -167,6 +171,11 @@ class SafeFetcher:
                             raise RedirectLoop(f"the redirects come back to {current}")
                         seen.add(str(current))
                         continue
+                    encoding = response.headers.get("Content-Encoding", "identity").lower()
+                    if encoding != "identity":
+                        raise UnsupportedEncoding(
+                            f"the body is {encoding}-encoded although only identity was asked for"
+                        )
                     if response.status != 200:
                         raise HttpStatusError(
                             response.status,
@@ -241,6 +250,32 @@ class SafeFetcher:
             path.unlink(missing_ok=True)
             raise
         return Download(path=path, size=size, sha256=digest.hexdigest(), final_url=final_url)
+
+
+class HostSlots:
+    """At most `size` downloads at once per origin host. A host's semaphore exists only
+    while someone holds or waits for it, so the table never grows with the hosts seen."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.get(host, (asyncio.Semaphore(self.size), 0))
+        self._slots[host] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._slots[host]
+            if users == 1:
+                del self._slots[host]
+            else:
+                self._slots[host] = (semaphore, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._slots)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -60,3 +60,9 @@ class BadRedirect(FetchError):
 
 class RedirectLoop(FetchError):
     code = "redirect_loop"
+
+
+class UnsupportedEncoding(FetchError):
+    """The origin compressed the body although asked not to; nothing is decompressed."""
+
+    code = "unsupported_encoding"
