@@ -119,9 +119,7 @@ def probe(path: Path, *, limits: MediaLimits | None = None) -> ProbedImage:
                     raise TooManyPixels(
                         f"{width}x{height} is over the limit of {limits.max_pixels} pixels"
                     )
-                frames = int(getattr(image, "n_frames", 1))
-                if frames > limits.max_frames:
-                    raise TooManyFrames(f"{frames} frames; at most {limits.max_frames}")
+                frames = count_frames(image, limits.max_frames)
                 if width * height * frames > limits.max_total_pixels:
                     raise TooManyPixels(
                         f"{frames} frames of {width}x{height} is over the limit of "
@@ -143,6 +141,21 @@ def probe(path: Path, *, limits: MediaLimits | None = None) -> ProbedImage:
     if orientation in (5, 6, 7, 8):  # rotated a quarter turn
         width, height = height, width
     return ProbedImage(kind, fmt.content_type, fmt.extension, width, height, frames, orientation)
+
+
+def count_frames(image: Image.Image, limit: int) -> int:
+    """The frame count, or `TooManyFrames` past `limit`, reading no further than the
+    frame after it (counting all of a GIF walks every frame's data)."""
+    if not getattr(image, "is_animated", False):
+        return 1
+    try:
+        image.seek(limit)  # there is a frame past the limit
+    except EOFError:
+        frames = int(getattr(image, "n_frames", 1))
+    else:
+        raise TooManyFrames(f"more than {limit} frames")
+    image.seek(0)
+    return frames
 
 
 def check_png_chunks(path: Path) -> None:
