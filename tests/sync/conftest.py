@@ -101,7 +101,7 @@ async def image_server() -> AsyncIterator[ImageServer]:
     server = ImageServer()
     app = web.Application()
     app.router.add_get("/{path:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

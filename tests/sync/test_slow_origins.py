@@ -1,0 +1,46 @@
+"""A slow or silent origin fails its product on time, retried, and the product keeps
+its previous images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from imagesync.kit.settings import Settings
+from tests.sync.conftest import ImageServer, images_of, sync_images
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
+    port = image_server.base.rsplit(":", 1)[1]
+    return Settings(
+        database_url=database_url,
+        storage_url=str(tmp_path / "files"),
+        fetch_allow=f"127.0.0.1:{port}",
+        fetch_timeout_seconds=1.0,
+        fetch_retries=1,
+        fetch_retry_base_seconds=0.01,
+    )
+
+
+async def test_a_silent_origin_times_out_and_the_images_stay(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    good = [{"url": image_server.add("front.jpg"), "sort": 1}]
+    await sync_images(client, headers, good)
+    before = await images_of(client, headers)
+
+    silent = image_server.add("silent.jpg", delay=30)
+    start = time.monotonic()
+    job = await sync_images(client, headers, [*good, {"url": silent, "sort": 2}])
+    elapsed = time.monotonic() - start
+
+    product = job["products"][0]
+    assert product["status"] == "failed"
+    assert product["images"][1]["error"]["code"] == "timeout"
+    assert image_server.hits["silent.jpg"] == 2  # retried once
+    assert elapsed < 6  # two attempts of one second, not thirty
+    assert await images_of(client, headers) == before
