@@ -304,3 +304,24 @@ async def test_ipv6_answers_are_checked_like_ipv4_answers(answer: str) -> None:
     resolver = GuardedResolver(frozenset(), FakeResolver(["2606:4700::1111", answer]))
     with pytest.raises(RefusedByGuard):
         await resolver.resolve("images.test", 443, socket.AF_INET6)
+
+
+_part = st.one_of(
+    st.integers(0, 2**32).map(str),
+    st.integers(0, 2**32).map(lambda n: f"0x{n:x}"),
+    st.integers(0, 2**32).map(lambda n: f"0X{n:X}"),
+    st.integers(0, 2**32).map(lambda n: f"0{n:o}"),
+)
+
+
+@given(st.lists(_part, min_size=1, max_size=4))
+def test_numeric_hosts_mean_exactly_what_inet_aton_says(parts: list[str]) -> None:
+    """Whatever the C library would connect to, the guard judges that same address."""
+    host = ".".join(parts)
+    try:
+        expected = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        with pytest.raises(ValueError, match="IPv4"):
+            parse_ipv4_number(host)
+    else:
+        assert parse_ipv4_number(host) == expected
