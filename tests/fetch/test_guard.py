@@ -325,3 +325,27 @@ def test_numeric_hosts_mean_exactly_what_inet_aton_says(parts: list[str]) -> Non
             parse_ipv4_number(host)
     else:
         assert parse_ipv4_number(host) == expected
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.builds(
+            lambda scheme, host, rest: f"{scheme}://{host}{rest}",
+            st.sampled_from(["http", "https", "ftp", "HTTP"]),
+            st.text(max_size=80),
+            st.text(max_size=80),
+        ),
+    )
+)
+def test_any_string_is_a_url_or_a_clear_refusal(raw: str) -> None:
+    try:
+        url = check_url(raw, allow=frozenset(), ports=DEFAULT_PORTS)
+    except FetchError as exc:
+        code = exc.code
+    else:
+        code = "ok"
+        assert url.scheme in ("http", "https")
+        assert url.raw_host
+        assert url.port in DEFAULT_PORTS
+    assert code in {"ok", "invalid_url", "address_refused", "port_refused"}
