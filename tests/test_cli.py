@@ -88,3 +88,49 @@ def test_bad_settings_exit_2_with_the_variable_named(
     result = runner.invoke(cli, ["migrate"])
     assert result.exit_code == 2
     assert "IMAGESYNC_PROT" in result.stderr
+
+
+def test_collect_deletes_files_unused_past_the_grace_period(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from imagesync.kit.db import create_engine, create_sessionmaker, migrate, session_scope, utcnow
+    from imagesync.storage.blobs import blob_key, open_store
+    from imagesync.sync.models import Blob
+
+    files = tmp_path / "files"
+    monkeypatch.setenv("IMAGESYNC_STORAGE_URL", str(files))
+    store = open_store(str(files))
+
+    async def stored_unused(sha: str, days_ago: float) -> None:
+        await store.put_bytes(blob_key(sha), b"bytes")
+        engine = create_engine(Settings(database_url=env).async_database_url)
+        async with session_scope(create_sessionmaker(engine)) as session:
+            session.add(
+                Blob(
+                    sha256=sha,
+                    size=5,
+                    content_type="image/jpeg",
+                    width=1,
+                    height=1,
+                    storage_key=blob_key(sha),
+                    last_used_at=utcnow() - timedelta(days=days_ago),
+                )
+            )
+        await engine.dispose()
+
+    migrate(Settings(database_url=env).async_database_url)
+    asyncio.run(stored_unused("a" * 64, days_ago=30))
+    asyncio.run(stored_unused("b" * 64, days_ago=3))
+
+    code, output = invoke("collect")
+    assert code == 0, output
+    assert "deleted 1 unused image(s) (1 stored files)" in output
+    assert not (files / blob_key("a" * 64)).exists()
+    assert (files / blob_key("b" * 64)).exists()
+
+    result = runner.invoke(cli, ["collect", "--grace-days", "1"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "deleted 1 unused image(s)" in result.stdout
+    assert not (files / blob_key("b" * 64)).exists()

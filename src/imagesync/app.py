@@ -21,7 +21,7 @@ from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, ensure_sqlite_directory, load_settings
 from imagesync.media.probe import MediaLimits
-from imagesync.storage.blobs import S3Options, open_store
+from imagesync.storage.blobs import store_from_settings
 from imagesync.sync import api as sync_api
 from imagesync.sync.collector import Collector
 from imagesync.sync.renditions import RenditionWorker
@@ -51,15 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.async_database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        store = open_store(
-            settings.storage_url,
-            S3Options(
-                endpoint=settings.s3_endpoint,
-                region=settings.s3_region,
-                access_key_id=settings.s3_access_key_id,
-                secret_access_key=settings.s3_secret_access_key,
-            ),
-        )
+        store = store_from_settings(settings)
         app.state.store = store
         limits = FetchLimits(
             max_bytes=settings.fetch_max_bytes,

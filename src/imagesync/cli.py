@@ -1,4 +1,4 @@
-"""The `imagesync` command: serve, migrate, accounts and tokens."""
+"""The `imagesync` command: serve, migrate, collect, demo, accounts and tokens."""
 
 from __future__ import annotations
 
@@ -97,6 +97,41 @@ def demo() -> None:
     configure_logging("warning")
     if not asyncio.run(run_demo(out)):
         raise typer.Exit(1)
+
+
+@app.command()
+def collect(
+    grace_days: float | None = typer.Option(
+        None, help="Keep unused files this many days [default: IMAGESYNC_BLOB_GRACE_DAYS]."
+    ),
+) -> None:
+    """Delete now the files no image has used for the grace period (the server also does
+    this every IMAGESYNC_COLLECT_INTERVAL_SECONDS)."""
+    from datetime import timedelta
+
+    from imagesync.storage.blobs import store_from_settings
+    from imagesync.sync.collector import collect as collect_unused
+
+    settings = _settings()
+    migrate(settings.async_database_url)
+    days = settings.blob_grace_days if grace_days is None else grace_days
+
+    async def run() -> None:
+        engine = create_engine(settings.async_database_url)
+        try:
+            done = await collect_unused(
+                create_sessionmaker(engine),
+                store_from_settings(settings),
+                grace=timedelta(days=days),
+            )
+        finally:
+            await engine.dispose()
+        out.print(
+            f"deleted {done.blobs} unused image(s) ({done.files} stored files) "
+            f"unused for more than {days:g} days"
+        )
+
+    asyncio.run(run())
 
 
 @app.command("migrate")

@@ -115,9 +115,11 @@ async def test_unused_files_go_after_the_grace_period_with_their_memory(
     await sync_images(client, headers, [a])  # b is no longer used
     assert len(await stored_keys(app)) == 4
 
-    assert (await collect(ctx, grace=GRACE)).blobs == 0  # within the grace period
+    assert (
+        await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
+    ).blobs == 0  # within the grace period
     await age_blobs(sessionmaker, 8)
-    collected = await collect(ctx, grace=GRACE)
+    collected = await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
     assert (collected.blobs, collected.files) == (1, 2)  # b and its rendition
 
     async with session_scope(sessionmaker) as session:
@@ -152,7 +154,9 @@ async def test_a_file_a_sync_plans_to_reuse_is_not_collected(
     sending = asyncio.create_task(sync_images(client, headers, [a, slow]))
     while image_server.hits["slow.jpg"] == 0:
         await asyncio.sleep(0.01)
-    assert (await collect(ctx, grace=GRACE)).blobs == 0  # the plan touched a
+    assert (
+        await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
+    ).blobs == 0  # the plan touched a
     job = await sending
     assert job["status"] == "succeeded"
     assert image_server.hits["a.jpg"] == 1  # reused, never downloaded again
@@ -181,7 +185,9 @@ async def test_a_file_being_collected_is_downloaded_again_never_linked(
         await session.execute(update(Blob).values(collecting_since=utcnow()))
     while image_server.hits["a.jpg"] < 2:  # queued again, and downloaded again
         await asyncio.sleep(0.01)
-    await collect(ctx, grace=GRACE)  # finishes: the old row and file are gone
+    await collect(
+        ctx.sessionmaker, ctx.store, grace=GRACE
+    )  # finishes: the old row and file are gone
     job = await sending
     assert job["status"] == "succeeded", job
     images = await images_of(client, headers)
@@ -212,7 +218,7 @@ async def test_every_image_always_has_its_file(
         settled = rng.random() < 0.5
         if settled:
             await wait_for_renditions(sessionmaker)
-            await collect(ctx, grace=timedelta(0))
+            await collect(ctx.sessionmaker, ctx.store, grace=timedelta(0))
         async with session_scope(sessionmaker) as session:
             blobs = (await session.scalars(select(Blob))).all()
             used = set((await session.scalars(select(Image.blob_id))).all())
@@ -248,6 +254,6 @@ async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deleti
         json={"products": [{"item_number": "cool-product-001", "delete": True}]},
     )
     assert response.status_code == 200, response.text
-    assert (await collect(ctx, grace=GRACE)).blobs == 0  # deleted just now
+    assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 0  # deleted just now
     await age_blobs(sessionmaker, 8)
-    assert (await collect(ctx, grace=GRACE)).blobs == 1
+    assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 1

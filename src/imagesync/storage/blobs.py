@@ -18,6 +18,8 @@ from typing import Any
 import obstore
 from obstore.store import LocalStore, MemoryStore, S3Store
 
+from imagesync.kit.settings import Settings
+
 
 def blob_key(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
@@ -133,6 +135,19 @@ def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
     temp_dir = root / ".tmp"  # same file system as the blobs
     temp_dir.mkdir(exist_ok=True)
     return BlobStore(LocalStore(root, mkdir=True), kind="local", temp_dir=temp_dir, root=root)
+
+
+def store_from_settings(settings: Settings) -> BlobStore:
+    """The store the `IMAGESYNC_STORAGE_URL` and `IMAGESYNC_S3_*` settings describe."""
+    return open_store(
+        settings.storage_url,
+        S3Options(
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        ),
+    )
 
 
 def _process_temp_dir() -> Path:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope, utcnow
+from imagesync.storage.blobs import BlobStore
 from imagesync.sync import repository
 from imagesync.sync.service import SyncContext
 
@@ -32,14 +34,16 @@ class Collected:
     files: int
 
 
-async def collect(ctx: SyncContext, *, grace: timedelta) -> Collected:
+async def collect(
+    sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, *, grace: timedelta
+) -> Collected:
     """One full pass: everything unused since longer than `grace` is deleted."""
     blobs = files = 0
     while True:
         now = utcnow()
-        async with session_scope(ctx.sessionmaker) as session:
+        async with session_scope(sessionmaker) as session:
             marked = await repository.mark_unused_blobs(session, now, now - grace, BATCH)
-        async with session_scope(ctx.sessionmaker) as session:
+        async with session_scope(sessionmaker) as session:
             doomed = await repository.blobs_being_collected(session, BATCH)
             ids = [b.id for b in doomed]
             keys = [b.storage_key for b in doomed] + await repository.rendition_keys(session, ids)
@@ -47,8 +51,8 @@ async def collect(ctx: SyncContext, *, grace: timedelta) -> Collected:
             break
         # Files first, rows last: a row never outlives its file's deletion unnoticed,
         # and a crash in between leaves marked rows that the next pass finishes.
-        await ctx.store.delete(keys)
-        async with session_scope(ctx.sessionmaker) as session:
+        await store.delete(keys)
+        async with session_scope(sessionmaker) as session:
             await repository.delete_blobs(session, ids)
         blobs += len(ids)
         files += len(keys)
@@ -80,7 +84,7 @@ class Collector:
     async def _loop(self) -> None:
         while True:
             try:
-                await collect(self.ctx, grace=self.grace)
+                await collect(self.ctx.sessionmaker, self.ctx.store, grace=self.grace)
             except Exception:
                 log.exception("collector.failed")
             await asyncio.sleep(self.interval.total_seconds())
