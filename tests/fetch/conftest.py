@@ -7,6 +7,7 @@ import asyncio
 import asyncio.selector_events
 import ipaddress
 import socket
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -210,6 +211,7 @@ def fetcher(
     dns: FakeDNS | None = None,
     forbidden: Any = is_forbidden,
     proxy: str | None = None,
+    tls: ssl.SSLContext | None = None,
     **limits: Any,
 ) -> SafeFetcher:
     defaults: dict[str, Any] = {"retries": 0, "backoff_base": 0.01}
@@ -221,6 +223,7 @@ def fetcher(
         resolver=dns or FakeDNS({}),
         forbidden=forbidden,
         proxy=proxy,
+        tls=tls,
     )
 
 

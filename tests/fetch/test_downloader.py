@@ -5,11 +5,13 @@ no connection went to a forbidden address (none went anywhere but the origin).""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
 from imagesync.fetch.downloader import parse_retry_after
@@ -393,3 +395,85 @@ def test_retry_after_accepts_seconds_and_dates() -> None:
     assert parse_retry_after("soon") is None
     later = datetime.now(UTC) + timedelta(seconds=30)
     assert 25 < (parse_retry_after(format_datetime(later, usegmt=True)) or 0) <= 30
+
+
+@pytest.fixture
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def https_origin(ca: trustme.CA, name: str) -> tuple[web.AppRunner, int, list[str]]:
+    """An HTTPS origin on 127.0.0.2 whose certificate is for `name` only."""
+    server_names: list[str] = []
+
+    async def ok(_r: web.Request) -> web.Response:
+        return web.Response(body=JPEG, content_type="image/jpeg")
+
+    def sni(_sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        server_names.append(server_name or "")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(context)
+    context.sni_callback = sni
+    app = web.Application()
+    app.router.add_get("/ok.jpg", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.2", 0, ssl_context=context).start()
+    return runner, runner.addresses[0][1], server_names
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_https_certificates_are_checked_against_the_name_not_the_address(
+    tmp_path: Path, tripwire: Tripwire, tls_ca: trustme.CA
+) -> None:
+    runner, port, _ = await https_origin(tls_ca, "cdn.example")
+    try:
+        dns = FakeDNS({"cdn.example": ["127.0.0.2"], "other.example": ["127.0.0.2"]})
+        f = fetcher(
+            None,
+            tmp_path,
+            dns=dns,
+            forbidden=treat_as_public("127.0.0.2"),
+            ports=frozenset({port}),
+            tls=trusting(tls_ca),
+        )
+        async with f:
+            download = await f.fetch(f"https://cdn.example:{port}/ok.jpg")
+            assert download.path.read_bytes() == JPEG
+            # Same address, another name: the certificate does not match it.
+            with pytest.raises(FetchError) as caught:
+                await f.fetch(f"https://other.example:{port}/ok.jpg")
+    finally:
+        await runner.cleanup()
+    assert caught.value.code == "connection_error"
+    assert "certificate" in caught.value.detail.lower()
+    assert {a[0] for a in tripwire.attempts} == {"127.0.0.2"}
+
+
+async def test_https_sends_the_name_as_sni_and_trusts_no_unknown_ca(
+    tmp_path: Path, tls_ca: trustme.CA
+) -> None:
+    runner, port, server_names = await https_origin(tls_ca, "cdn.example")
+    try:
+        dns = FakeDNS({"cdn.example": ["127.0.0.2"]})
+        common = {
+            "dns": dns,
+            "forbidden": treat_as_public("127.0.0.2"),
+            "ports": frozenset({port}),
+        }
+        async with fetcher(None, tmp_path, tls=trusting(tls_ca), **common) as f:
+            await f.fetch(f"https://cdn.example:{port}/ok.jpg")
+        error = await failure(
+            fetcher(None, tmp_path, **common), f"https://cdn.example:{port}/ok.jpg"
+        )
+    finally:
+        await runner.cleanup()
+    assert server_names[0] == "cdn.example"  # (the second handshake failed at our end)
+    assert error.code == "connection_error"  # the system's CAs do not know this one
+    assert "certificate" in error.detail.lower()

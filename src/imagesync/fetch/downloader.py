@@ -7,6 +7,7 @@ import contextlib
 import email.utils
 import hashlib
 import random
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class SafeFetcher:
         proxy: str | None = None,
         resolver: AbstractResolver | None = None,
         forbidden: Callable[[IPAddress], bool] = is_forbidden,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits or FetchLimits()
         self.temp_dir = temp_dir
@@ -96,13 +98,19 @@ class SafeFetcher:
             allow = allow | {(self.proxy.host.lower(), self.proxy.port)}
         self.allow = allow
         self._resolver = GuardedResolver(allow, resolver, forbidden=forbidden)
+        # Certificates are checked against the URL's host name (and sent as SNI), never
+        # against the address connected to; `tls` replaces the system's trusted CAs.
+        self._tls: ssl.SSLContext | bool = tls if tls is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(self.limits.concurrency)
         self._host_slots = HostSlots(self.limits.per_host_concurrency)
 
     async def __aenter__(self) -> SafeFetcher:
         connector = aiohttp.TCPConnector(
-            resolver=self._resolver, limit=self.limits.concurrency * 2, ttl_dns_cache=30
+            resolver=self._resolver,
+            limit=self.limits.concurrency * 2,
+            ttl_dns_cache=30,
+            ssl=self._tls,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
