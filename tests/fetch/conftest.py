@@ -227,6 +227,26 @@ def fetcher(
     )
 
 
+PUBLIC_STAND_IN = "127.0.0.2"
+
+
+def public_fetcher(
+    tmp_path: Path, port: int, names: list[str], **options: Any
+) -> tuple[SafeFetcher, FakeDNS]:
+    """A fetcher to which `names` resolve to 127.0.0.2, standing in for a public server
+    (still this machine), with `port` among the allowed ports."""
+    dns = FakeDNS({name: [PUBLIC_STAND_IN] for name in names})
+    f = fetcher(
+        None,
+        tmp_path,
+        dns=dns,
+        forbidden=treat_as_public(PUBLIC_STAND_IN),
+        ports=frozenset({port}),
+        **options,
+    )
+    return f, dns
+
+
 async def failure(f: SafeFetcher, url: str) -> FetchError:
     async with f:
         with pytest.raises(FetchError) as caught:

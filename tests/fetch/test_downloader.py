@@ -17,7 +17,15 @@ from aiohttp import web
 from imagesync.fetch.downloader import parse_retry_after
 from imagesync.fetch.errors import FetchError
 from tests.conftest import Tripwire
-from tests.fetch.conftest import JPEG, FakeDNS, Origin, failure, fetcher, treat_as_public
+from tests.fetch.conftest import (
+    JPEG,
+    FakeDNS,
+    Origin,
+    failure,
+    fetcher,
+    public_fetcher,
+    treat_as_public,
+)
 
 # -- the happy path -----------------------------------------------------------------------
 
@@ -350,14 +358,7 @@ async def test_the_checked_address_is_connected_to_with_the_name_as_host(
     await web.TCPSite(runner, "127.0.0.2", 0).start()  # stands in for a public server
     port = runner.addresses[0][1]
     try:
-        dns = FakeDNS({"cdn.example": ["127.0.0.2"]})
-        f = fetcher(
-            None,
-            tmp_path,
-            dns=dns,
-            forbidden=treat_as_public("127.0.0.2"),
-            ports=frozenset({port}),
-        )
+        f, dns = public_fetcher(tmp_path, port, ["cdn.example"])
         async with f:
             download = await f.fetch(f"http://cdn.example:{port}/ok.jpg")
     finally:
@@ -434,14 +435,8 @@ async def test_https_certificates_are_checked_against_the_name_not_the_address(
 ) -> None:
     runner, port, _ = await https_origin(tls_ca, "cdn.example")
     try:
-        dns = FakeDNS({"cdn.example": ["127.0.0.2"], "other.example": ["127.0.0.2"]})
-        f = fetcher(
-            None,
-            tmp_path,
-            dns=dns,
-            forbidden=treat_as_public("127.0.0.2"),
-            ports=frozenset({port}),
-            tls=trusting(tls_ca),
+        f, _ = public_fetcher(
+            tmp_path, port, ["cdn.example", "other.example"], tls=trusting(tls_ca)
         )
         async with f:
             download = await f.fetch(f"https://cdn.example:{port}/ok.jpg")
@@ -461,17 +456,11 @@ async def test_https_sends_the_name_as_sni_and_trusts_no_unknown_ca(
 ) -> None:
     runner, port, server_names = await https_origin(tls_ca, "cdn.example")
     try:
-        dns = FakeDNS({"cdn.example": ["127.0.0.2"]})
-        common = {
-            "dns": dns,
-            "forbidden": treat_as_public("127.0.0.2"),
-            "ports": frozenset({port}),
-        }
-        async with fetcher(None, tmp_path, tls=trusting(tls_ca), **common) as f:
+        f, _ = public_fetcher(tmp_path, port, ["cdn.example"], tls=trusting(tls_ca))
+        async with f:
             await f.fetch(f"https://cdn.example:{port}/ok.jpg")
-        error = await failure(
-            fetcher(None, tmp_path, **common), f"https://cdn.example:{port}/ok.jpg"
-        )
+        untrusting, _ = public_fetcher(tmp_path, port, ["cdn.example"])
+        error = await failure(untrusting, f"https://cdn.example:{port}/ok.jpg")
     finally:
         await runner.cleanup()
     assert server_names[0] == "cdn.example"  # (the second handshake failed at our end)

@@ -113,16 +113,29 @@ async def image_server() -> AsyncIterator[ImageServer]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
-    port = image_server.base.rsplit(":", 1)[1]
-    return Settings(
-        database_url=database_url,
-        storage_url=str(tmp_path / "files"),
-        fetch_allow=f"127.0.0.1:{port}",
+    return server_settings(
+        database_url,
+        tmp_path,
+        image_server,
         fetch_retries=2,
-        fetch_retry_base_seconds=0.01,
         fetch_max_bytes=MAX_BYTES,
         max_images_per_product=MAX_IMAGES,
     )
+
+
+def server_settings(
+    database_url: str, tmp_path: Path, image_server: ImageServer, **overrides: Any
+) -> Settings:
+    """Settings that may fetch from the test image server (and nothing else private),
+    retrying quickly; `overrides` replace any of them."""
+    port = image_server.base.rsplit(":", 1)[1]
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "storage_url": str(tmp_path / "files"),
+        "fetch_allow": f"127.0.0.1:{port}",
+        "fetch_retry_base_seconds": 0.01,
+    }
+    return Settings(**{**values, **overrides})
 
 
 @pytest.fixture

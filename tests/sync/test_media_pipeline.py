@@ -258,6 +258,7 @@ async def test_a_width_added_later_is_made_for_existing_images(
     image_server: ImageServer,
 ) -> None:
     ctx = app.state.sync_context
+    await app.state.renditions.stop()  # this test makes them itself
     url = image_server.add("x.jpg", samples.jpeg(500, 500))
     await sync_images(client, headers, [{"url": url, "sort": 1}])
     ctx.rendition_widths = (200, 300, 400, 800)  # 300 is new; 800 is wider than the image

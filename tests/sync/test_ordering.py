@@ -18,18 +18,12 @@ from imagesync.sync import repository
 from imagesync.sync.service import LEASE, FetchDeduper, run_entry
 from imagesync.sync.worker import SyncWorker
 from tests.factories import create_tshirt, wait_for_job
-from tests.sync.conftest import ImageServer
+from tests.sync.conftest import ImageServer, server_settings
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
-    port = image_server.base.rsplit(":", 1)[1]
-    return Settings(
-        database_url=database_url,
-        storage_url=str(tmp_path / "files"),
-        fetch_allow=f"127.0.0.1:{port}",
-        embedded_worker=False,
-    )
+    return server_settings(database_url, tmp_path, image_server, embedded_worker=False)
 
 
 async def submit(

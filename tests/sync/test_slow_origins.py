@@ -10,19 +10,13 @@ import httpx
 import pytest
 
 from imagesync.kit.settings import Settings
-from tests.sync.conftest import ImageServer, images_of, sync_images
+from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
-    port = image_server.base.rsplit(":", 1)[1]
-    return Settings(
-        database_url=database_url,
-        storage_url=str(tmp_path / "files"),
-        fetch_allow=f"127.0.0.1:{port}",
-        fetch_timeout_seconds=1.0,
-        fetch_retries=1,
-        fetch_retry_base_seconds=0.01,
+    return server_settings(
+        database_url, tmp_path, image_server, fetch_timeout_seconds=1.0, fetch_retries=1
     )
 
 

@@ -24,15 +24,14 @@ from imagesync.sync.models import Blob, Image, Rendition, Source
 from imagesync.sync.service import SyncContext
 from tests.conftest import S3Server
 from tests.media import samples
-from tests.sync.conftest import ImageServer, images_of, sync_images
+from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
 
 
 @pytest.fixture(params=["local", "s3"])
 def settings(
     request: pytest.FixtureRequest, database_url: str, tmp_path: Path, image_server: ImageServer
 ) -> Settings:
-    port = image_server.base.rsplit(":", 1)[1]
-    storage: dict[str, Any] = {"storage_url": str(tmp_path / "files")}
+    storage: dict[str, Any] = {}
     if request.param == "s3":
         s3: S3Server = request.getfixturevalue("s3_server")
         storage = {
@@ -42,12 +41,8 @@ def settings(
             "s3_access_key_id": s3.options.access_key_id,
             "s3_secret_access_key": s3.options.secret_access_key,
         }
-    return Settings(
-        database_url=database_url,
-        fetch_allow=f"127.0.0.1:{port}",
-        fetch_retries=0,
-        rendition_widths="200",
-        **storage,
+    return server_settings(
+        database_url, tmp_path, image_server, fetch_retries=0, rendition_widths="200", **storage
     )
 
 
