@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from imagesync.media.probe import MediaError
 from imagesync.media.renditions import make_renditions, target_widths
@@ -53,6 +53,34 @@ def test_metadata_is_stripped() -> None:
     assert not image.getexif()
     assert "exif" not in image.info
     assert "xmp" not in image.info
+
+
+def test_an_rgb_originals_colour_profile_travels_with_its_renditions() -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buffer = io.BytesIO()
+    Image.new("RGB", (600, 400), samples.RED).save(
+        buffer, "JPEG", icc_profile=profile, exif=samples_gps_exif()
+    )
+    image = opened(make_renditions(buffer.getvalue(), [200])[200].data)
+    assert image.info.get("icc_profile") == profile  # colour, not metadata
+    assert not image.getexif()
+
+
+def test_a_cmyk_original_gives_rgb_renditions_without_its_profile() -> None:
+    buffer = io.BytesIO()
+    Image.new("CMYK", (600, 400), (0, 255, 255, 0)).save(buffer, "JPEG")
+    image = opened(make_renditions(buffer.getvalue(), [200])[200].data)
+    assert image.mode == "RGB"
+    assert "icc_profile" not in image.info
+    pixel = image.getpixel((10, 10))
+    assert isinstance(pixel, tuple)
+    assert pixel[0] > 200 > max(pixel[1], pixel[2]) + 100  # still red
+
+
+def samples_gps_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (59.0, 54.0, 0.0)}
+    return exif
 
 
 def test_transparency_is_kept() -> None:

@@ -15,7 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from imagesync.media.probe import CorruptImage, MediaError, MediaLimits, TooManyPixels
 
@@ -56,7 +56,7 @@ def make_renditions(
             with Image.open(io.BytesIO(original)) as image:
                 if image.width * image.height > limits.max_pixels:
                     raise TooManyPixels(f"{image.width}x{image.height} is over the limit")
-                base = _decoded(image, max(widths), draft_margin)
+                base, icc = _decoded(image, max(widths), draft_margin)
         out: dict[int, Rendered] = {}
         source = base  # each width is resized from the next larger one: much cheaper
         for width in sorted(widths, reverse=True):
@@ -66,7 +66,7 @@ def make_renditions(
             if (width, height) != source.size:
                 source = source.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
             buffer = io.BytesIO()
-            source.save(buffer, "WEBP", quality=quality, method=method)
+            source.save(buffer, "WEBP", quality=quality, method=method, icc_profile=icc)
             out[width] = Rendered(width, height, buffer.getvalue())
         return out
     except MediaError:
@@ -75,10 +75,14 @@ def make_renditions(
         raise CorruptImage(f"could not make renditions: {exc}") from exc
 
 
-def _decoded(image: Image.Image, largest: int, margin: float) -> Image.Image:
+def _decoded(image: Image.Image, largest: int, margin: float) -> tuple[Image.Image, bytes | None]:
     """The first frame, decoded (a JPEG at the smallest 1/1..1/8 scale that is still
     at least `margin` times `largest` wide), oriented by its EXIF tag, in RGB or RGBA,
-    without any metadata.
+    without any metadata; and the colour profile the renditions carry.
+
+    Colour is not metadata: an RGB original's ICC profile stays with its renditions
+    (browsers honour it in WebP), and a CMYK original is converted to sRGB through its
+    profile rather than by the naive formula, which shifts every colour.
 
     JPEG's scaled decoding averages in the frequency domain: decoding straight to the
     target scale measured as sharp as decoding twice as large and resizing down, at
@@ -92,9 +96,22 @@ def _decoded(image: Image.Image, largest: int, margin: float) -> Image.Image:
         image.draft("RGB", want)
     image.load()
     oriented = ImageOps.exif_transpose(image) or image
+    icc = oriented.info.get("icc_profile") or None
+    if oriented.mode == "CMYK" and icc:
+        try:
+            oriented = (
+                ImageCms.profileToProfile(oriented, io.BytesIO(icc), _SRGB, outputMode="RGB")
+                or oriented
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the plain conversion below
+    keep = icc if oriented.mode in ("RGB", "RGBA") and image.mode in ("RGB", "RGBA") else None
     has_alpha = oriented.mode in ("RGBA", "LA", "PA") or (
         oriented.mode == "P" and "transparency" in oriented.info
     )
     converted = oriented.convert("RGBA" if has_alpha else "RGB")
     converted.info = {}  # nothing of the original's metadata travels on
-    return converted
+    return converted, keep
+
+
+_SRGB = ImageCms.createProfile("sRGB")
