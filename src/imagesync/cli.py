@@ -105,12 +105,13 @@ def collect(
         None, help="Keep unused files this many days [default: IMAGESYNC_BLOB_GRACE_DAYS]."
     ),
 ) -> None:
-    """Delete now the files no image has used for the grace period (the server also does
-    this every IMAGESYNC_COLLECT_INTERVAL_SECONDS)."""
+    """Delete now the files no image has used for the grace period, and stored files no
+    row knows (the server does both on its own, see IMAGESYNC_COLLECT_INTERVAL_SECONDS)."""
     from datetime import timedelta
 
     from imagesync.storage.blobs import store_from_settings
     from imagesync.sync.collector import collect as collect_unused
+    from imagesync.sync.collector import sweep
 
     settings = _settings()
     migrate(settings.async_database_url)
@@ -118,17 +119,16 @@ def collect(
 
     async def run() -> None:
         engine = create_engine(settings.async_database_url)
+        store = store_from_settings(settings)
+        grace = timedelta(days=days)
         try:
-            done = await collect_unused(
-                create_sessionmaker(engine),
-                store_from_settings(settings),
-                grace=timedelta(days=days),
-            )
+            done = await collect_unused(create_sessionmaker(engine), store, grace=grace)
+            orphans = await sweep(create_sessionmaker(engine), store, older_than=grace)
         finally:
             await engine.dispose()
         out.print(
             f"deleted {done.blobs} unused image(s) ({done.files} stored files) "
-            f"unused for more than {days:g} days"
+            f"unused for more than {days:g} days, and {orphans} stored file(s) no row knew"
         )
 
     asyncio.run(run())

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.storage.blobs import BlobStore
-from imagesync.sync.collector import collect
+from imagesync.sync.collector import collect, sweep
 from imagesync.sync.models import Blob, Image, Rendition, Source
 from imagesync.sync.service import SyncContext
 from tests.conftest import S3Server
@@ -214,6 +214,8 @@ async def test_every_image_always_has_its_file(
         if settled:
             await wait_for_renditions(sessionmaker)
             await collect(ctx.sessionmaker, ctx.store, grace=timedelta(0))
+            # Nothing in flight: every stored file has its row, so a sweep finds nothing.
+            assert await sweep(ctx.sessionmaker, ctx.store, older_than=timedelta(0)) == 0
         async with session_scope(sessionmaker) as session:
             blobs = (await session.scalars(select(Blob))).all()
             used = set((await session.scalars(select(Image.blob_id))).all())
@@ -252,3 +254,28 @@ async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deleti
     assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 0  # deleted just now
     await age_blobs(sessionmaker, 8)
     assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 1
+
+
+async def test_files_no_row_knows_are_swept_once_old_enough(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """What a process that died between storing a file and committing its row left."""
+    store: BlobStore = app.state.store
+    await sync_images(client, headers, [{"url": image_server.add("a.jpg", picture(1)), "sort": 1}])
+    await wait_for_renditions(sessionmaker)
+    kept = await stored_keys(app)
+    await store.put_bytes("ab/cd/" + "ab" * 32, b"orphan")
+
+    # Young: it may be about to get its row.
+    assert await sweep(sessionmaker, store, older_than=timedelta(hours=1)) == 0
+    assert await stored_keys(app) == kept | {"ab/cd/" + "ab" * 32}
+
+    assert await sweep(sessionmaker, store, older_than=timedelta(0)) == 1
+    assert await stored_keys(app) == kept  # the image's file and rendition stay
+    (image,) = await images_of(client, headers)
+    served = await client.get(image["file_url"].removeprefix("http://imagesync.test"))
+    assert served.status_code == 200

@@ -12,6 +12,7 @@ import contextlib
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,14 @@ class BlobStore:
                     await obstore.delete_async(self._store, key)
 
     async def keys(self, prefix: str = "") -> list[str]:
-        found: list[str] = []
-        async for batch in obstore.list(self._store, prefix or None):
-            found.extend(meta["path"] for meta in batch)
-        return found
+        return [key async for batch in self.listing(prefix) for key, _ in batch]
+
+    async def listing(
+        self, prefix: str = "", *, batch: int = 500
+    ) -> AsyncIterator[list[tuple[str, datetime]]]:
+        """Every stored key with when it was written, a batch at a time."""
+        async for found in obstore.list(self._store, prefix or None, chunk_size=batch):
+            yield [(meta["path"], meta["last_modified"]) for meta in found]
 
     def local_path(self, key: str) -> Path | None:
         """A path to serve the blob from, when the store is a local directory."""

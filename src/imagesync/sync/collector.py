@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,7 @@ from imagesync.sync.service import SyncContext
 log = structlog.get_logger(__name__)
 
 BATCH = 200
+SWEEP_EVERY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,30 @@ async def collect(
     return Collected(blobs=blobs, files=files)
 
 
+async def sweep(
+    sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, *, older_than: timedelta
+) -> int:
+    """Delete stored files no row points to, written more than `older_than` ago: what a
+    process that died between storing a file and committing its row left behind. A
+    file that young may be about to get its row, so it stays. Lists the whole store:
+    run it rarely."""
+    cutoff = utcnow() - older_than
+    deleted = 0
+    async for batch in store.listing():
+        old = [key for key, written in batch if written < cutoff]
+        async with session_scope(sessionmaker) as session:
+            known = await repository.known_storage_keys(session, old)
+        orphans = [key for key in old if key not in known]
+        if orphans:
+            await store.delete(orphans)
+            deleted += len(orphans)
+    if deleted:
+        log.info("collector.swept", files=deleted)
+    return deleted
+
+
 class Collector:
-    """Runs `collect` every `interval` in the background."""
+    """Runs `collect` every `interval` in the background, and `sweep` once a day."""
 
     def __init__(self, ctx: SyncContext, *, grace: timedelta, interval: timedelta) -> None:
         self.ctx = ctx
@@ -82,9 +105,13 @@ class Collector:
                 await self._task
 
     async def _loop(self) -> None:
+        swept_at: datetime | None = None
         while True:
             try:
                 await collect(self.ctx.sessionmaker, self.ctx.store, grace=self.grace)
+                if swept_at is None or utcnow() - swept_at > SWEEP_EVERY:
+                    swept_at = utcnow()
+                    await sweep(self.ctx.sessionmaker, self.ctx.store, older_than=self.grace)
             except Exception:
                 log.exception("collector.failed")
             await asyncio.sleep(self.interval.total_seconds())

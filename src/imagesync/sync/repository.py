@@ -406,3 +406,14 @@ async def delete_blobs(session: AsyncSession, blob_ids: Collection[int]) -> None
     await session.execute(delete(Source).where(Source.blob_id.in_(ids)))
     await session.execute(delete(Rendition).where(Rendition.blob_id.in_(ids)))
     await session.execute(delete(Blob).where(Blob.id.in_(ids), Blob.collecting_since.is_not(None)))
+
+
+async def known_storage_keys(session: AsyncSession, keys: Collection[str]) -> set[str]:
+    """Which of these keys a blob or a rendition row points to."""
+    if not keys:
+        return set()
+    blobs = select(Blob.storage_key).where(Blob.storage_key.in_(sorted(keys)))
+    renditions = select(Rendition.storage_key).where(Rendition.storage_key.in_(sorted(keys)))
+    found = set((await session.scalars(blobs)).all())
+    found.update(k for k in (await session.scalars(renditions)).all() if k)
+    return found
