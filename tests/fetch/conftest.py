@@ -127,6 +127,8 @@ def _routes(origin: Origin) -> web.Application:
         headers = {}
         if "retry_after" in request.query:
             headers["Retry-After"] = request.query["retry_after"]
+        if "encoding" in request.query:  # an error page compressed as it always is
+            headers["Content-Encoding"] = request.query["encoding"]
         return web.Response(status=code, headers=headers)
 
     @routes.get("/flaky/{code}")

@@ -286,6 +286,16 @@ async def test_other_client_errors_are_not_retried(
     assert origin.hits[f"/status/{code}"] == 1
 
 
+async def test_a_compressed_error_page_is_judged_by_its_status(
+    origin: Origin, tmp_path: Path
+) -> None:
+    error = await failure(
+        fetcher(origin, tmp_path, retries=2), origin.url("/status/503?encoding=gzip")
+    )
+    assert error.code == "download_http_error"
+    assert origin.hits["/status/503"] == 3  # a 503 is retried, whatever its body
+
+
 async def test_retry_after_is_honoured(origin: Origin, tmp_path: Path) -> None:
     start = time.monotonic()
     async with fetcher(origin, tmp_path, retries=1, backoff_base=0.01) as f:

@@ -179,15 +179,15 @@ class SafeFetcher:
                             raise RedirectLoop(f"the redirects come back to {current}")
                         seen.add(str(current))
                         continue
-                    encoding = response.headers.get("Content-Encoding", "identity").lower()
-                    if encoding != "identity":
-                        raise UnsupportedEncoding(
-                            f"the body is {encoding}-encoded although only identity was asked for"
-                        )
                     if response.status != 200:
                         raise HttpStatusError(
                             response.status,
                             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                        )
+                    encoding = response.headers.get("Content-Encoding", "identity").lower()
+                    if encoding != "identity":
+                        raise UnsupportedEncoding(
+                            f"the body is {encoding}-encoded although only identity was asked for"
                         )
                     return await self._save(response, str(current))
             except aiohttp.ClientConnectorError as exc:
