@@ -38,8 +38,8 @@ from imagesync.fetch.guard import (
     IPAddress,
     RefusedByGuard,
     check_url,
+    host_address,
     is_forbidden,
-    parse_ipv4_number,
 )
 
 log = structlog.get_logger(__name__)
@@ -222,11 +222,7 @@ class SafeFetcher:
     async def _check_name(self, url: URL) -> None:
         """Through a proxy the connector never resolves the origin: check it here."""
         host = url.raw_host or ""
-        try:
-            is_literal = parse_ipv4_number(host) is not None or ":" in host
-        except ValueError:
-            is_literal = True  # check_url refused it already
-        if not is_literal:
+        if host_address(host) is None:  # an IP host was judged by check_url already
             try:
                 await self._resolver.resolve(host, url.port or 0)
             except RefusedByGuard as exc:

@@ -156,7 +156,7 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
         raise InvalidUrl("the host name is too long")
     allowed = (host, port) in allow
     try:
-        address: IPAddress | None = parse_ipv4_number(host) or _ip_literal(host)
+        address = host_address(host)
     except ValueError as exc:
         raise InvalidUrl(str(exc)) from exc
     if address is not None and not allowed:
@@ -170,7 +170,12 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
     return url
 
 
-def _ip_literal(host: str) -> IPAddress | None:
+def host_address(host: str) -> IPAddress | None:
+    """The address an IP host means, in any spelling; None for a name. ValueError for
+    a number that is no address."""
+    numeric = parse_ipv4_number(host)
+    if numeric is not None:
+        return numeric
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:

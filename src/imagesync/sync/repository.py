@@ -101,19 +101,19 @@ async def find_sources(
     return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
 
 
-async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: datetime) -> int:
-    """Mark these blobs as in use now, unless the collector has started on them; how
-    many were marked. On PostgreSQL the UPDATE holds the rows until commit, so the
+async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: datetime) -> set[int]:
+    """Mark these blobs as in use now, unless the collector has started on them; the
+    ones marked. On PostgreSQL the UPDATE holds the rows until commit, so the
     collector's conditional UPDATE waits and then sees them in use."""
     if not blob_ids:
-        return 0
+        return set()
     stmt = (
         update(Blob)
         .where(Blob.id.in_(sorted(blob_ids)), Blob.collecting_since.is_(None))
         .values(last_used_at=now)
+        .returning(Blob.id)
     )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount
+    return set((await session.scalars(stmt)).all())
 
 
 async def get_blob(session: AsyncSession, sha256: str) -> Blob | None:
@@ -359,30 +359,17 @@ async def mark_unused_blobs(
 ) -> int:
     """Start collecting blobs no image uses and nobody used since `cutoff`. One
     conditional UPDATE: a sync that touched or linked a blob meanwhile wins."""
-    unused = ~select(Image.id).where(Image.blob_id == Blob.id).exists()
-    candidates = (
-        select(Blob.id)
-        .where(
-            Blob.collecting_since.is_(None),
-            func.coalesce(Blob.last_used_at, Blob.created_at) < cutoff,
-            unused,
-        )
-        .order_by(Blob.id)
-        .limit(limit)
+    unused_since_cutoff = (
+        Blob.collecting_since.is_(None),
+        func.coalesce(Blob.last_used_at, Blob.created_at) < cutoff,
+        ~select(Image.id).where(Image.blob_id == Blob.id).exists(),
     )
+    candidates = select(Blob.id).where(*unused_since_cutoff).order_by(Blob.id).limit(limit)
     ids = (await session.scalars(candidates)).all()
     if not ids:
         return 0
-    stmt = (
-        update(Blob)
-        .where(
-            Blob.id.in_(ids),
-            Blob.collecting_since.is_(None),
-            func.coalesce(Blob.last_used_at, Blob.created_at) < cutoff,
-            unused,
-        )
-        .values(collecting_since=now)
-    )
+    # Checked again in the UPDATE itself: what changed since the SELECT wins.
+    stmt = update(Blob).where(Blob.id.in_(ids), *unused_since_cutoff).values(collecting_since=now)
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount
 

@@ -263,10 +263,12 @@ async def run_entry(
         _, plan = await _plan(session, product, specs, payload.use_sort_b2c)
         wanted = [identity_hash(c.spec.identity) for c in plan.creates]
         known = await repository.find_sources(session, entry.account_id, wanted)
-        if known:
-            # In use from now: the collector leaves them alone while this runs.
-            await repository.touch_blobs(session, {s.blob_id for s in known.values()}, utcnow())
-            known = await repository.find_sources(session, entry.account_id, wanted)
+        # In use from now: the collector leaves them alone while this runs. One it has
+        # started on meanwhile is not reused: downloaded again.
+        touched = await repository.touch_blobs(
+            session, {s.blob_id for s in known.values()}, utcnow()
+        )
+        known = {key: s for key, s in known.items() if s.blob_id in touched}
         account_id = entry.account_id
         if inline and (
             len(known) < len(plan.creates)
@@ -371,14 +373,13 @@ async def _apply(
     (which already holds the product, see `take_product_for_seq`). Planned again here
     because the images may have changed while this product was downloading."""
     images, plan = await _plan(session, product, specs, use_sort_b2c)
-    sources = await repository.find_sources(
-        session, entry.account_id, [identity_hash(c.spec.identity) for c in plan.creates]
-    )
+    wanted = {identity_hash(c.spec.identity) for c in plan.creates}
+    sources = await repository.find_sources(session, entry.account_id, wanted)
     now = utcnow()
-    if len(sources) < len({identity_hash(c.spec.identity) for c in plan.creates}):
+    if len(sources) < len(wanted):
         raise Requeue
     linked = {s.blob_id for s in sources.values()}
-    if await repository.touch_blobs(session, linked, now) < len(linked):
+    if await repository.touch_blobs(session, linked, now) != linked:
         raise Requeue  # the collector took one between the plan and now
     released = {images[i].blob_id for i in plan.deletes}
     await repository.touch_blobs(session, released, now)  # the grace period starts now
@@ -562,7 +563,6 @@ async def _record(
                         width=probed.width,
                         height=probed.height,
                         storage_key=blob_key(download.sha256),
-                        last_used_at=utcnow(),
                     )
                     session.add(blob)
                     await session.flush()
