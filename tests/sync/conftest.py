@@ -155,14 +155,17 @@ async def sync_images(
     item: str = "cool-product-001",
 ) -> dict[str, Any]:
     """Sync one product's images and wait for the finished job."""
-    response = await client.post(
-        "/products/images/sync?wait=30",
-        headers=headers,
-        json={"products": [{"item_number": item, "images": images}]},
-    )
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    return job
+    return await sync_body(client, headers, {"products": [{"item_number": item, "images": images}]})
+
+
+async def sync_body(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any], expect: int = 200
+) -> dict[str, Any]:
+    """POST an image sync request, wait for the finished job, and expect `expect`."""
+    response = await client.post("/products/images/sync?wait=30", json=body, headers=headers)
+    assert response.status_code == expect, response.text
+    result: dict[str, Any] = response.json()
+    return result
 
 
 async def images_of(

@@ -9,6 +9,7 @@ import pytest
 
 from tests.factories import pointers, sync_ok, wait_for_job
 from tests.sync.conftest import ImageServer, images_of, make_image
+from tests.sync.conftest import sync_body as sync
 
 BLACK = [f"cool-product-001-100-{s}" for s in ("XS", "S", "M", "L", "XL")]
 WHITE = [f"cool-product-001-900-{s}" for s in ("XS", "S", "M", "L", "XL")]
@@ -36,15 +37,6 @@ def traede_example(server: ImageServer) -> dict[str, Any]:
             }
         )
     return {"products": [{"item_number": "cool-product-001", "images": images}]}
-
-
-async def sync(
-    client: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any], expect: int = 200
-) -> dict[str, Any]:
-    response = await client.post("/products/images/sync?wait=30", json=body, headers=headers)
-    assert response.status_code == expect, response.text
-    result: dict[str, Any] = response.json()
-    return result
 
 
 async def test_traede_example_downloads_stores_and_attaches(
