@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -14,18 +15,16 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
-from imagesync.fetch.downloader import FetchLimits, SafeFetcher
-from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.errors import Conflict, error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
-from imagesync.kit.settings import Settings, ensure_sqlite_directory, load_settings
-from imagesync.media.probe import MediaLimits
-from imagesync.storage.blobs import store_from_settings
+from imagesync.kit.settings import Settings, load_settings
+from imagesync.queue.embedded import EmbeddedQueue
+from imagesync.runtime import make_queue, open_context
 from imagesync.sync import api as sync_api
 from imagesync.sync.collector import Collector
 from imagesync.sync.renditions import RenditionWorker
-from imagesync.sync.service import SyncContext
+from imagesync.sync.service import RENDER_BLOB, RUN_PRODUCT, SyncContext
 from imagesync.sync.worker import SyncWorker
 
 log = structlog.get_logger(__name__)
@@ -47,64 +46,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ensure_sqlite_directory(settings)
-        engine = create_engine(settings.async_database_url)
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        store = store_from_settings(settings)
-        app.state.store = store
-        limits = FetchLimits(
-            max_bytes=settings.fetch_max_bytes,
-            total_timeout=settings.fetch_timeout_seconds,
-            retries=settings.fetch_retries,
-            backoff_base=settings.fetch_retry_base_seconds,
-            concurrency=settings.download_concurrency,
-            per_host_concurrency=settings.download_concurrency_per_host,
-            ports=settings.fetch_port_set,
-        )
-        async with SafeFetcher(
-            allow=settings.fetch_allow_pairs,
-            limits=limits,
-            temp_dir=store.temp_dir,
-            proxy=settings.fetch_proxy or None,
-        ) as fetcher:
-            ctx = SyncContext(
-                app.state.sessionmaker,
-                fetcher,
-                store,
-                media=MediaLimits(
-                    max_pixels=settings.image_max_pixels, max_frames=settings.image_max_frames
-                ),
-                rendition_widths=settings.rendition_width_set,
-            )
+        queue = make_queue(settings)
+        async with open_context(settings, queue) as ctx:
             app.state.sync_context = ctx
-            worker = SyncWorker(ctx, concurrency=settings.worker_concurrency)
-            renderer = RenditionWorker(ctx, concurrency=settings.rendition_concurrency)
-            collector = Collector(
-                ctx,
-                grace=timedelta(days=settings.blob_grace_days),
-                interval=timedelta(seconds=settings.collect_interval_seconds),
-            )
-            if settings.embedded_worker:
-                app.state.worker = worker
-                app.state.renditions = renderer
-                app.state.collector = collector
-                ctx.wake_renditions = renderer.wake
-                await worker.start(sole_worker=engine.dialect.name == "sqlite")
-                await renderer.start()
-                await collector.start()
+            app.state.sessionmaker = ctx.sessionmaker
+            app.state.store = ctx.store
+            runners = embedded_runners(ctx, settings) if isinstance(queue, EmbeddedQueue) else None
+            app.state.runners = runners
+            for runner in runners.all() if runners else []:
+                await runner.start()
             log.info(
                 "app.started",
-                database=engine.url.render_as_string(hide_password=True),
-                embedded_worker=settings.embedded_worker,
+                database=ctx.sessionmaker.kw["bind"].url.render_as_string(hide_password=True),
+                queue=settings.queue,
+                embedded_runners=runners is not None,
             )
             try:
                 yield
             finally:
-                await collector.stop()
-                await renderer.stop()
-                await worker.stop()
-                await engine.dispose()
+                for runner in reversed(runners.all() if runners else []):
+                    await runner.stop()
                 log.info("app.stopped")
 
     app = FastAPI(
@@ -122,6 +83,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(routes, prefix=prefix, include_in_schema=not prefix)
         app.include_router(health.router, prefix=prefix, include_in_schema=not prefix)
     return app
+
+
+@dataclass(frozen=True)
+class EmbeddedRunners:
+    """The embedded queue's runners inside `serve`."""
+
+    sync: SyncWorker
+    renditions: RenditionWorker
+    collector: Collector
+
+    def all(self) -> list[SyncWorker | RenditionWorker | Collector]:
+        """In start order."""
+        return [self.sync, self.renditions, self.collector]
+
+
+def embedded_runners(ctx: SyncContext, settings: Settings) -> EmbeddedRunners | None:
+    """None with IMAGESYNC_EMBEDDED_WORKER=false: the work then waits in the database."""
+    if not settings.embedded_worker:
+        return None
+    assert isinstance(ctx.queue, EmbeddedQueue)
+    worker = SyncWorker(
+        ctx,
+        concurrency=settings.worker_concurrency,
+        sole_worker=settings.async_database_url.startswith("sqlite"),
+    )
+    renderer = RenditionWorker(ctx, concurrency=settings.rendition_concurrency)
+    ctx.queue.serve(RUN_PRODUCT, worker.wake)
+    ctx.queue.serve(RENDER_BLOB, renderer.wake)
+    collector = Collector(
+        ctx,
+        grace=timedelta(days=settings.blob_grace_days),
+        interval=timedelta(seconds=settings.collect_interval_seconds),
+    )
+    return EmbeddedRunners(worker, renderer, collector)
 
 
 async def _on_integrity_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""The `imagesync` command: serve, migrate, collect, demo, accounts and tokens."""
+"""The `imagesync` command: serve, worker, migrate, collect, demo, accounts and tokens."""
 
 from __future__ import annotations
 
@@ -90,6 +90,48 @@ def serve(
 
 
 @app.command()
+def worker(
+    concurrency: int | None = typer.Option(
+        None, help="Jobs run at once [default: IMAGESYNC_WORKER_CONCURRENCY]."
+    ),
+    queue: list[str] | None = typer.Option(
+        None,
+        "--queue",
+        help="Take jobs from this queue only (repeat for several): sync, renditions, "
+        "maintenance [default: all].",
+    ),
+    name: str = typer.Option("worker", help="Worker name in logs."),
+) -> None:
+    """Run queued work (IMAGESYNC_QUEUE=procrastinate): product syncs, renditions and the
+    periodic clean-up. Run any number, on any machine sharing the database and storage.
+    SIGTERM drains: no new work, IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS for the rest."""
+    from imagesync.queue import QUEUES
+    from imagesync.runtime import run_worker
+
+    settings = _settings()
+    if settings.queue != "procrastinate":
+        err.print(
+            "[red]error:[/red] `imagesync worker` runs the work of IMAGESYNC_QUEUE=procrastinate; "
+            "with the embedded queue (the default) `imagesync serve` does the work itself"
+        )
+        raise typer.Exit(2)
+    unknown = sorted(set(queue or ()) - set(QUEUES))
+    if unknown:
+        err.print(
+            f"[red]error:[/red] unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}"
+        )
+        raise typer.Exit(2)
+    asyncio.run(
+        run_worker(
+            settings,
+            concurrency=concurrency or settings.worker_concurrency,
+            queues=list(queue) if queue else None,
+            name=name,
+        )
+    )
+
+
+@app.command()
 def demo() -> None:
     """TRAEDE's documented example end to end, in a temporary folder on this machine."""
     from imagesync.demo import run_demo
@@ -136,7 +178,7 @@ def collect(
 
 @app.command("migrate")
 def migrate_command() -> None:
-    """Apply pending database migrations."""
+    """Apply pending database migrations (on PostgreSQL, procrastinate's queue schema too)."""
     settings = _settings()
     migrate(settings.async_database_url)
     out.print("database is up to date")

@@ -12,11 +12,23 @@ from imagesync.catalog import service as catalog_service
 from imagesync.catalog.models import Account
 from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
+from imagesync.storage.blobs import BlobStore
+from imagesync.sync.service import SyncContext
 
 
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def _sync_context(request: Request) -> SyncContext:
+    ctx: SyncContext = request.app.state.sync_context
+    return ctx
+
+
+def _store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.store
+    return store
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -33,6 +45,8 @@ async def _account(
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+SyncContextDep = Annotated[SyncContext, Depends(_sync_context)]
+StoreDep = Annotated[BlobStore, Depends(_store)]
 # scope="function": the commit runs before the response is sent, so a failed commit
 # becomes a 500 instead of a success the client already received.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]

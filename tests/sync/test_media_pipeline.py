@@ -202,8 +202,7 @@ async def test_a_rendition_that_cannot_be_made_is_failed_with_a_reason(
 ) -> None:
     store: BlobStore = app.state.store
     ctx = app.state.sync_context
-    ctx.wake_renditions = lambda: None  # leave the renditions to this test
-    renderer = app.state.renditions
+    renderer = app.state.runners.renditions
     await renderer.stop()
     await sync_images(
         client, headers, [{"url": image_server.add("x.jpg", samples.jpeg(500, 500)), "sort": 1}]
@@ -232,8 +231,7 @@ async def test_renditions_left_by_a_dead_worker_are_made_after_its_lease(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     ctx = app.state.sync_context
-    await app.state.renditions.stop()
-    ctx.wake_renditions = lambda: None
+    await app.state.runners.renditions.stop()
     url = image_server.add("x.jpg", samples.jpeg(500, 500))
     await sync_images(client, headers, [{"url": url, "sort": 1}])
     async with session_scope(sessionmaker) as session:
@@ -258,7 +256,7 @@ async def test_a_width_added_later_is_made_for_existing_images(
     image_server: ImageServer,
 ) -> None:
     ctx = app.state.sync_context
-    await app.state.renditions.stop()  # this test makes them itself
+    await app.state.runners.renditions.stop()  # this test makes them itself
     url = image_server.add("x.jpg", samples.jpeg(500, 500))
     await sync_images(client, headers, [{"url": url, "sort": 1}])
     ctx.rendition_widths = (200, 300, 400, 800)  # 300 is new; 800 is wider than the image

@@ -101,8 +101,8 @@ async def test_queued_jobs_wait_for_a_worker_and_are_then_done(
     await asyncio.sleep(0.2)
     assert image_server.hits["later.jpg"] == 0  # no worker: nothing ran, nothing lost
 
-    worker = SyncWorker(app.state.sync_context)
-    await worker.start(sole_worker=True)
+    worker = SyncWorker(app.state.sync_context, sole_worker=True)
+    await worker.start()
     try:
         read = await wait_for_job(client, headers, job["id"])
     finally:
@@ -120,8 +120,8 @@ async def test_a_product_cut_off_while_running_is_resumed(
         now = utcnow()
         assert await repository.claim_entry(session, seq, now, now + LEASE)  # then "crash"
 
-    worker = SyncWorker(app.state.sync_context)
-    await worker.start(sole_worker=True)  # a restarted embedded process
+    worker = SyncWorker(app.state.sync_context, sole_worker=True)
+    await worker.start()  # a restarted embedded process
     try:
         read = await wait_for_job(client, headers, job["id"])
     finally:
@@ -135,8 +135,8 @@ async def test_a_long_running_product_keeps_its_lease(
     """A download outlasting the lease is not taken for a dead worker's: the lease is
     renewed while the product runs, so it is claimed (and run) once."""
     job = await submit(client, headers, [image_server.add("slow.jpg", delay=2.5)])
-    worker = SyncWorker(app.state.sync_context, lease=timedelta(seconds=0.6))
-    await worker.start(sole_worker=True)
+    worker = SyncWorker(app.state.sync_context, lease=timedelta(seconds=0.6), sole_worker=True)
+    await worker.start()
     try:
         await asyncio.sleep(1.0)
         worker.wake()  # look for work while the lease would have run out

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "IMAGESYNC_"
@@ -69,8 +69,35 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Downloads at once from one origin host."
     )
     worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
+    queue: Literal["embedded", "procrastinate"] = Field(
+        default="embedded",
+        description="`embedded`: `serve` runs all work in its own process. `procrastinate`: "
+        "`serve` only accepts and enqueues, and `imagesync worker` processes (any number, on "
+        "any machine) do the work; needs PostgreSQL.",
+    )
     embedded_worker: bool = Field(
-        default=True, description="Run the sync and rendition workers and the collector in `serve`."
+        default=True,
+        description="With the embedded queue: run the sync and rendition workers and the "
+        "collector in `serve`.",
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long a worker waits for the work it holds before it "
+        "releases it and exits.",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often a worker says it is alive; its work is taken over once it "
+        "has been silent for three times this.",
+    )
+    task_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Runs of a product or a rendition that fails unexpectedly before it "
+        "ends `failed` with `internal_error`.",
     )
     image_max_pixels: int = Field(
         default=50_000_000, ge=1, description="Largest image (pixels per frame), from its header."
@@ -155,6 +182,20 @@ class Settings(BaseSettings):
         normalize_database_url(value)
         return value
 
+    @model_validator(mode="after")
+    def _queue_needs_postgres(self) -> Settings:
+        if self.queue == "procrastinate" and not self.async_database_url.startswith("postgresql"):
+            raise ValueError(
+                "IMAGESYNC_QUEUE=procrastinate needs PostgreSQL: set IMAGESYNC_DATABASE_URL "
+                "to a postgresql:// URL, or use IMAGESYNC_QUEUE=embedded"
+            )
+        return self
+
+    @property
+    def stalled_worker_seconds(self) -> float:
+        """A worker silent this long is taken for dead, and its work is run again."""
+        return self.worker_heartbeat_seconds * 3
+
     @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.database_url)
@@ -204,6 +245,9 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for error in exc.errors():
+            if not error["loc"]:  # a rule across settings names them in its message
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
             name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{name}: {error['msg']}")
     if problems:

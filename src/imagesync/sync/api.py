@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 
-from imagesync.deps import AccountDep, SessionDep, SettingsDep
+from imagesync.deps import AccountDep, SessionDep, SettingsDep, StoreDep, SyncContextDep
 from imagesync.kit.db import session_scope
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.storage.blobs import BlobStore
@@ -38,26 +38,25 @@ async def sync_images(
     response: Response,
     account: AccountDep,
     settings: SettingsDep,
+    ctx: SyncContextDep,
     wait: Annotated[
         float,
         Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the job to finish."),
     ] = 0,
 ) -> SyncJobRead:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
-    sessionmaker = request.app.state.sessionmaker
-    # Its own transaction: the job must be committed before a worker is told about it.
+    sessionmaker = ctx.sessionmaker
+    # Its own transaction: the job and its queued products commit together.
     async with session_scope(sessionmaker) as session:
         job = await service.submit(
-            session, account, body, max_images=settings.max_images_per_product
+            session, account, body, max_images=settings.max_images_per_product, queue=ctx.queue
         )
         job_id = job.id
         seqs = [entry.seq for entry in job.products]
     # The nightly re-sync is mostly known images: apply those products right here.
     for seq in seqs:
-        await service.run_inline(request.app.state.sync_context, seq)
-    worker = getattr(request.app.state, "worker", None)
-    if worker is not None:
-        worker.wake()
+        await service.run_inline(ctx, seq)
+    ctx.queue.wake(service.RUN_PRODUCT)  # for those handed back
     deadline = time.monotonic() + wait
     while True:
         async with session_scope(sessionmaker) as session:
@@ -103,13 +102,13 @@ async def list_product_images(
     responses={200: {"content": {"image/webp": {}}, "description": "The rendition"}},
 )
 async def rendition_file(
-    image_id: str, width: int, filename: str, request: Request, session: SessionDep
+    image_id: str, width: int, filename: str, session: SessionDep, store: StoreDep
 ) -> Response:
     """A WebP rendition of an image, once ready (see the image's `renditions`)."""
     image, rendition = await service.get_rendition_file(session, image_id, width, filename)
     assert rendition.storage_key is not None
     headers = immutable_headers(f"{image.blob.sha256}-w{width}", filename)
-    return await stored_file(request.app.state.store, rendition.storage_key, "image/webp", headers)
+    return await stored_file(store, rendition.storage_key, "image/webp", headers)
 
 
 @router.get(
@@ -119,13 +118,12 @@ async def rendition_file(
     responses={200: {"content": {"image/*": {}}, "description": "The stored file"}},
 )
 async def image_file(
-    image_id: str, filename: str, request: Request, session: SessionDep
+    image_id: str, filename: str, session: SessionDep, store: StoreDep
 ) -> RawResponse:
     """The stored bytes of an image. The URL is unguessable and its bytes never change."""
     image = await service.get_image_file(session, image_id)
     if filename != image.filename:
         raise NotFound(f"Image {image_id!r} is named {image.filename!r}")
-    store = request.app.state.store
     headers = immutable_headers(image.blob.sha256, image.filename)
     return await stored_file(store, image.blob.storage_key, image.blob.content_type, headers)
 

@@ -22,7 +22,7 @@ from imagesync.media.renditions import make_renditions, target_widths
 from imagesync.storage.blobs import rendition_key
 from imagesync.sync import repository
 from imagesync.sync.models import Blob
-from imagesync.sync.service import SyncContext
+from imagesync.sync.service import SyncContext, queue_renditions
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,8 @@ async def queue_missing(ctx: SyncContext, *, batch: int = 200) -> int:
     while True:
         async with session_scope(ctx.sessionmaker) as session:
             blobs = await repository.blobs_missing_renditions(session, ctx.rendition_widths, batch)
-            await repository.ensure_renditions(
+            await queue_renditions(
+                ctx,
                 session,
                 [(b.id, w) for b in blobs for w in target_widths(b.width, ctx.rendition_widths)],
             )
@@ -60,12 +61,46 @@ async def render_next(ctx: SyncContext) -> bool:
     return True
 
 
-async def render_blob(ctx: SyncContext, blob_id: int) -> None:
+async def render_queued(ctx: SyncContext, blob_id: int, *, final_attempt: bool) -> None:
+    """Make one blob's pending renditions as a queue's task (procrastinate). An
+    unexpected error is raised for the queue to retry, but on the final attempt the
+    renditions end `failed` with the reason."""
+    now = utcnow()
+    async with session_scope(ctx.sessionmaker) as session:
+        if not await repository.claim_renditions(session, blob_id, now, now + LEASE):
+            return  # made already, or another runner holds them
+    try:
+        if await render_blob(ctx, blob_id):
+            # The queue's retry is the backoff: the next run may take them at once.
+            async with session_scope(ctx.sessionmaker) as session:
+                await repository.release_renditions(session, blob_id)
+            raise RenditionsPending(blob_id)
+    except RenditionsPending:
+        raise
+    except Exception as exc:
+        if not final_attempt:
+            raise
+        log.exception("renditions.gave_up", blob=blob_id)
+        async with session_scope(ctx.sessionmaker) as session:
+            for rendition in await repository.claimed_renditions(session, blob_id, utcnow()):
+                rendition.state = "failed"
+                rendition.error = f"internal_error: {type(exc).__name__}: {exc}"[:500]
+                rendition.lease_expires_at = None
+                rendition.updated_at = utcnow()
+
+
+class RenditionsPending(Exception):
+    """The store failed; the renditions are tried again after a backoff."""
+
+
+async def render_blob(ctx: SyncContext, blob_id: int) -> bool:
+    """Make the claimed renditions of one blob; true when some are left pending for
+    another try (the store failed)."""
     async with session_scope(ctx.sessionmaker) as session:
         blob = await session.get(Blob, blob_id)
         pending = await repository.claimed_renditions(session, blob_id, utcnow())
         if blob is None or not pending:
-            return
+            return False
         sha256, storage_key, collecting = blob.sha256, blob.storage_key, blob.collecting_since
         widths = [r.width for r in pending]
     made: dict[int, tuple[int, int, str]] = {}
@@ -89,6 +124,7 @@ async def render_blob(ctx: SyncContext, blob_id: int) -> None:
             log.exception("renditions.store_failed", blob=blob_id)
             error = f"storage_error: {exc}"
             transient = True
+    retry = False
     async with session_scope(ctx.sessionmaker) as session:
         now = utcnow()
         for rendition in await repository.claimed_renditions(session, blob_id, now):
@@ -100,12 +136,14 @@ async def render_blob(ctx: SyncContext, blob_id: int) -> None:
             elif transient and rendition.attempts < MAX_ATTEMPTS:
                 rendition.lease_expires_at = now + timedelta(seconds=30 * rendition.attempts)
                 rendition.error = error
+                retry = True
             else:
                 rendition.state = "failed"
                 rendition.error = error or "the original is narrower than this width"
             if rendition.state != "pending":
                 rendition.lease_expires_at = None
     log.info("renditions.made", blob=blob_id, ready=sorted(made), error=error)
+    return retry
 
 
 class RenditionWorker:

@@ -157,9 +157,10 @@ async def claimable_entries(session: AsyncSession, now: datetime, limit: int) ->
 
 
 async def claim_entry(
-    session: AsyncSession, seq: int, now: datetime, lease_until: datetime
+    session: AsyncSession, seq: int, now: datetime, lease_until: datetime | None
 ) -> bool:
-    """Take one entry; false when another worker took it first."""
+    """Take one entry; false when another runner took it first. Without a lease
+    (`None`), the queue that runs it (procrastinate) answers for its liveness."""
     stmt = (
         update(SyncJobProduct)
         .where(SyncJobProduct.seq == seq, _claimable(now))
@@ -185,9 +186,10 @@ async def extend_lease(session: AsyncSession, seq: int, lease_until: datetime) -
 
 
 def _claimable(now: datetime):  # type: ignore[no-untyped-def]
-    return or_(
-        SyncJobProduct.status == "queued",
-        (SyncJobProduct.status == "running") & (SyncJobProduct.lease_expires_at < now),
+    # A queued entry's lease is the time it may run again after a crash (backoff); a
+    # running entry without a lease is held by a queue that found its runner dead.
+    return SyncJobProduct.status.in_(("queued", "running")) & or_(
+        SyncJobProduct.lease_expires_at.is_(None), SyncJobProduct.lease_expires_at < now
     )
 
 
@@ -241,11 +243,12 @@ async def images_of_products(
 # -- renditions ---------------------------------------------------------------------------
 
 
-async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> None:
-    """Queue a pending rendition for each (blob_id, width) that has none yet. A
-    concurrent sync queueing the same pair is not an error (nothing is inserted twice)."""
+async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> set[int]:
+    """Add a pending rendition for each (blob_id, width) that has none yet; the blobs
+    that got one. A concurrent sync adding the same pair is not an error (nothing is
+    inserted twice)."""
     if not wanted:
-        return
+        return set()
     now = utcnow()
     rows = [
         {
@@ -260,9 +263,12 @@ async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int,
     ]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(Rendition).values(rows).on_conflict_do_nothing(index_elements=["blob_id", "width"])
+        insert(Rendition)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["blob_id", "width"])
+        .returning(Rendition.blob_id)
     )
-    await session.execute(stmt)
+    return set((await session.scalars(stmt)).all())
 
 
 async def renditions_of_blobs(
@@ -312,6 +318,16 @@ async def claim_renditions(
     )
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount > 0
+
+
+async def release_renditions(session: AsyncSession, blob_id: int) -> None:
+    """Let the pending renditions of a blob be claimed again at once."""
+    stmt = (
+        update(Rendition)
+        .where(Rendition.blob_id == blob_id, Rendition.state == "pending")
+        .values(lease_expires_at=None)
+    )
+    await session.execute(stmt)
 
 
 async def claimed_renditions(

@@ -24,6 +24,7 @@ from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import NotFound, Problem, ValidationFailed, duplicate_problems
 from imagesync.media.probe import MediaError, MediaLimits, ProbedImage, probe
 from imagesync.media.renditions import DEFAULT_WIDTHS, target_widths
+from imagesync.queue import RENDITIONS, SYNC, Queue
 from imagesync.storage.blobs import BlobStore, blob_key
 from imagesync.sync import repository
 from imagesync.sync.models import (
@@ -103,12 +104,30 @@ def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
         raise ValidationFailed(problems=problems)
 
 
+RUN_PRODUCT = "sync.run_product"
+RENDER_BLOB = "media.render_blob"
+
+
+def product_lock(account_id: int, item_number: str) -> str:
+    """Syncs of one product run one at a time, in submission order."""
+    return f"product:{account_id}:{item_number}"
+
+
 async def submit(
-    session: AsyncSession, account: Account, request: ImageSyncRequest, *, max_images: int
+    session: AsyncSession,
+    account: Account,
+    request: ImageSyncRequest,
+    *,
+    max_images: int,
+    queue: Queue,
 ) -> SyncJob:
-    """Record the job durably; the worker picks up its products after commit."""
+    """Record the job and queue its products, in the caller's transaction. The products
+    are held for the request itself for a moment (see `run_inline`): a queue runner that
+    wakes at the commit leaves them alone until the request has applied them or handed
+    them back."""
     validate_request(request, max_images=max_images)
-    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=utcnow(), products=[])
+    now = utcnow()
+    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=now, products=[])
     session.add(job)
     for position, product in enumerate(request.items):
         job.products.append(
@@ -116,11 +135,21 @@ async def submit(
                 account_id=account.id,
                 position=position,
                 item_number=product.item_number,
-                status="queued",
+                status="running",
+                attempts=1,
+                lease_expires_at=now + INLINE_LEASE,
                 request=product.model_dump(mode="json"),
             )
         )
     await session.flush()
+    for entry in job.products:
+        await queue.defer(
+            session,
+            RUN_PRODUCT,
+            {"seq": entry.seq},
+            queue=SYNC,
+            lock=product_lock(account.id, entry.item_number),
+        )
     log.info("sync.job.submitted", account=account.name, job=job.id, products=len(job.products))
     return job
 
@@ -202,32 +231,93 @@ class Fetched:
 
 @dataclass
 class SyncContext:
-    """What running a product needs; built once per worker process."""
+    """What running a product needs; built once per process."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     fetcher: SafeFetcher
     store: BlobStore
+    queue: Queue
     media: MediaLimits = field(default_factory=MediaLimits)
     rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
-    # Called after a product's new images are committed: their renditions are queued.
-    wake_renditions: Callable[[], None] = lambda: None
+    # Runs of a product that crashed before it ends `failed` / `internal_error`.
+    max_attempts: int = 5
+    fetches: FetchDeduper = field(default_factory=lambda: FetchDeduper())
 
 
 class Requeue(Exception):
     """A blob the plan counted on is being collected: plan and download again."""
 
 
+class ProductBusy(Exception):
+    """Another runner holds the product's entry (an API process applying it inline)."""
+
+
 LEASE = timedelta(minutes=5)
+# An inline apply takes milliseconds; if its process dies, the queue takes over soon.
+INLINE_LEASE = timedelta(seconds=30)
 
 
 async def run_inline(ctx: SyncContext, seq: int) -> None:
-    """Apply a just-submitted product within the request when that is quick: its plan
-    needs no download and no earlier sync of it is pending. Otherwise leave it queued."""
+    """Apply a just-submitted product (held by `submit`) within the request when that is
+    quick: its plan needs no download and no earlier sync of it is pending. Otherwise
+    hand it to the queue."""
+    try:
+        await run_entry(ctx, seq, FetchDeduper(), inline=True)
+    except Exception as exc:
+        await record_crash(ctx, seq, exc, backoff=False)
+
+
+async def run_queued(ctx: SyncContext, seq: int) -> None:
+    """Run one product as a queue's task (procrastinate): take the entry, run it, and
+    on an unexpected error count the attempt (see `record_crash`) and raise, so the
+    queue runs it again later. Raises `ProductBusy` while another runner holds it."""
     async with session_scope(ctx.sessionmaker) as session:
         now = utcnow()
-        if not await repository.claim_entry(session, seq, now, now + LEASE):
-            return
-    await run_entry(ctx, seq, FetchDeduper(), inline=True)
+        if not await repository.claim_entry(session, seq, now, None):
+            entry = await repository.get_entry(session, seq)
+            if entry is not None and entry.status in ("queued", "running"):
+                raise ProductBusy(seq)
+            return  # finished already: a retried job finds nothing to do
+    try:
+        await run_entry(ctx, seq, ctx.fetches)
+    except Exception as exc:
+        if not await record_crash(ctx, seq, exc, backoff=False):
+            raise
+
+
+async def record_crash(ctx: SyncContext, seq: int, exc: BaseException, *, backoff: bool) -> bool:
+    """A run of the product raised: after `ctx.max_attempts` runs it ends `failed` with
+    `internal_error` (true); before that it is queued again (false), with `backoff` not
+    to be claimed for a while (the embedded runner; procrastinate has its own)."""
+    log.error("sync.product.crashed", seq=seq, error=repr(exc), exc_info=exc)
+    async with session_scope(ctx.sessionmaker) as session:
+        entry = await repository.get_entry(session, seq)
+        if entry is None or entry.status not in ("queued", "running"):
+            return True
+        if entry.attempts >= ctx.max_attempts:
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            await _finish(
+                session,
+                entry,
+                ProductResult(
+                    item_number=entry.item_number,
+                    status="failed",
+                    error=ImageError(
+                        code="internal_error",
+                        detail=f"gave up after {entry.attempts} attempts; the product's "
+                        f"images were left as they were ({detail})",
+                    ),
+                ),
+            )
+            return True
+        entry.status = "queued"
+        entry.lease_expires_at = utcnow() + retry_delay(entry.attempts) if backoff else None
+        return False
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a product waits after its `attempts`-th crashed run: 2, 4, 8 s ... 5 min."""
+    return timedelta(seconds=min(2**attempts, 300))
 
 
 async def run_entry(
@@ -336,8 +426,19 @@ async def run_entry(
             item_number=entry.item_number,
             **result.counts.model_dump(),
         )
-    if result.counts.created:
-        ctx.wake_renditions()
+
+
+async def queue_renditions(
+    ctx: SyncContext, session: AsyncSession, wanted: Sequence[tuple[int, int]]
+) -> int:
+    """Add the pending (blob_id, width) renditions that do not exist yet, and queue one
+    task per blob that got any; how many blobs."""
+    blobs = await repository.ensure_renditions(session, wanted)
+    for blob_id in sorted(blobs):
+        await ctx.queue.defer(
+            session, RENDER_BLOB, {"blob_id": blob_id}, queue=RENDITIONS, lock=f"blob:{blob_id}"
+        )
+    return len(blobs)
 
 
 async def _plan(
@@ -383,7 +484,8 @@ async def _apply(
         raise Requeue  # the collector took one between the plan and now
     released = {images[i].blob_id for i in plan.deletes}
     await repository.touch_blobs(session, released, now)  # the grace period starts now
-    await repository.ensure_renditions(
+    await queue_renditions(
+        ctx,
         session,
         [
             (s.blob_id, width)

@@ -15,7 +15,7 @@ import structlog
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
-from imagesync.sync.service import LEASE, FetchDeduper, SyncContext, run_entry
+from imagesync.sync.service import LEASE, SyncContext, record_crash, run_entry
 
 log = structlog.get_logger(__name__)
 
@@ -23,21 +23,28 @@ IDLE_POLL_SECONDS = 2.0
 
 
 class SyncWorker:
-    def __init__(self, ctx: SyncContext, *, concurrency: int = 4, lease: timedelta = LEASE) -> None:
+    def __init__(
+        self,
+        ctx: SyncContext,
+        *,
+        concurrency: int = 4,
+        lease: timedelta = LEASE,
+        sole_worker: bool = False,
+    ) -> None:
         self.ctx = ctx
+        self.sole_worker = sole_worker
         self.concurrency = concurrency
         self.lease = lease
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._fetches = FetchDeduper()
 
     def wake(self) -> None:
         """Look for work now (called after a job is committed)."""
         self._wake.set()
 
-    async def start(self, *, sole_worker: bool) -> None:
-        if sole_worker:
+    async def start(self) -> None:
+        if self.sole_worker:
             # Nobody else can be running these: they were cut off by a stop or a crash.
             async with session_scope(self.ctx.sessionmaker) as session:
                 resumed = await repository.release_running(session)
@@ -89,12 +96,15 @@ class SyncWorker:
     async def _run(self, seq: int) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(seq), name=f"lease-{seq}")
         try:
-            await run_entry(self.ctx, seq, self._fetches)
+            await run_entry(self.ctx, seq, self.ctx.fetches)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # Left running: the lease expires and the product is tried again.
-            log.exception("sync.product.crashed", seq=seq)
+        except Exception as exc:
+            try:
+                await record_crash(self.ctx, seq, exc, backoff=True)
+            except Exception:
+                # Left running: the lease expires and the product is tried again.
+                log.exception("sync.product.crash_not_recorded", seq=seq)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

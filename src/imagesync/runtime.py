@@ -1,0 +1,110 @@
+"""Process-wide resources, built once per process: the database engine, the blob store,
+the downloader and the queue, bundled as the `SyncContext` that running work needs.
+`serve` (app.py) and `worker` both start here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import procrastinate
+import structlog
+from procrastinate.psycopg_connector import PsycopgConnector
+
+from imagesync.fetch.downloader import FetchLimits, SafeFetcher
+from imagesync.kit.db import create_engine, create_sessionmaker
+from imagesync.kit.settings import Settings, ensure_sqlite_directory
+from imagesync.media.probe import MediaLimits
+from imagesync.queue import QUEUES, Queue
+from imagesync.queue.embedded import EmbeddedQueue
+from imagesync.queue.procrastinate import ProcrastinateQueue, conninfo
+from imagesync.storage.blobs import store_from_settings
+from imagesync.sync import tasks
+from imagesync.sync.service import SyncContext
+
+log = structlog.get_logger(__name__)
+
+
+def procrastinate_app(settings: Settings, *, pool_size: int = 2) -> procrastinate.App:
+    """The procrastinate app with every task of the service registered."""
+    connector = PsycopgConnector(
+        conninfo=conninfo(settings.async_database_url),
+        min_size=1,
+        max_size=pool_size,
+        kwargs={"application_name": "imagesync-queue"},
+    )
+    app = procrastinate.App(connector=connector)
+    tasks.register(app)
+    return app
+
+
+def make_queue(settings: Settings) -> Queue:
+    if settings.queue == "procrastinate":
+        # The API only inserts jobs, on its own transaction's connection: no pool opened.
+        return ProcrastinateQueue(procrastinate_app(settings))
+    return EmbeddedQueue()
+
+
+@asynccontextmanager
+async def open_context(settings: Settings, queue: Queue) -> AsyncIterator[SyncContext]:
+    """Engine, store and downloader for this process; all closed on exit."""
+    ensure_sqlite_directory(settings)
+    engine = create_engine(settings.async_database_url)
+    store = store_from_settings(settings)
+    limits = FetchLimits(
+        max_bytes=settings.fetch_max_bytes,
+        total_timeout=settings.fetch_timeout_seconds,
+        retries=settings.fetch_retries,
+        backoff_base=settings.fetch_retry_base_seconds,
+        concurrency=settings.download_concurrency,
+        per_host_concurrency=settings.download_concurrency_per_host,
+        ports=settings.fetch_port_set,
+    )
+    try:
+        async with SafeFetcher(
+            allow=settings.fetch_allow_pairs,
+            limits=limits,
+            temp_dir=store.temp_dir,
+            proxy=settings.fetch_proxy or None,
+        ) as fetcher:
+            yield SyncContext(
+                create_sessionmaker(engine),
+                fetcher,
+                store,
+                queue,
+                media=MediaLimits(
+                    max_pixels=settings.image_max_pixels, max_frames=settings.image_max_frames
+                ),
+                rendition_widths=settings.rendition_width_set,
+                max_attempts=settings.task_max_attempts,
+            )
+    finally:
+        await engine.dispose()
+
+
+async def run_worker(
+    settings: Settings, *, concurrency: int, queues: list[str] | None, name: str = "worker"
+) -> None:
+    """Take and run jobs until SIGTERM or SIGINT; then stop taking work, give the jobs in
+    hand `IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS` to finish, and return."""
+    app = procrastinate_app(settings, pool_size=concurrency + 3)
+    async with open_context(settings, ProcrastinateQueue(app)) as ctx, app.open_async():
+        log.info("worker.started", concurrency=concurrency, queues=queues or list(QUEUES))
+        await app.run_worker_async(
+            queues=list(queues or QUEUES),
+            concurrency=concurrency,
+            name=name,
+            additional_context={
+                "sync": ctx,
+                "settings": {
+                    "blob_grace_days": settings.blob_grace_days,
+                    "stalled_worker_seconds": settings.stalled_worker_seconds,
+                },
+            },
+            shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.stalled_worker_seconds,
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
+        log.info("worker.stopped")

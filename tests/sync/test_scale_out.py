@@ -1,0 +1,318 @@
+"""Scaled out on procrastinate, with real processes: `imagesync serve` only accepts and
+enqueues, `imagesync worker` processes do the work, all sharing one PostgreSQL database
+and one S3-compatible bucket (moto's server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from imagesync.kit.db import Base
+from tests.conftest import S3Server
+from tests.sync.conftest import ImageServer
+from tests.test_serve import clean_env, free_port
+
+pytestmark = pytest.mark.postgres
+
+PROCRASTINATE_TABLES = (
+    "procrastinate_events",
+    "procrastinate_periodic_defers",
+    "procrastinate_jobs",
+    "procrastinate_workers",
+)
+
+
+@pytest.fixture
+def queue_database(postgres_url: str) -> str:
+    """The run's PostgreSQL database, emptied: the service's tables and the queue's."""
+    tables = [t.name for t in Base.metadata.sorted_tables] + list(PROCRASTINATE_TABLES)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    return postgres_url
+
+
+@dataclass
+class Cluster:
+    """Processes of one deployment: they share the database, the bucket and settings."""
+
+    cwd: Path
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *args: str, name: str) -> subprocess.Popen[bytes]:
+        with (self.cwd / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "imagesync", *args],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        return process
+
+    def worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("worker", "--name", name, *args, name=name)
+
+    def log(self, name: str) -> str:
+        return (self.cwd / f"{name}.log").read_text(errors="replace")
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "imagesync", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, queue_database: str, s3_server: S3Server, image_server: ImageServer
+) -> Iterator[Cluster]:
+    port = image_server.base.rsplit(":", 1)[1]
+    env = {
+        **clean_env(),
+        "IMAGESYNC_QUEUE": "procrastinate",
+        "IMAGESYNC_DATABASE_URL": queue_database,
+        "IMAGESYNC_STORAGE_URL": f"s3://{s3_server.new_bucket()}/catalog",
+        "IMAGESYNC_S3_ENDPOINT": s3_server.endpoint,
+        "IMAGESYNC_S3_REGION": s3_server.options.region,
+        "IMAGESYNC_S3_ACCESS_KEY_ID": s3_server.options.access_key_id,
+        "IMAGESYNC_S3_SECRET_ACCESS_KEY": s3_server.options.secret_access_key,
+        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{port}",
+        "IMAGESYNC_FETCH_RETRY_BASE_SECONDS": "0.05",
+        # A killed worker is noticed after 1.5 s of silence, not 30 s.
+        "IMAGESYNC_WORKER_HEARTBEAT_SECONDS": "0.5",
+        "IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS": "20",
+        "IMAGESYNC_RENDITION_WIDTHS": "",
+    }
+    found = Cluster(tmp_path, env)
+    try:
+        yield found
+    finally:
+        found.stop_all()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 45) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            if await check():
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out after {seconds} s")
+
+
+@pytest.fixture
+async def api(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """The API process and a client with an account's token, its catalog: p1 and p2."""
+    token = json.loads(cluster.run("accounts", "create", "acme", "--json"))["token"]
+    port = free_port()
+    cluster.start("serve", "--port", str(port), name="api")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=20
+    ) as client:
+
+        async def up() -> bool:
+            return (await client.get("/healthz")).status_code == 200
+
+        await wait_until(up)
+        response = await client.post(
+            "/products/sync",
+            json={
+                "products": [
+                    {"item_number": p, "variants": [{"sku": f"{p}-a"}]} for p in ("p1", "p2")
+                ]
+            },
+        )
+        assert response.status_code == 200, response.text
+        yield client
+
+
+async def post_sync(client: httpx.AsyncClient, item: str, images: list[dict[str, Any]]) -> str:
+    response = await client.post(
+        "/products/images/sync", json={"products": [{"item_number": item, "images": images}]}
+    )
+    assert response.status_code in (200, 202), response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def job(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = (await client.get(f"/products/images/sync/{job_id}")).json()
+    return found
+
+
+async def finished(client: httpx.AsyncClient, job_id: str, seconds: float = 45) -> dict[str, Any]:
+    async def done() -> bool:
+        return (await job(client, job_id))["status"] not in ("queued", "running")
+
+    await wait_until(done, seconds)
+    return await job(client, job_id)
+
+
+async def urls_of(client: httpx.AsyncClient, item: str) -> list[str]:
+    images = (await client.get(f"/products/{item}/images")).json()["images"]
+    return [i["url"] for i in images]
+
+
+def count_rows(url: str, table: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_with_every_worker_down_jobs_wait_then_two_workers_drain_them(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    jobs = [
+        await post_sync(api, item, [{"url": image_server.add(f"{item}-{n}.jpg"), "sort": n}])
+        for item in ("p1", "p2")
+        for n in (1, 2)
+    ]
+    await asyncio.sleep(1.0)
+    assert [(await job(api, j))["status"] for j in jobs] == ["queued"] * 4
+    assert sum(image_server.hits.values()) == 0  # the API process downloads nothing
+
+    cluster.worker("w1")
+    cluster.worker("w2")
+    for job_id in jobs:
+        assert (await finished(api, job_id))["status"] == "succeeded"
+    # Each product ends with its last list; every URL was fetched once.
+    assert await urls_of(api, "p1") == [image_server.url("p1-2.jpg")]
+    assert await urls_of(api, "p2") == [image_server.url("p2-2.jpg")]
+    assert all(hits == 1 for hits in image_server.hits.values()), image_server.hits
+
+
+async def test_a_worker_killed_mid_download_loses_nothing(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer, queue_database: str
+) -> None:
+    slow = image_server.add("slow.jpg", delay=60)
+    fast = image_server.add("fast.jpg")
+    job_id = await post_sync(api, "p1", [{"url": fast, "sort": 1}, {"url": slow, "sort": 2}])
+    doomed = cluster.worker("doomed")
+
+    async def downloading() -> bool:
+        return image_server.hits["slow.jpg"] >= 1
+
+    await wait_until(downloading)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    image_server.routes["slow.jpg"].delay = 0
+
+    cluster.worker("survivor")
+    read = await finished(api, job_id)
+    assert read["status"] == "succeeded", read
+    assert await urls_of(api, "p1") == [fast, slow]  # exactly its images, each once
+    assert count_rows(queue_database, "image") == 2
+    assert count_rows(queue_database, "blob") == 2
+    assert count_rows(queue_database, "source") == 2
+    assert image_server.hits["slow.jpg"] == 2  # the cut-off download, then the rerun
+
+
+async def test_overlapping_syncs_across_two_workers_end_with_the_last_submitted(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    cluster.worker("w1", "--concurrency", "2")
+    cluster.worker("w2", "--concurrency", "2")
+    lists = []
+    for n in range(6):
+        # Slow and fast origins alternate: a later sync's download may finish first.
+        url = image_server.add(f"round-{n}.jpg", delay=0.8 if n % 2 == 0 else 0.0)
+        lists.append([{"url": url, "sort": 1, "alt": f"round {n}"}])
+    jobs = [await post_sync(api, "p1", images) for images in lists]
+    statuses = [(await finished(api, j))["status"] for j in jobs]
+    assert statuses[-1] == "succeeded"
+    assert set(statuses) <= {"succeeded", "superseded"}
+    assert await urls_of(api, "p1") == [lists[-1][0]["url"]]
+
+
+async def test_a_poison_product_ends_failed_after_its_attempts(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    cluster.env["IMAGESYNC_TASK_MAX_ATTEMPTS"] = "2"
+    cluster.worker("w1")
+    # The database refuses a sort this large at apply time, every time.
+    poison = [{"url": image_server.add("x.jpg"), "sort": 1180591620717411303424}]
+    job_id = await post_sync(api, "p1", poison)
+    healthy = await post_sync(api, "p2", [{"url": image_server.add("y.jpg"), "sort": 1}])
+    read = await finished(api, job_id)
+    assert read["status"] == "failed", read
+    error = read["products"][0]["error"]
+    assert error["code"] == "internal_error"
+    assert "after 2 attempts" in error["detail"]
+    assert "\n" not in error["detail"]
+    assert (await finished(api, healthy))["status"] == "succeeded"
+    assert await urls_of(api, "p1") == []  # nothing of it was applied
+
+
+async def test_sigterm_drains_the_work_in_hand_and_exits_0(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    url = image_server.add("slowish.jpg", delay=2)
+    job_id = await post_sync(api, "p1", [{"url": url, "sort": 1}])
+    worker = cluster.worker("w1")
+
+    async def downloading() -> bool:
+        return image_server.hits["slowish.jpg"] >= 1
+
+    await wait_until(downloading)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0, cluster.log("w1")
+    read = await job(api, job_id)
+    assert read["status"] == "succeeded", read  # finished before it exited
+    assert image_server.hits["slowish.jpg"] == 1
+
+
+def test_the_worker_refuses_to_run_the_embedded_queue(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "imagesync", "worker"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "IMAGESYNC_QUEUE=procrastinate" in done.stderr
+
+
+def test_procrastinate_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
+    env = {**clean_env(), "IMAGESYNC_QUEUE": "procrastinate"}
+    done = subprocess.run(
+        [sys.executable, "-m", "imagesync", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "IMAGESYNC_QUEUE=procrastinate needs PostgreSQL" in done.stderr
+    assert "IMAGESYNC_DATABASE_URL" in done.stderr
