@@ -1,0 +1,52 @@
+"""Poison work ends: a product whose run raises is retried a bounded number of times
+with backoff, then ends `failed` / `internal_error`, and its job reaches a final status.
+(The procrastinate half, with real worker processes, is in test_scale_out.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from imagesync.kit.settings import Settings
+from imagesync.sync.service import SyncContext, retry_delay
+from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
+
+# The database cannot store this sort: every apply of the product raises.
+POISON_SORT = 1180591620717411303424
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
+    return server_settings(database_url, tmp_path, image_server, task_max_attempts=2)
+
+
+async def test_a_product_that_always_crashes_ends_failed_after_its_attempts(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    ctx: SyncContext = app.state.sync_context
+    assert ctx.max_attempts == 2
+    good = image_server.add("good.jpg")
+    await sync_images(client, headers, [{"url": good, "sort": 1}])
+
+    poison = image_server.add("poison.jpg")
+    job = await sync_images(client, headers, [{"url": poison, "sort": POISON_SORT}])
+    assert job["status"] == "failed", job
+    (product,) = job["products"]
+    assert product["status"] == "failed"
+    assert product["error"]["code"] == "internal_error"
+    assert product["error"]["detail"].startswith("gave up after 2 attempts")
+    assert "\n" not in product["error"]["detail"]
+    # Nothing of it was applied; the product keeps its images.
+    assert [i["url"] for i in await images_of(client, headers)] == [good]
+    # Downloaded once: the second run found the bytes it had already stored.
+    assert image_server.hits["poison.jpg"] == 1
+
+
+def test_retries_back_off_and_are_capped() -> None:
+    delays = [retry_delay(n).total_seconds() for n in range(1, 12)]
+    assert delays[:3] == [2, 4, 8]
+    assert delays == sorted(delays)
+    assert max(delays) == 300
