@@ -9,7 +9,11 @@ place, an S3 PUT becomes visible whole or not at all, memory swaps one reference
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -137,8 +141,7 @@ def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
         raise ValueError(f"unsupported storage {url!r}: give a directory, s3://... or memory://")
     root = Path(url.removeprefix("file://")).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    temp_dir = root / ".tmp"  # same file system as the blobs
-    temp_dir.mkdir(exist_ok=True)
+    temp_dir = staging_dir(root / ".tmp")  # same file system as the blobs
     return BlobStore(LocalStore(root, mkdir=True), kind="local", temp_dir=temp_dir, root=root)
 
 
@@ -156,4 +159,39 @@ def store_from_settings(settings: Settings) -> BlobStore:
 
 
 def _process_temp_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="imagesync-"))
+    return staging_dir(Path(tempfile.gettempdir()) / "imagesync-staging")
+
+
+def staging_dir(parent: Path) -> Path:
+    """This process's folder for downloads in flight, `parent/HOST-PID`. What processes of
+    this host that are gone left there (a kill mid-download) is removed now, so a
+    restart cleans up after the process it replaces."""
+    host = socket.gethostname()
+    mine = parent / f"{host}-{os.getpid()}"
+    mine.mkdir(parents=True, exist_ok=True)
+    for entry in parent.iterdir():
+        if entry == mine:
+            continue
+        owner_host, _, pid = entry.name.rpartition("-")
+        if entry.is_dir() and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and entry.name.startswith("dl-") and _older_than(entry, 3600):
+            entry.unlink(missing_ok=True)  # left by a version that staged here directly
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
