@@ -6,8 +6,10 @@ No I/O here; the worker decides which creates need a download and applies the pl
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 IdentityKind = Literal["url", "existance_key"]
@@ -19,6 +21,11 @@ class Identity:
 
     kind: IdentityKind
     value: str
+
+    @cached_property
+    def digest(self) -> str:
+        """The key the "seen before" memory is looked up by (URLs may be too long to index)."""
+        return hashlib.sha256(f"{self.kind}\0{self.value}".encode()).hexdigest()
 
 
 def identity_of(url: str, existance_key: str | None) -> Identity:

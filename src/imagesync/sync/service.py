@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -60,10 +59,6 @@ from imagesync.sync.schemas import (
 )
 
 log = structlog.get_logger(__name__)
-
-
-def identity_hash(identity: Identity) -> str:
-    return hashlib.sha256(f"{identity.kind}\0{identity.value}".encode()).hexdigest()
 
 
 # -- submit -------------------------------------------------------------------------------
@@ -351,7 +346,7 @@ async def run_entry(
             await _finish(session, entry, _superseded(entry))
             return
         _, plan = await _plan(session, product, specs, payload.use_sort_b2c)
-        wanted = [identity_hash(c.spec.identity) for c in plan.creates]
+        wanted = [c.spec.identity.digest for c in plan.creates]
         known = await repository.find_sources(session, entry.account_id, wanted)
         # In use from now: the collector leaves them alone while this runs. One it has
         # started on meanwhile is not reused: downloaded again.
@@ -370,9 +365,7 @@ async def run_entry(
             return
 
     # Downloads run outside any transaction; nothing of the product changes here.
-    missing = {
-        c.spec.identity: c.spec for c in plan.creates if identity_hash(c.spec.identity) not in known
-    }
+    missing = {c.spec.identity: c.spec for c in plan.creates if c.spec.identity.digest not in known}
     outcomes = await asyncio.gather(
         *(
             fetches.fetch(account_id, identity, partial(_download, ctx, account_id, spec))
@@ -474,7 +467,7 @@ async def _apply(
     (which already holds the product, see `take_product_for_seq`). Planned again here
     because the images may have changed while this product was downloading."""
     images, plan = await _plan(session, product, specs, use_sort_b2c)
-    wanted = {identity_hash(c.spec.identity) for c in plan.creates}
+    wanted = {c.spec.identity.digest for c in plan.creates}
     sources = await repository.find_sources(session, entry.account_id, wanted)
     now = utcnow()
     if len(sources) < len(wanted):
@@ -496,7 +489,7 @@ async def _apply(
     results: dict[int, ImageResult] = {}
     counts = SyncCounts(downloaded=downloaded)
     for create in plan.creates:
-        source = sources[identity_hash(create.spec.identity)]
+        source = sources[create.spec.identity.digest]
         image = Image(
             id=uuid.uuid4().hex,
             product_id=product.id,
@@ -649,7 +642,7 @@ async def _record(
     before the row, so a row that is not being collected always has its file. Bytes
     whose blob is being collected wait for the collector to finish, then are stored anew.
     """
-    key = identity_hash(identity)
+    key = identity.digest
     for attempt in range(8):  # another worker may record the same blob or identity at once
         try:
             async with session_scope(ctx.sessionmaker) as session:
