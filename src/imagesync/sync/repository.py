@@ -6,16 +6,34 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from imagesync.catalog.models import Attribute, AttributeValue, Product, Variant, VariantAttribute
+from imagesync.catalog.models import (
+    Account,
+    Attribute,
+    AttributeValue,
+    Product,
+    Variant,
+    VariantAttribute,
+)
 from imagesync.kit.db import utcnow
 from imagesync.sync.models import Blob, Image, Rendition, Source, SyncJob, SyncJobProduct
 from imagesync.sync.planner import VariantCodes
+
+
+async def lock_submissions(session: AsyncSession, account_id: int) -> None:
+    """Hold the account's submissions until this transaction ends, so that the jobs'
+    `created_at` and their products' `seq` (the order that wins) agree. PostgreSQL: a
+    transaction-level advisory lock per account; SQLite: its one write lock, taken by a
+    write that changes nothing."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(7411, :id)"), {"id": account_id})
+    else:
+        await session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
 
 
 async def get_product(session: AsyncSession, account_id: int, item_number: str) -> Product | None:

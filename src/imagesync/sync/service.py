@@ -121,7 +121,8 @@ async def submit(
     wakes at the commit leaves them alone until the request has applied them or handed
     them back."""
     validate_request(request, max_images=max_images)
-    now = utcnow()
+    await repository.lock_submissions(session, account.id)
+    now = utcnow()  # taken under the lock: created_at orders jobs as seq orders products
     job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=now, products=[])
     session.add(job)
     for position, product in enumerate(request.items):
