@@ -9,7 +9,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 from imagesync.kit.db import Base
 from tests.conftest import S3Server
 from tests.sync.conftest import ImageServer
+from tests.test_crash_recovery import wait_until
 from tests.test_serve import clean_env, free_port
 
 pytestmark = pytest.mark.postgres
@@ -113,18 +114,6 @@ def cluster(
         yield found
     finally:
         found.stop_all()
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 45) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            if await check():
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    pytest.fail(f"timed out after {seconds} s")
 
 
 @pytest.fixture
