@@ -295,14 +295,11 @@ async def record_crash(ctx: SyncContext, seq: int, exc: BaseException, *, backof
             await _finish(
                 session,
                 entry,
-                ProductResult(
-                    item_number=entry.item_number,
-                    status="failed",
-                    error=ImageError(
-                        code="internal_error",
-                        detail=f"gave up after {entry.attempts} attempts; the product's "
-                        f"images were left as they were ({detail})",
-                    ),
+                _failed_with(
+                    entry,
+                    "internal_error",
+                    f"gave up after {entry.attempts} attempts; the product's images were left "
+                    f"as they were ({detail})",
                 ),
             )
             return True
@@ -333,13 +330,8 @@ async def run_entry(
             await _finish(
                 session,
                 entry,
-                ProductResult(
-                    item_number=entry.item_number,
-                    status="failed",
-                    error=ImageError(
-                        code="product_not_found",
-                        detail=f"the account has no product {entry.item_number!r}",
-                    ),
+                _failed_with(
+                    entry, "product_not_found", f"the account has no product {entry.item_number!r}"
                 ),
             )
             return
@@ -395,11 +387,7 @@ async def run_entry(
             result = (
                 _superseded(entry)
                 if product is not None
-                else ProductResult(
-                    item_number=entry.item_number,
-                    status="failed",
-                    error=ImageError(code="product_not_found", detail="the product was deleted"),
-                )
+                else _failed_with(entry, "product_not_found", "the product was deleted")
             )
             await _finish(session, entry, result)
             return
@@ -579,6 +567,15 @@ def _superseded(entry: SyncJobProduct) -> ProductResult:
         error=ImageError(
             code="superseded", detail="a newer sync of this product was applied first; it wins"
         ),
+    )
+
+
+def _failed_with(entry: SyncJobProduct, code: str, detail: str) -> ProductResult:
+    """The product failed as a whole, for one reason."""
+    return ProductResult(
+        item_number=entry.item_number,
+        status="failed",
+        error=ImageError(code=code, detail=detail),
     )
 
 
