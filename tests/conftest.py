@@ -30,7 +30,7 @@ from imagesync.app import create_app
 from imagesync.fetch.guard import is_forbidden
 from imagesync.kit.db import Base, migrate
 from imagesync.kit.settings import Settings
-from imagesync.storage.blobs import S3Options
+from imagesync.storage.store import S3Options
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -96,8 +96,8 @@ def test_collect_deletes_files_unused_past_the_grace_period(
     from datetime import timedelta
 
     from imagesync.kit.db import create_engine, create_sessionmaker, migrate, session_scope, utcnow
-    from imagesync.storage.blobs import blob_key, open_store
-    from imagesync.sync.models import Blob
+    from imagesync.storage.models import Blob
+    from imagesync.storage.store import blob_key, open_store
 
     files = tmp_path / "files"
     monkeypatch.setenv("IMAGESYNC_STORAGE_URL", str(files))

@@ -21,10 +21,11 @@ from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, load_settings
 from imagesync.queue.embedded import EmbeddedQueue
 from imagesync.runtime import make_queue, open_context
+from imagesync.storage.collector import Collector
+from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
 from imagesync.sync import api as sync_api
-from imagesync.sync.collector import Collector
-from imagesync.sync.renditions import RenditionWorker
-from imagesync.sync.service import RENDER_BLOB, RUN_PRODUCT, SyncContext
+from imagesync.sync.context import SyncContext
+from imagesync.sync.submit import RUN_PRODUCT
 from imagesync.sync.worker import SyncWorker
 
 log = structlog.get_logger(__name__)
@@ -34,9 +35,11 @@ API_PREFIXES = ("", "/v10")  # TRAEDE's paths answer under /v10 too
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    # Image routes first: /products/{item_number:path} would swallow .../images.
+    # Image routes first, product reads last: /products/{item_number:path} would swallow
+    # .../images and /products/sync.
     router.include_router(sync_api.router)
     router.include_router(catalog_api.router)
+    router.include_router(sync_api.products_router)
     return router
 
 
@@ -50,7 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_context(settings, queue) as ctx:
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
-            app.state.store = ctx.store
             runners = embedded_runners(ctx, settings) if isinstance(queue, EmbeddedQueue) else None
             app.state.runners = runners
             for runner in runners.all() if runners else []:
@@ -108,11 +110,11 @@ def embedded_runners(ctx: SyncContext, settings: Settings) -> EmbeddedRunners | 
         concurrency=settings.worker_concurrency,
         sole_worker=settings.async_database_url.startswith("sqlite"),
     )
-    renderer = RenditionWorker(ctx, concurrency=settings.rendition_concurrency)
+    renderer = RenditionWorker(ctx.blobs, concurrency=settings.rendition_concurrency)
     ctx.queue.serve(RUN_PRODUCT, worker.wake)
     ctx.queue.serve(RENDER_BLOB, renderer.wake)
     collector = Collector(
-        ctx,
+        ctx.blobs,
         grace=timedelta(days=settings.blob_grace_days),
         interval=timedelta(seconds=settings.collect_interval_seconds),
     )

@@ -151,23 +151,19 @@ def collect(
     row knows (the server does both on its own, see IMAGESYNC_COLLECT_INTERVAL_SECONDS)."""
     from datetime import timedelta
 
-    from imagesync.storage.blobs import store_from_settings
-    from imagesync.sync.collector import collect as collect_unused
-    from imagesync.sync.collector import sweep
+    from imagesync.runtime import make_queue, open_context
+    from imagesync.storage.collector import collect as collect_unused
+    from imagesync.storage.collector import sweep
 
     settings = _settings()
     migrate(settings.async_database_url)
     days = settings.blob_grace_days if grace_days is None else grace_days
 
     async def run() -> None:
-        engine = create_engine(settings.async_database_url)
-        store = store_from_settings(settings)
         grace = timedelta(days=days)
-        try:
-            done = await collect_unused(create_sessionmaker(engine), store, grace=grace)
-            orphans = await sweep(create_sessionmaker(engine), store, older_than=grace)
-        finally:
-            await engine.dispose()
+        async with open_context(settings, make_queue(settings)) as ctx:
+            done = await collect_unused(ctx.blobs, grace=grace)
+            orphans = await sweep(ctx.blobs, older_than=grace)
         out.print(
             f"deleted {done.blobs} unused image(s) ({done.files} stored files) "
             f"unused for more than {days:g} days, and {orphans} stored file(s) no row knew"

@@ -9,7 +9,8 @@ from imagesync.catalog.models import (
     Variant,
     VariantAttribute,
 )
-from imagesync.sync.models import Blob, Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.storage.models import Blob, Rendition
+from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
 
 __all__ = [
     "Account",
@@ -20,6 +21,7 @@ __all__ = [
     "Image",
     "ImageVariant",
     "Product",
+    "Rendition",
     "Source",
     "SyncJob",
     "SyncJobProduct",

@@ -1,6 +1,7 @@
 """Process-wide resources, built once per process: the database engine, the blob store,
 the downloader and the queue, bundled as the `SyncContext` that running work needs.
-`serve` (app.py) and `worker` both start here."""
+`serve` (app.py), `worker` and `collect` start here: this is where the domains are wired
+together (the blob users image sync declares, the catalog's listener, every task)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,22 @@ import procrastinate
 import structlog
 from procrastinate.psycopg_connector import PsycopgConnector
 
+from imagesync.catalog import events
 from imagesync.fetch.downloader import FetchLimits, SafeFetcher
 from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
 from imagesync.media.probe import MediaLimits
 from imagesync.queue import QUEUES, Queue
+from imagesync.queue import procrastinate as queue_tasks
 from imagesync.queue.embedded import EmbeddedQueue
 from imagesync.queue.procrastinate import ProcrastinateQueue, conninfo
-from imagesync.storage.blobs import store_from_settings
-from imagesync.sync import tasks
-from imagesync.sync.service import SyncContext
+from imagesync.storage import tasks as storage_tasks
+from imagesync.storage.context import Blobs
+from imagesync.storage.store import store_from_settings
+from imagesync.sync import tasks as sync_tasks
+from imagesync.sync.context import SyncContext
+from imagesync.sync.images import CatalogImages
+from imagesync.sync.models import BLOB_USERS
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +41,9 @@ def procrastinate_app(settings: Settings, *, pool_size: int = 2) -> procrastinat
         kwargs={"application_name": "imagesync-queue"},
     )
     app = procrastinate.App(connector=connector)
-    tasks.register(app)
+    sync_tasks.register(app)
+    storage_tasks.register(app)
+    queue_tasks.register(app)
     return app
 
 
@@ -48,6 +57,7 @@ def make_queue(settings: Settings) -> Queue:
 @asynccontextmanager
 async def open_context(settings: Settings, queue: Queue) -> AsyncIterator[SyncContext]:
     """Engine, store and downloader for this process; all closed on exit."""
+    events.listen(CatalogImages())
     ensure_sqlite_directory(settings)
     engine = create_engine(settings.async_database_url)
     store = store_from_settings(settings)
@@ -67,17 +77,19 @@ async def open_context(settings: Settings, queue: Queue) -> AsyncIterator[SyncCo
             temp_dir=store.temp_dir,
             proxy=settings.fetch_proxy or None,
         ) as fetcher:
-            yield SyncContext(
-                create_sessionmaker(engine),
-                fetcher,
+            sessionmaker = create_sessionmaker(engine)
+            blobs = Blobs(
+                sessionmaker,
                 store,
                 queue,
+                BLOB_USERS,
                 media=MediaLimits(
                     max_pixels=settings.image_max_pixels, max_frames=settings.image_max_frames
                 ),
                 rendition_widths=settings.rendition_width_set,
                 max_attempts=settings.task_max_attempts,
             )
+            yield SyncContext(sessionmaker, fetcher, blobs, max_attempts=settings.task_max_attempts)
     finally:
         await engine.dispose()
 
@@ -96,6 +108,7 @@ async def run_worker(
             name=name,
             additional_context={
                 "sync": ctx,
+                "blobs": ctx.blobs,
                 "settings": {
                     "blob_grace_days": settings.blob_grace_days,
                     "stalled_worker_seconds": settings.stalled_worker_seconds,

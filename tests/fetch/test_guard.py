@@ -17,10 +17,9 @@ from imagesync.fetch.guard import (
     RefusedByGuard,
     check_url,
     is_forbidden,
-    parse_allow_list,
     parse_ipv4_number,
-    parse_ports,
 )
+from imagesync.kit.settings import parse_allow_list, parse_ports
 
 FORBIDDEN = [
     # IPv4

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imagesync.kit.settings import SettingsError, load_settings
-from imagesync.storage.blobs import BlobStore, blob_key, open_store
+from imagesync.storage.store import BlobStore, blob_key, open_store
 from tests.conftest import S3Server
 
 

@@ -17,10 +17,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope, utcnow
-from imagesync.storage.blobs import BlobStore
-from imagesync.sync import repository
-from imagesync.sync.models import Blob, Rendition
-from imagesync.sync.renditions import queue_missing, render_next
+from imagesync.storage import repository
+from imagesync.storage.models import Blob, Rendition
+from imagesync.storage.renditions import queue_missing, render_next
+from imagesync.storage.store import BlobStore
 from tests.conftest import Tripwire
 from tests.media import samples
 from tests.sync.conftest import MAX_BYTES, ImageServer, images_of, sync_images
@@ -200,8 +200,8 @@ async def test_a_rendition_that_cannot_be_made_is_failed_with_a_reason(
     image_server: ImageServer,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    store: BlobStore = app.state.store
-    ctx = app.state.sync_context
+    store: BlobStore = app.state.sync_context.store
+    ctx = app.state.sync_context.blobs
     renderer = app.state.runners.renditions
     await renderer.stop()
     await sync_images(
@@ -230,7 +230,7 @@ async def test_renditions_left_by_a_dead_worker_are_made_after_its_lease(
     image_server: ImageServer,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    ctx = app.state.sync_context
+    ctx = app.state.sync_context.blobs
     await app.state.runners.renditions.stop()
     url = image_server.add("x.jpg", samples.jpeg(500, 500))
     await sync_images(client, headers, [{"url": url, "sort": 1}])
@@ -255,7 +255,7 @@ async def test_a_width_added_later_is_made_for_existing_images(
     headers: dict[str, str],
     image_server: ImageServer,
 ) -> None:
-    ctx = app.state.sync_context
+    ctx = app.state.sync_context.blobs
     await app.state.runners.renditions.stop()  # this test makes them itself
     url = image_server.add("x.jpg", samples.jpeg(500, 500))
     await sync_images(client, headers, [{"url": url, "sort": 1}])

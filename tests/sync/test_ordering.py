@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.sync import repository
-from imagesync.sync.service import LEASE, FetchDeduper, run_entry
+from imagesync.sync.download import FetchDeduper
+from imagesync.sync.run import LEASE, run_entry
 from imagesync.sync.worker import SyncWorker
 from tests.factories import create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer, server_settings

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from imagesync.kit.settings import Settings
-from imagesync.sync.service import SyncContext, retry_delay
+from imagesync.sync.context import SyncContext
+from imagesync.sync.run import retry_delay
 from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
 
 # The database cannot store this sort: every apply of the product raises.

@@ -17,9 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.settings import Settings
-from imagesync.sync.models import Blob, SyncJob
+from imagesync.storage.models import Blob
+from imagesync.sync.filenames import effective_filename
+from imagesync.sync.models import SyncJob
 from imagesync.sync.planner import ImageSpec
-from imagesync.sync.service import effective_filename
 from tests.factories import create_account, create_tshirt, sync_ok
 from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 

@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
-from imagesync.storage.blobs import BlobStore
-from imagesync.sync.collector import collect, sweep
-from imagesync.sync.models import Blob, Image, Rendition, Source
-from imagesync.sync.service import SyncContext
+from imagesync.storage.collector import collect, sweep
+from imagesync.storage.models import Blob, Rendition
+from imagesync.storage.store import BlobStore
+from imagesync.sync.context import SyncContext
+from imagesync.sync.models import Image, Source
 from tests.conftest import S3Server
 from tests.media import samples
 from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
@@ -60,7 +61,7 @@ async def age_blobs(sessionmaker: async_sessionmaker[AsyncSession], days: float)
 
 
 async def stored_keys(app: FastAPI) -> set[str]:
-    store: BlobStore = app.state.store
+    store: BlobStore = app.state.sync_context.store
     return {k for k in await store.keys() if not k.startswith(".tmp")}
 
 
@@ -110,11 +111,9 @@ async def test_unused_files_go_after_the_grace_period_with_their_memory(
     await sync_images(client, headers, [a])  # b is no longer used
     assert len(await stored_keys(app)) == 4
 
-    assert (
-        await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
-    ).blobs == 0  # within the grace period
+    assert (await collect(ctx.blobs, grace=GRACE)).blobs == 0  # within the grace period
     await age_blobs(sessionmaker, 8)
-    collected = await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
+    collected = await collect(ctx.blobs, grace=GRACE)
     assert (collected.blobs, collected.files) == (1, 2)  # b and its rendition
 
     async with session_scope(sessionmaker) as session:
@@ -149,9 +148,7 @@ async def test_a_file_a_sync_plans_to_reuse_is_not_collected(
     sending = asyncio.create_task(sync_images(client, headers, [a, slow]))
     while image_server.hits["slow.jpg"] == 0:
         await asyncio.sleep(0.01)
-    assert (
-        await collect(ctx.sessionmaker, ctx.store, grace=GRACE)
-    ).blobs == 0  # the plan touched a
+    assert (await collect(ctx.blobs, grace=GRACE)).blobs == 0  # the plan touched a
     job = await sending
     assert job["status"] == "succeeded"
     assert image_server.hits["a.jpg"] == 1  # reused, never downloaded again
@@ -180,9 +177,7 @@ async def test_a_file_being_collected_is_downloaded_again_never_linked(
         await session.execute(update(Blob).values(collecting_since=utcnow()))
     while image_server.hits["a.jpg"] < 2:  # queued again, and downloaded again
         await asyncio.sleep(0.01)
-    await collect(
-        ctx.sessionmaker, ctx.store, grace=GRACE
-    )  # finishes: the old row and file are gone
+    await collect(ctx.blobs, grace=GRACE)  # finishes: the old row and file are gone
     job = await sending
     assert job["status"] == "succeeded", job
     images = await images_of(client, headers)
@@ -201,7 +196,7 @@ async def test_every_image_always_has_its_file(
     """Random syncs and collections (grace zero): no image ever loses its file, and
     nothing is stored that no row knows."""
     ctx: SyncContext = app.state.sync_context
-    store: BlobStore = app.state.store
+    store: BlobStore = app.state.sync_context.store
     urls = [image_server.add(f"p{i}.jpg", picture(i % 4)) for i in range(6)]  # shared bytes
     rng = random.Random(4)
     for _step in range(12):
@@ -213,9 +208,9 @@ async def test_every_image_always_has_its_file(
         settled = rng.random() < 0.5
         if settled:
             await wait_for_renditions(sessionmaker)
-            await collect(ctx.sessionmaker, ctx.store, grace=timedelta(0))
+            await collect(ctx.blobs, grace=timedelta(0))
             # Nothing in flight: every stored file has its row, so a sweep finds nothing.
-            assert await sweep(ctx.sessionmaker, ctx.store, older_than=timedelta(0)) == 0
+            assert await sweep(ctx.blobs, older_than=timedelta(0)) == 0
         async with session_scope(sessionmaker) as session:
             blobs = (await session.scalars(select(Blob))).all()
             used = set((await session.scalars(select(Image.blob_id))).all())
@@ -251,9 +246,9 @@ async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deleti
         json={"products": [{"item_number": "cool-product-001", "delete": True}]},
     )
     assert response.status_code == 200, response.text
-    assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 0  # deleted just now
+    assert (await collect(ctx.blobs, grace=GRACE)).blobs == 0  # deleted just now
     await age_blobs(sessionmaker, 8)
-    assert (await collect(ctx.sessionmaker, ctx.store, grace=GRACE)).blobs == 1
+    assert (await collect(ctx.blobs, grace=GRACE)).blobs == 1
 
 
 async def test_files_no_row_knows_are_swept_once_old_enough(
@@ -264,17 +259,17 @@ async def test_files_no_row_knows_are_swept_once_old_enough(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """What a process that died between storing a file and committing its row left."""
-    store: BlobStore = app.state.store
+    store: BlobStore = app.state.sync_context.store
     await sync_images(client, headers, [{"url": image_server.add("a.jpg", picture(1)), "sort": 1}])
     await wait_for_renditions(sessionmaker)
     kept = await stored_keys(app)
     await store.put_bytes("ab/cd/" + "ab" * 32, b"orphan")
 
     # Young: it may be about to get its row.
-    assert await sweep(sessionmaker, store, older_than=timedelta(hours=1)) == 0
+    assert await sweep(app.state.sync_context.blobs, older_than=timedelta(hours=1)) == 0
     assert await stored_keys(app) == kept | {"ab/cd/" + "ab" * 32}
 
-    assert await sweep(sessionmaker, store, older_than=timedelta(0)) == 1
+    assert await sweep(app.state.sync_context.blobs, older_than=timedelta(0)) == 1
     assert await stored_keys(app) == kept  # the image's file and rendition stay
     (image,) = await images_of(client, headers)
     served = await client.get(image["file_url"].removeprefix("http://imagesync.test"))

@@ -5,8 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from imagesync.kit.schemas import Key, Name, PageMeta, RequestModel
-from imagesync.sync.schemas import ImageRead
+from imagesync.kit.schemas import Key, Name, RequestModel
 
 AttributeValueText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -118,18 +117,3 @@ class VariantRead(BaseModel):
     images: list[str] = Field(default_factory=list, description="Ids of the images attached.")
     created_at: datetime
     updated_at: datetime
-
-
-class ProductRead(BaseModel):
-    item_number: str
-    name: str | None
-    use_sort_b2c: bool
-    created_at: datetime
-    updated_at: datetime
-    variants: list[VariantRead]
-    images: list[ImageRead] = Field(default_factory=list, description="In sort order.")
-
-
-class ProductPage(BaseModel):
-    products: list[ProductRead]
-    meta: PageMeta

@@ -31,7 +31,6 @@ from imagesync.catalog.schemas import (
     AttributeValueRead,
     Change,
     ChangeCounts,
-    ProductRead,
     ProductSyncCounts,
     ProductSyncOutcome,
     ProductSyncRequest,
@@ -48,7 +47,6 @@ from imagesync.kit.errors import (
     ValidationFailed,
     duplicate_problems,
 )
-from imagesync.sync.schemas import ImageRead
 
 log = structlog.get_logger(__name__)
 
@@ -241,23 +239,6 @@ def variant_read(variant: Variant) -> VariantRead:
         },
         created_at=variant.created_at,
         updated_at=variant.updated_at,
-    )
-
-
-def product_read(product: Product, images: Sequence[ImageRead] = ()) -> ProductRead:
-    variants = [variant_read(v) for v in product.variants]
-    by_sku = {v.sku: v for v in variants}
-    for image in images:
-        for sku in image.variants:
-            by_sku[sku].images.append(image.id)
-    return ProductRead(
-        item_number=product.item_number,
-        name=product.name,
-        use_sort_b2c=product.use_sort_b2c,
-        created_at=product.created_at,
-        updated_at=product.updated_at,
-        variants=variants,
-        images=list(images),
     )
 
 

@@ -28,6 +28,7 @@ from imagesync.fetch.errors import (
     HttpStatusError,
     InvalidUrl,
     RedirectLoop,
+    StagingFailed,
     TooLarge,
     TooManyRedirects,
     UnsupportedEncoding,
@@ -142,7 +143,7 @@ class SafeFetcher:
                 async with self._host_slots.slot(host), self._slots:
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
-                            return await self._fetch_once(first)
+                            return await self._fetch_once(first, self._stage())
                     except TimeoutError as exc:
                         raise DownloadTimeout(
                             f"the download took longer than {self.limits.total_timeout:g} s"
@@ -163,7 +164,24 @@ class SafeFetcher:
             delay = max(delay, min(retry_after, self.limits.retry_after_cap))
         return delay
 
-    async def _fetch_once(self, current: URL) -> Download:
+    def _stage(self) -> Path:
+        """The file the body will go to, made before any byte is asked for: a read-only
+        or full disk then costs no download."""
+        try:
+            handle = tempfile.NamedTemporaryFile(dir=self.temp_dir, prefix="dl-", delete=False)
+        except OSError as exc:
+            raise StagingFailed(f"could not stage a download in {self.temp_dir}: {exc}") from exc
+        handle.close()
+        return Path(handle.name)
+
+    async def _fetch_once(self, current: URL, staged: Path) -> Download:
+        try:
+            return await self._follow(current, staged)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+
+    async def _follow(self, current: URL, staged: Path) -> Download:
         assert self._session is not None, "use SafeFetcher as an async context manager"
         seen = {str(current)}
         for _hop in range(self.limits.max_redirects + 1):
@@ -189,7 +207,7 @@ class SafeFetcher:
                         raise UnsupportedEncoding(
                             f"the body is {encoding}-encoded although only identity was asked for"
                         )
-                    return await self._save(response, str(current))
+                    return await self._save(response, str(current), staged)
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, RefusedByGuard):
                     raise AddressRefused(str(exc.os_error)) from exc
@@ -230,29 +248,34 @@ class SafeFetcher:
             except OSError as exc:
                 raise ConnectionFailed(f"could not resolve {host}: {exc}") from exc
 
-    async def _save(self, response: aiohttp.ClientResponse, final_url: str) -> Download:
+    async def _save(self, response: aiohttp.ClientResponse, final_url: str, path: Path) -> Download:
         limit = self.limits.max_bytes
         if response.content_length is not None and response.content_length > limit:
             raise TooLarge(f"{response.content_length} bytes is over the limit of {limit}")
         digest = hashlib.sha256()
         size = 0
-        handle = tempfile.NamedTemporaryFile(dir=self.temp_dir, prefix="dl-", delete=False)
-        path = Path(handle.name)
         try:
-            with handle:
-                async for chunk in response.content.iter_chunked(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise TooLarge(f"the body is over the limit of {limit} bytes")
-                    digest.update(chunk)
+            handle = path.open("wb")
+        except OSError as exc:
+            raise StagingFailed(f"could not write {path}: {exc}") from exc
+        with handle:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the body is over the limit of {limit} bytes")
+                digest.update(chunk)
+                try:
                     handle.write(chunk)
-            if response.content_length is not None and size < response.content_length:
-                raise ConnectionFailed(
-                    f"the body ended after {size} of {response.content_length} bytes"
-                )
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+                except OSError as exc:
+                    raise StagingFailed(f"could not write {path}: {exc}") from exc
+            try:
+                handle.flush()
+            except OSError as exc:
+                raise StagingFailed(f"could not write {path}: {exc}") from exc
+        if response.content_length is not None and size < response.content_length:
+            raise ConnectionFailed(
+                f"the body ended after {size} of {response.content_length} bytes"
+            )
         return Download(path=path, size=size, sha256=digest.hexdigest(), final_url=final_url)
 
 

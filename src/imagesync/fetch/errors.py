@@ -66,3 +66,10 @@ class UnsupportedEncoding(FetchError):
     """The origin compressed the body although asked not to; nothing is decompressed."""
 
     code = "unsupported_encoding"
+
+
+class StagingFailed(FetchError):
+    """The download could not be written to the staging folder (a read-only or full
+    disk): the service's fault, not the origin's, and worth another try later."""
+
+    code = "storage_error"

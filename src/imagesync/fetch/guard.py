@@ -12,14 +12,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from imagesync.fetch.errors import AddressRefused, InvalidUrl, PortRefused
-from imagesync.kit.settings import parse_number_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -180,25 +179,6 @@ def host_address(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-
-
-def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:
-    """`host:port` pairs an operator allows even when they are private or loopback."""
-    allowed = set()
-    for entry in entries:
-        host, sep, port = entry.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{entry!r} is not host:port")
-        allowed.add((host.strip("[]").lower(), int(port)))
-    return frozenset(allowed)
-
-
-def parse_ports(value: str) -> frozenset[int]:
-    """A comma-separated list of TCP ports."""
-    ports = parse_number_list(value, low=1, high=65535, what="a TCP port")
-    if not ports:
-        raise ValueError("give at least one port")
-    return frozenset(ports)
 
 
 # -- names --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -124,8 +125,6 @@ class Settings(BaseSettings):
     @field_validator("fetch_allow")
     @classmethod
     def _allow_pairs(cls, value: str) -> str:
-        from imagesync.fetch.guard import parse_allow_list
-
         parse_allow_list(p for p in value.split(",") if p.strip())
         return value
 
@@ -152,8 +151,6 @@ class Settings(BaseSettings):
     @field_validator("fetch_ports")
     @classmethod
     def _ports(cls, value: str) -> str:
-        from imagesync.fetch.guard import parse_ports
-
         parse_ports(value)
         return value
 
@@ -166,14 +163,10 @@ class Settings(BaseSettings):
 
     @property
     def fetch_port_set(self) -> frozenset[int]:
-        from imagesync.fetch.guard import parse_ports
-
         return parse_ports(self.fetch_ports)
 
     @property
     def fetch_allow_pairs(self) -> frozenset[tuple[str, int]]:
-        from imagesync.fetch.guard import parse_allow_list
-
         return parse_allow_list(p for p in self.fetch_allow.split(",") if p.strip())
 
     @field_validator("database_url")
@@ -212,6 +205,25 @@ def parse_number_list(value: str, *, low: int, high: int, what: str) -> tuple[in
             raise ValueError(f"{part!r} is not {what} from {low} to {high}")
         numbers.add(int(part))
     return tuple(sorted(numbers))
+
+
+def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:
+    """`host:port` pairs an operator allows even when they are private or loopback."""
+    allowed = set()
+    for entry in entries:
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{entry!r} is not host:port")
+        allowed.add((host.strip("[]").lower(), int(port)))
+    return frozenset(allowed)
+
+
+def parse_ports(value: str) -> frozenset[int]:
+    """A comma-separated list of TCP ports."""
+    ports = parse_number_list(value, low=1, high=65535, what="a TCP port")
+    if not ports:
+        raise ValueError("give at least one port")
+    return frozenset(ports)
 
 
 def parse_widths(value: str) -> tuple[int, ...]:

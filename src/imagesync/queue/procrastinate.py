@@ -7,10 +7,19 @@ its job commit together or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import procrastinate
+import structlog
+from procrastinate import JobContext, RetryDecision
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesync.queue import MAINTENANCE
+
+log = structlog.get_logger(__name__)
 
 
 def conninfo(async_database_url: str) -> str:
@@ -44,3 +53,45 @@ class ProcrastinateQueue:
 
     def wake(self, task: str) -> None:
         """Nothing to do: a job that found its work held retries by itself."""
+
+
+class Backoff(BaseRetryStrategy):
+    """2, 4, 8 ... seconds, at most 5 minutes. Work that found its subject held by
+    another runner (one of `soon`) is looked at again a second later."""
+
+    def __init__(self, *, soon: tuple[type[BaseException], ...] = ()) -> None:
+        self.soon = soon
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, self.soon):
+            return RetryDecision(retry_in={"seconds": 1})
+        return RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), 300)})
+
+
+def setting(context: JobContext, name: str) -> Any:
+    """A setting a task needs, from the worker's `additional_context`."""
+    return context.additional_context["settings"][name]
+
+
+async def retry_stalled(context: JobContext, timestamp: int) -> None:  # noqa: ARG001
+    """Run again the jobs of workers that stopped sending heartbeats (killed, frozen, cut
+    off): every 10 s, for workers silent for 3 heartbeats."""
+    manager = context.app.job_manager
+    silent = setting(context, "stalled_worker_seconds")
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=silent):
+        log.warning("queue.job.stalled", job=job.id, task=job.task_name, worker=job.worker_id)
+        await manager.retry_job(job)
+
+
+def periodic(app: procrastinate.App, cron: str, task: Callable[..., Awaitable[None]]) -> None:
+    """Run `task(context, timestamp)` on `cron` in the maintenance queue. procrastinate
+    defers each tick once for the whole cluster, so exactly one worker runs it; the
+    queueing lock keeps ticks from piling up behind a slow run."""
+    name = f"maintenance.{task.__name__}"
+    registered = app.task(name=name, queue=MAINTENANCE, pass_context=True, queueing_lock=name)
+    app.periodic(cron=cron, periodic_id=name)(registered(task))
+
+
+def register(app: procrastinate.App) -> None:
+    """The queue's own periodic work."""
+    periodic(app, "* * * * * */10", retry_stalled)

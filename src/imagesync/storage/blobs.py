@@ -1,197 +1,55 @@
-"""Content-addressed blob stores behind one interface: a local directory, an
-S3-compatible bucket or memory, all through obstore. A blob's key derives from its
-sha256, so the same bytes are one object and a stored object never changes.
+"""Recording stored bytes: one blob row and one object per distinct sha256.
 
-Writes are atomic on every backend: a local write goes to a staging file renamed into
-place, an S3 PUT becomes visible whole or not at all, memory swaps one reference.
+A blob row exists only once its object is stored, and the collector deletes the object
+before the row, so a row that is not being collected always has its object. Bytes whose
+blob is being collected wait for the collector to finish, then are stored anew.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import socket
-import tempfile
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import obstore
-from obstore.store import LocalStore, MemoryStore, S3Store
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.kit.settings import Settings
-
-
-def blob_key(sha256: str) -> str:
-    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+from imagesync.kit.db import utcnow
+from imagesync.media.probe import ProbedImage
+from imagesync.storage import repository
+from imagesync.storage.models import Blob
+from imagesync.storage.store import BlobStore, blob_key
 
 
-def rendition_key(sha256: str, width: int) -> str:
-    """Renditions live beside nothing else: one folder per original."""
-    return f"renditions/{sha256[:2]}/{sha256[2:4]}/{sha256}/{width}.webp"
+class BeingCollected(Exception):
+    """The blob with these bytes is being deleted: wait, then record them again."""
 
 
-@dataclass(frozen=True)
-class S3Options:
-    endpoint: str = ""
-    region: str = ""
-    access_key_id: str = ""
-    secret_access_key: str = ""
-
-
-class BlobStore:
-    """One store, whichever backend. `temp_dir` is where downloads are staged."""
-
-    def __init__(self, store: Any, *, kind: str, temp_dir: Path, root: Path | None = None):
-        self._store = store
-        self.kind = kind
-        self.temp_dir = temp_dir
-        self._root = root
-
-    def __repr__(self) -> str:
-        return f"BlobStore({self.kind})"
-
-    async def put_file(self, key: str, path: Path) -> None:
-        """Store the file at `path` under `key`, atomically. The file stays."""
-        await obstore.put_async(self._store, key, path)
-
-    async def put_bytes(self, key: str, data: bytes) -> None:
-        await obstore.put_async(self._store, key, data)
-
-    async def exists(self, key: str) -> bool:
-        try:
-            await obstore.head_async(self._store, key)
-        except FileNotFoundError:
-            return False
-        return True
-
-    async def read(self, key: str) -> bytes:
-        result = await obstore.get_async(self._store, key)
-        return bytes(await result.bytes_async())
-
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes in chunks; a missing key fails here, before any byte."""
-        result = await obstore.get_async(self._store, key)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            async for chunk in result.stream(min_chunk_size=256 * 1024):
-                yield bytes(chunk)
-
-        return chunks()
-
-    async def delete(self, keys: list[str]) -> None:
-        """Delete these keys; a key already gone is not an error."""
-        if not keys:
-            return
-        try:
-            await obstore.delete_async(self._store, keys)  # one request per 1000 on S3
-        except FileNotFoundError:
-            for key in keys:
-                with contextlib.suppress(FileNotFoundError):
-                    await obstore.delete_async(self._store, key)
-
-    async def keys(self, prefix: str = "") -> list[str]:
-        return [key async for batch in self.listing(prefix) for key, _ in batch]
-
-    async def listing(
-        self, prefix: str = "", *, batch: int = 500
-    ) -> AsyncIterator[list[tuple[str, datetime]]]:
-        """Every stored key with when it was written, a batch at a time."""
-        async for found in obstore.list(self._store, prefix or None, chunk_size=batch):
-            yield [(meta["path"], meta["last_modified"]) for meta in found]
-
-    def local_path(self, key: str) -> Path | None:
-        """A path to serve the blob from, when the store is a local directory."""
-        return self._root / key if self._root is not None else None
-
-
-def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
-    """The store `IMAGESYNC_STORAGE_URL` names: a directory (or file://PATH),
-    s3://BUCKET[/PREFIX], or memory:// (gone when the process ends: for tests)."""
-    if url.startswith("memory://"):
-        return BlobStore(MemoryStore(), kind="memory", temp_dir=_process_temp_dir())
-    if url.startswith("s3://"):
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if not bucket:
-            raise ValueError(f"{url!r} names no bucket: use s3://BUCKET[/PREFIX]")
-        s3 = s3 or S3Options()
-        config: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("endpoint", s3.endpoint),
-                ("region", s3.region),
-                ("access_key_id", s3.access_key_id),
-                ("secret_access_key", s3.secret_access_key),
-            )
-            if value
-        }
-        store = S3Store(
-            bucket,
-            prefix=prefix.strip("/") or None,
-            # A plain-http endpoint (a local S3-compatible server) must be allowed.
-            client_options={"allow_http": s3.endpoint.startswith("http://")},
-            **config,
-        )
-        return BlobStore(store, kind="s3", temp_dir=_process_temp_dir())
-    if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"unsupported storage {url!r}: give a directory, s3://... or memory://")
-    root = Path(url.removeprefix("file://")).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    temp_dir = staging_dir(root / ".tmp")  # same file system as the blobs
-    return BlobStore(LocalStore(root, mkdir=True), kind="local", temp_dir=temp_dir, root=root)
-
-
-def store_from_settings(settings: Settings) -> BlobStore:
-    """The store the `IMAGESYNC_STORAGE_URL` and `IMAGESYNC_S3_*` settings describe."""
-    return open_store(
-        settings.storage_url,
-        S3Options(
-            endpoint=settings.s3_endpoint,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=settings.s3_secret_access_key,
-        ),
+async def record_blob(
+    session: AsyncSession,
+    store: BlobStore,
+    *,
+    sha256: str,
+    size: int,
+    path: Path,
+    probed: ProbedImage,
+) -> Blob:
+    """The live blob with these bytes, in the caller's transaction: the existing one,
+    marked in use now, or a new one, stored first and then added. Raises `BeingCollected`,
+    or `StorageError` when the store refuses the bytes; an `IntegrityError` at flush means
+    another process recorded the same bytes at once (try again: it finds theirs)."""
+    blob = await repository.get_blob(session, sha256)
+    if blob is not None and blob.collecting_since is not None:
+        raise BeingCollected(sha256)
+    if blob is not None:
+        await repository.touch_blobs(session, [blob.id], utcnow())
+        return blob
+    await store.put_file(blob_key(sha256), path)
+    blob = Blob(
+        sha256=sha256,
+        size=size,
+        content_type=probed.content_type,
+        width=probed.width,
+        height=probed.height,
+        storage_key=blob_key(sha256),
     )
-
-
-def _process_temp_dir() -> Path:
-    return staging_dir(Path(tempfile.gettempdir()) / "imagesync-staging")
-
-
-def staging_dir(parent: Path) -> Path:
-    """This process's folder for downloads in flight, `parent/HOST-PID`. What processes of
-    this host that are gone left there (a kill mid-download) is removed now, so a
-    restart cleans up after the process it replaces."""
-    host = socket.gethostname()
-    mine = parent / f"{host}-{os.getpid()}"
-    mine.mkdir(parents=True, exist_ok=True)
-    for entry in parent.iterdir():
-        if entry == mine:
-            continue
-        owner_host, _, pid = entry.name.rpartition("-")
-        if entry.is_dir() and owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_file() and entry.name.startswith("dl-") and _older_than(entry, 3600):
-            entry.unlink(missing_ok=True)  # left by a version that staged here directly
-    return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
+    session.add(blob)
+    await session.flush()
+    return blob

@@ -8,12 +8,22 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 
-from imagesync.deps import AccountDep, SessionDep, SettingsDep, StoreDep, SyncContextDep
+from imagesync.catalog import service as catalog_service
+from imagesync.catalog.deps import AccountDep
+from imagesync.deps import SessionDep, SettingsDep
 from imagesync.kit.db import session_scope
 from imagesync.kit.errors import ErrorResponse, NotFound
-from imagesync.storage.blobs import BlobStore
-from imagesync.sync import service
-from imagesync.sync.schemas import ImageList, ImageSyncRequest, SyncJobRead
+from imagesync.kit.pagination import PageDep
+from imagesync.storage.store import BlobStore
+from imagesync.sync import images, jobs, run, submit
+from imagesync.sync.deps import StoreDep, SyncContextDep
+from imagesync.sync.schemas import (
+    ImageList,
+    ImageSyncRequest,
+    ProductPage,
+    ProductRead,
+    SyncJobRead,
+)
 
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
@@ -24,6 +34,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
 MAX_WAIT_SECONDS = 60
 
 router = APIRouter(responses=ERRORS)
+# Products with their images; included after the catalog's routes, since its path
+# parameter would swallow theirs.
+products_router = APIRouter(responses=ERRORS)
 
 
 @router.post(
@@ -48,19 +61,19 @@ async def sync_images(
     sessionmaker = ctx.sessionmaker
     # Its own transaction: the job and its queued products commit together.
     async with session_scope(sessionmaker) as session:
-        job = await service.submit(
+        job = await submit.submit(
             session, account, body, max_images=settings.max_images_per_product, queue=ctx.queue
         )
         job_id = job.id
         seqs = [entry.seq for entry in job.products]
     # The nightly re-sync is mostly known images: apply those products right here.
     for seq in seqs:
-        await service.run_inline(ctx, seq)
-    ctx.queue.wake(service.RUN_PRODUCT)  # for those handed back
+        await run.run_inline(ctx, seq)
+    ctx.queue.wake(submit.RUN_PRODUCT)  # for those handed back
     deadline = time.monotonic() + wait
     while True:
         async with session_scope(sessionmaker) as session:
-            read = service.job_read(await service.get_job(session, account, job_id))
+            read = jobs.job_read(await jobs.get_job(session, account, job_id))
         if read.status not in ("queued", "running") or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.05)
@@ -73,7 +86,7 @@ async def sync_images(
 @router.get("/products/images/sync/{job_id}", tags=["images"], name="get_sync_job")
 async def get_sync_job(job_id: str, session: SessionDep, account: AccountDep) -> SyncJobRead:
     """An image sync job: its status and, per product, what happened to each image."""
-    return service.job_read(await service.get_job(session, account, job_id))
+    return jobs.job_read(await jobs.get_job(session, account, job_id))
 
 
 @router.get("/products/{item_number:path}/images", tags=["images"])
@@ -89,7 +102,7 @@ async def list_product_images(
 ) -> ImageList:
     """A product's images in sort order, with their variants and stored file."""
     return ImageList(
-        images=await service.list_images(
+        images=await images.list_images(
             session, account, item_number, channel=channel, base_url=str(request.base_url)
         )
     )
@@ -105,7 +118,7 @@ async def rendition_file(
     image_id: str, width: int, filename: str, session: SessionDep, store: StoreDep
 ) -> Response:
     """A WebP rendition of an image, once ready (see the image's `renditions`)."""
-    image, rendition = await service.get_rendition_file(session, image_id, width, filename)
+    image, rendition = await images.get_rendition_file(session, image_id, width, filename)
     assert rendition.storage_key is not None
     headers = immutable_headers(f"{image.blob.sha256}-w{width}", filename)
     return await stored_file(store, rendition.storage_key, "image/webp", headers)
@@ -121,11 +134,36 @@ async def image_file(
     image_id: str, filename: str, session: SessionDep, store: StoreDep
 ) -> RawResponse:
     """The stored bytes of an image. The URL is unguessable and its bytes never change."""
-    image = await service.get_image_file(session, image_id)
+    image = await images.get_image_file(session, image_id)
     if filename != image.filename:
         raise NotFound(f"Image {image_id!r} is named {image.filename!r}")
     headers = immutable_headers(image.blob.sha256, image.filename)
     return await stored_file(store, image.blob.storage_key, image.blob.content_type, headers)
+
+
+@products_router.get("/products", tags=["products"])
+async def list_products(
+    request: Request, session: SessionDep, account: AccountDep, page: PageDep
+) -> ProductPage:
+    """List products by item number, a page at a time, with their images."""
+    products, total = await catalog_service.list_products(
+        session, account, offset=page.offset, limit=page.limit
+    )
+    found = await images.read_images(session, [p.id for p in products], str(request.base_url))
+    return ProductPage(
+        products=[images.product_read(p, found.get(p.id, [])) for p in products],
+        meta=page.meta(total),
+    )
+
+
+@products_router.get("/products/{item_number:path}", tags=["products"])
+async def get_product(
+    item_number: str, request: Request, session: SessionDep, account: AccountDep
+) -> ProductRead:
+    """One product with its variants (each listing its images) and its images."""
+    product = await catalog_service.get_product(session, account, item_number)
+    found = await images.read_images(session, [product.id], str(request.base_url))
+    return images.product_read(product, found.get(product.id, []))
 
 
 def immutable_headers(etag: str, filename: str) -> dict[str, str]:

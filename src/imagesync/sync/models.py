@@ -1,55 +1,16 @@
+"""Image sync's tables: what each account has seen, its products' images, and jobs."""
+
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagesync.kit.db import Base, UTCDateTime, utcnow
-
-
-class Blob(Base):
-    """Stored bytes, content-addressed: one row and one file per distinct sha256."""
-
-    __tablename__ = "blob"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    content_type: Mapped[str] = mapped_column(String(50))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    storage_key: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # When a sync last planned to use it or an image let go of it; the collector
-    # deletes a blob no image uses once this is older than the grace period.
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
-    # Set when the collector has started deleting it: no longer handed out.
-    collecting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-
-
-class Rendition(Base):
-    """A smaller WebP copy of a blob at one width; its own queue entry while pending."""
-
-    __tablename__ = "rendition"
-    __table_args__ = (
-        UniqueConstraint("blob_id", "width"),
-        Index("ix_rendition_pending", "state", "lease_expires_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"))
-    width: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(10))  # pending | ready | failed
-    height: Mapped[int | None] = mapped_column(Integer, default=None)
-    size: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    storage_key: Mapped[str | None] = mapped_column(String(200), default=None)
-    error: Mapped[str | None] = mapped_column(Text, default=None)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+from imagesync.storage.context import BlobUsers
+from imagesync.storage.models import Blob
 
 
 class Source(Base):
@@ -154,3 +115,8 @@ class SyncJobProduct(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[SyncJob] = relationship(lazy="raise", back_populates="products")
+
+
+# Images keep their blobs alive; a source only remembers one and goes with it, so that a
+# URL sent again after its blob was collected is downloaded again.
+BLOB_USERS = BlobUsers(holders=(Image.blob_id,), dependents=(Source.blob_id,))

@@ -6,9 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import CursorResult, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import CursorResult, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -20,8 +18,8 @@ from imagesync.catalog.models import (
     Variant,
     VariantAttribute,
 )
-from imagesync.kit.db import utcnow
-from imagesync.sync.models import Blob, Image, Rendition, Source, SyncJob, SyncJobProduct
+from imagesync.storage.models import Blob
+from imagesync.sync.models import Image, Source, SyncJob, SyncJobProduct
 from imagesync.sync.planner import VariantCodes
 
 
@@ -117,26 +115,6 @@ async def find_sources(
         .execution_options(populate_existing=True)
     )
     return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
-
-
-async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: datetime) -> set[int]:
-    """Mark these blobs as in use now, unless the collector has started on them; the
-    ones marked. On PostgreSQL the UPDATE holds the rows until commit, so the
-    collector's conditional UPDATE waits and then sees them in use."""
-    if not blob_ids:
-        return set()
-    stmt = (
-        update(Blob)
-        .where(Blob.id.in_(sorted(blob_ids)), Blob.collecting_since.is_(None))
-        .values(last_used_at=now)
-        .returning(Blob.id)
-    )
-    return set((await session.scalars(stmt)).all())
-
-
-async def get_blob(session: AsyncSession, sha256: str) -> Blob | None:
-    stmt = select(Blob).where(Blob.sha256 == sha256).execution_options(populate_existing=True)
-    return await session.scalar(stmt)
 
 
 async def get_image(session: AsyncSession, image_id: str) -> Image | None:
@@ -256,185 +234,3 @@ async def images_of_products(
         .order_by(Image.sort, Image.created_at, Image.id)
     )
     return (await session.scalars(stmt)).all()
-
-
-# -- renditions ---------------------------------------------------------------------------
-
-
-async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> set[int]:
-    """Add a pending rendition for each (blob_id, width) that has none yet; the blobs
-    that got one. A concurrent sync adding the same pair is not an error (nothing is
-    inserted twice)."""
-    if not wanted:
-        return set()
-    now = utcnow()
-    rows = [
-        {
-            "blob_id": b,
-            "width": w,
-            "state": "pending",
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for b, w in sorted(set(wanted))
-    ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(Rendition)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["blob_id", "width"])
-        .returning(Rendition.blob_id)
-    )
-    return set((await session.scalars(stmt)).all())
-
-
-async def renditions_of_blobs(
-    session: AsyncSession, blob_ids: Collection[int]
-) -> dict[int, list[Rendition]]:
-    found: dict[int, list[Rendition]] = defaultdict(list)
-    if not blob_ids:
-        return found
-    stmt = (
-        select(Rendition)
-        .where(Rendition.blob_id.in_(sorted(blob_ids)))
-        .order_by(Rendition.width)
-        .execution_options(populate_existing=True)
-    )
-    for rendition in (await session.scalars(stmt)).all():
-        found[rendition.blob_id].append(rendition)
-    return found
-
-
-def _rendition_claimable(now: datetime):  # type: ignore[no-untyped-def]
-    return (Rendition.state == "pending") & or_(
-        Rendition.lease_expires_at.is_(None), Rendition.lease_expires_at < now
-    )
-
-
-async def blobs_needing_renditions(
-    session: AsyncSession, now: datetime, limit: int
-) -> Sequence[int]:
-    stmt = (
-        select(Rendition.blob_id)
-        .where(_rendition_claimable(now))
-        .group_by(Rendition.blob_id)
-        .order_by(func.min(Rendition.id))
-        .limit(limit)
-    )
-    return (await session.scalars(stmt)).all()
-
-
-async def claim_renditions(
-    session: AsyncSession, blob_id: int, now: datetime, lease_until: datetime
-) -> bool:
-    """Take the pending renditions of one blob (all made from one decode)."""
-    stmt = (
-        update(Rendition)
-        .where(Rendition.blob_id == blob_id, _rendition_claimable(now))
-        .values(lease_expires_at=lease_until, attempts=Rendition.attempts + 1)
-    )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount > 0
-
-
-async def release_renditions(session: AsyncSession, blob_id: int) -> None:
-    """Let the pending renditions of a blob be claimed again at once."""
-    stmt = (
-        update(Rendition)
-        .where(Rendition.blob_id == blob_id, Rendition.state == "pending")
-        .values(lease_expires_at=None)
-    )
-    await session.execute(stmt)
-
-
-async def claimed_renditions(
-    session: AsyncSession, blob_id: int, now: datetime
-) -> Sequence[Rendition]:
-    stmt = (
-        select(Rendition)
-        .where(
-            Rendition.blob_id == blob_id,
-            Rendition.state == "pending",
-            Rendition.lease_expires_at > now,
-        )
-        .execution_options(populate_existing=True)
-    )
-    return (await session.scalars(stmt)).all()
-
-
-async def blobs_missing_renditions(
-    session: AsyncSession, widths: Collection[int], limit: int
-) -> Sequence[Blob]:
-    """Blobs some image uses that lack a rendition at a configured width they are wider
-    than (stored before renditions existed, or a width was added since)."""
-    if not widths:
-        return []
-    used = select(Image.blob_id).where(Image.blob_id == Blob.id).exists()
-    missing = [
-        (Blob.width > w)
-        & ~select(Rendition.id).where(Rendition.blob_id == Blob.id, Rendition.width == w).exists()
-        for w in sorted(widths)
-    ]
-    stmt = (
-        select(Blob)
-        .where(used, Blob.collecting_since.is_(None), or_(*missing))
-        .order_by(Blob.id)
-        .limit(limit)
-    )
-    return (await session.scalars(stmt)).all()
-
-
-# -- collecting unused blobs --------------------------------------------------------------
-
-
-async def mark_unused_blobs(
-    session: AsyncSession, now: datetime, cutoff: datetime, limit: int
-) -> int:
-    """Start collecting blobs no image uses and nobody used since `cutoff`. One
-    conditional UPDATE: a sync that touched or linked a blob meanwhile wins."""
-    unused_since_cutoff = (
-        Blob.collecting_since.is_(None),
-        func.coalesce(Blob.last_used_at, Blob.created_at) < cutoff,
-        ~select(Image.id).where(Image.blob_id == Blob.id).exists(),
-    )
-    candidates = select(Blob.id).where(*unused_since_cutoff).order_by(Blob.id).limit(limit)
-    ids = (await session.scalars(candidates)).all()
-    if not ids:
-        return 0
-    # Checked again in the UPDATE itself: what changed since the SELECT wins.
-    stmt = update(Blob).where(Blob.id.in_(ids), *unused_since_cutoff).values(collecting_since=now)
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount
-
-
-async def blobs_being_collected(session: AsyncSession, limit: int) -> Sequence[Blob]:
-    stmt = select(Blob).where(Blob.collecting_since.is_not(None)).order_by(Blob.id).limit(limit)
-    return (await session.scalars(stmt)).all()
-
-
-async def rendition_keys(session: AsyncSession, blob_ids: Collection[int]) -> list[str]:
-    stmt = select(Rendition.storage_key).where(
-        Rendition.blob_id.in_(sorted(blob_ids)), Rendition.storage_key.is_not(None)
-    )
-    return [k for k in (await session.scalars(stmt)).all() if k]
-
-
-async def delete_blobs(session: AsyncSession, blob_ids: Collection[int]) -> None:
-    """Delete collected blobs with their renditions and the sources that point to them
-    (so a URL sent again is downloaded again)."""
-    ids = sorted(blob_ids)
-    await session.execute(delete(Source).where(Source.blob_id.in_(ids)))
-    await session.execute(delete(Rendition).where(Rendition.blob_id.in_(ids)))
-    await session.execute(delete(Blob).where(Blob.id.in_(ids), Blob.collecting_since.is_not(None)))
-
-
-async def known_storage_keys(session: AsyncSession, keys: Collection[str]) -> set[str]:
-    """Which of these keys a blob or a rendition row points to."""
-    if not keys:
-        return set()
-    blobs = select(Blob.storage_key).where(Blob.storage_key.in_(sorted(keys)))
-    renditions = select(Rendition.storage_key).where(Rendition.storage_key.in_(sorted(keys)))
-    found = set((await session.scalars(blobs)).all())
-    found.update(k for k in (await session.scalars(renditions)).all() if k)
-    return found

@@ -14,7 +14,8 @@ from pydantic import (
     model_validator,
 )
 
-from imagesync.kit.schemas import Key, Name, RequestModel
+from imagesync.catalog.schemas import VariantRead
+from imagesync.kit.schemas import Key, Name, PageMeta, RequestModel
 
 MAX_PRODUCTS_PER_IMAGE_SYNC = 10
 Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
@@ -169,3 +170,18 @@ class ImageRead(BaseModel):
 
 class ImageList(BaseModel):
     images: list[ImageRead]
+
+
+class ProductRead(BaseModel):
+    item_number: str
+    name: str | None
+    use_sort_b2c: bool
+    created_at: datetime
+    updated_at: datetime
+    variants: list[VariantRead]
+    images: list[ImageRead] = Field(default_factory=list, description="In sort order.")
+
+
+class ProductPage(BaseModel):
+    products: list[ProductRead]
+    meta: PageMeta

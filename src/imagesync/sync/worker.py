@@ -15,7 +15,8 @@ import structlog
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
-from imagesync.sync.service import LEASE, SyncContext, record_crash, run_entry
+from imagesync.sync.context import SyncContext
+from imagesync.sync.run import LEASE, StorageUnavailable, record_crash, run_entry
 
 log = structlog.get_logger(__name__)
 
@@ -96,9 +97,11 @@ class SyncWorker:
     async def _run(self, seq: int) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(seq), name=f"lease-{seq}")
         try:
-            await run_entry(self.ctx, seq, self.ctx.fetches)
+            await run_entry(self.ctx, seq, self.ctx.fetches, backoff=True)
         except asyncio.CancelledError:
             raise
+        except StorageUnavailable:
+            pass  # queued again, not to be claimed before its backoff
         except Exception as exc:
             try:
                 await record_crash(self.ctx, seq, exc, backoff=True)

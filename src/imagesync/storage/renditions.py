@@ -1,8 +1,8 @@
-"""Making renditions: the queued task that follows an applied sync.
+"""Making renditions: the queued task that follows a blob's first use.
 
-The queue is the `rendition` table: an applied product's new blobs get one pending row
-per configured width in the same transaction as its images, so nothing is lost between
-"applied" and "queued". The worker claims all pending widths of one blob with a lease,
+Each (blob, width) is a `rendition` row, added pending in the transaction that starts
+using the blob, together with one queued task per blob, so nothing is lost between
+"used" and "queued". A runner claims all pending widths of one blob with a lease,
 decodes the original once, stores each WebP and marks it ready, or failed with a code.
 A sync never waits for any of this.
 """
@@ -15,40 +15,56 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.media.probe import MediaError
 from imagesync.media.renditions import make_renditions, target_widths
-from imagesync.storage.blobs import rendition_key
-from imagesync.sync import repository
-from imagesync.sync.models import Blob
-from imagesync.sync.service import SyncContext, queue_renditions
+from imagesync.queue import RENDITIONS
+from imagesync.storage import repository
+from imagesync.storage.context import Blobs
+from imagesync.storage.models import Blob
+from imagesync.storage.store import rendition_key
 
 log = structlog.get_logger(__name__)
 
+RENDER_BLOB = "media.render_blob"
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 3
 IDLE_POLL_SECONDS = 5.0
 
 
-async def queue_missing(ctx: SyncContext, *, batch: int = 200) -> int:
+async def queue_renditions(
+    ctx: Blobs, session: AsyncSession, blobs: Sequence[tuple[int, int]]
+) -> int:
+    """In the caller's transaction, add the pending renditions these blobs, given as
+    (id, width), lack at the configured widths narrower than them, and queue one task
+    per blob that got any; how many blobs did."""
+    wanted = [(b, w) for b, width in blobs for w in target_widths(width, ctx.rendition_widths)]
+    queued = await repository.ensure_renditions(session, wanted)
+    for blob_id in sorted(queued):
+        await ctx.queue.defer(
+            session, RENDER_BLOB, {"blob_id": blob_id}, queue=RENDITIONS, lock=f"blob:{blob_id}"
+        )
+    return len(queued)
+
+
+async def queue_missing(ctx: Blobs, *, batch: int = 200) -> int:
     """Queue renditions that images' blobs lack: blobs stored before renditions
     existed, or a width added to the settings since. Returns how many blobs."""
     queued = 0
     while True:
         async with session_scope(ctx.sessionmaker) as session:
-            blobs = await repository.blobs_missing_renditions(session, ctx.rendition_widths, batch)
-            await queue_renditions(
-                ctx,
-                session,
-                [(b.id, w) for b in blobs for w in target_widths(b.width, ctx.rendition_widths)],
+            blobs = await repository.blobs_missing_renditions(
+                session, ctx.users, ctx.rendition_widths, batch
             )
+            await queue_renditions(ctx, session, [(b.id, b.width) for b in blobs])
         queued += len(blobs)
         if len(blobs) < batch:
             return queued
 
 
-async def render_next(ctx: SyncContext) -> bool:
+async def render_next(ctx: Blobs) -> bool:
     """Claim one blob with pending renditions and make them; false when none wait."""
     now = utcnow()
     async with session_scope(ctx.sessionmaker) as session:
@@ -61,7 +77,7 @@ async def render_next(ctx: SyncContext) -> bool:
     return True
 
 
-async def render_queued(ctx: SyncContext, blob_id: int, *, final_attempt: bool) -> None:
+async def render_queued(ctx: Blobs, blob_id: int, *, final_attempt: bool) -> None:
     """Make one blob's pending renditions as a queue's task (procrastinate). An
     unexpected error is raised for the queue to retry, but on the final attempt the
     renditions end `failed` with the reason."""
@@ -93,7 +109,7 @@ class RenditionsPending(Exception):
     """The store failed; the renditions are tried again after a backoff."""
 
 
-async def render_blob(ctx: SyncContext, blob_id: int) -> bool:
+async def render_blob(ctx: Blobs, blob_id: int) -> bool:
     """Make the claimed renditions of one blob; true when some are left pending for
     another try (the store failed)."""
     async with session_scope(ctx.sessionmaker) as session:
@@ -149,7 +165,7 @@ async def render_blob(ctx: SyncContext, blob_id: int) -> bool:
 class RenditionWorker:
     """Makes pending renditions in the background, one blob at a time per slot."""
 
-    def __init__(self, ctx: SyncContext, *, concurrency: int = 1) -> None:
+    def __init__(self, ctx: Blobs, *, concurrency: int = 1) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
         self._wake = asyncio.Event()

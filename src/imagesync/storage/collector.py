@@ -1,11 +1,12 @@
-"""Collecting blobs no image uses any more, after a grace period.
+"""Collecting blobs nothing uses any more (no `BlobUsers.holders` row), after a grace
+period.
 
 Three steps, each safe to repeat after a crash: mark the unused blobs (one conditional
 UPDATE, so a sync that has just started to use one wins), delete their files and
-renditions from the store, then delete their rows together with the "seen before"
-sources that point to them, so a URL sent again later is downloaded again. A marked
-blob is never handed to a sync; bytes that arrive again while it is being collected
-wait and are stored anew.
+renditions from the store, then delete their rows together with the rows that only
+remember them (image sync's "seen before" sources), so a URL sent again later is
+downloaded again. A marked blob is never handed to a sync; bytes that arrive again
+while it is being collected wait and are stored anew.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope, utcnow
-from imagesync.storage.blobs import BlobStore
-from imagesync.sync import repository
-from imagesync.sync.service import SyncContext
+from imagesync.storage import repository
+from imagesync.storage.context import Blobs
 
 log = structlog.get_logger(__name__)
 
@@ -35,15 +34,14 @@ class Collected:
     files: int
 
 
-async def collect(
-    sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, *, grace: timedelta
-) -> Collected:
+async def collect(ctx: Blobs, *, grace: timedelta) -> Collected:
     """One full pass: everything unused since longer than `grace` is deleted."""
+    sessionmaker, store = ctx.sessionmaker, ctx.store
     blobs = files = 0
     while True:
         now = utcnow()
         async with session_scope(sessionmaker) as session:
-            marked = await repository.mark_unused_blobs(session, now, now - grace, BATCH)
+            marked = await repository.mark_unused_blobs(session, ctx.users, now, now - grace, BATCH)
         async with session_scope(sessionmaker) as session:
             doomed = await repository.blobs_being_collected(session, BATCH)
             ids = [b.id for b in doomed]
@@ -54,7 +52,7 @@ async def collect(
         # and a crash in between leaves marked rows that the next pass finishes.
         await store.delete(keys)
         async with session_scope(sessionmaker) as session:
-            await repository.delete_blobs(session, ids)
+            await repository.delete_blobs(session, ctx.users, ids)
         blobs += len(ids)
         files += len(keys)
         if not marked and len(doomed) < BATCH:
@@ -64,13 +62,12 @@ async def collect(
     return Collected(blobs=blobs, files=files)
 
 
-async def sweep(
-    sessionmaker: async_sessionmaker[AsyncSession], store: BlobStore, *, older_than: timedelta
-) -> int:
+async def sweep(ctx: Blobs, *, older_than: timedelta) -> int:
     """Delete stored files no row points to, written more than `older_than` ago: what a
     process that died between storing a file and committing its row left behind. A
     file that young may be about to get its row, so it stays. Lists the whole store:
     run it rarely."""
+    sessionmaker, store = ctx.sessionmaker, ctx.store
     cutoff = utcnow() - older_than
     deleted = 0
     async for batch in store.listing():
@@ -89,7 +86,7 @@ async def sweep(
 class Collector:
     """Runs `collect` every `interval` in the background, and `sweep` once a day."""
 
-    def __init__(self, ctx: SyncContext, *, grace: timedelta, interval: timedelta) -> None:
+    def __init__(self, ctx: Blobs, *, grace: timedelta, interval: timedelta) -> None:
         self.ctx = ctx
         self.grace = grace
         self.interval = interval
@@ -108,10 +105,10 @@ class Collector:
         swept_at: datetime | None = None
         while True:
             try:
-                await collect(self.ctx.sessionmaker, self.ctx.store, grace=self.grace)
+                await collect(self.ctx, grace=self.grace)
                 if swept_at is None or utcnow() - swept_at > SWEEP_EVERY:
                     swept_at = utcnow()
-                    await sweep(self.ctx.sessionmaker, self.ctx.store, older_than=self.grace)
+                    await sweep(self.ctx, older_than=self.grace)
             except Exception:
                 log.exception("collector.failed")
             await asyncio.sleep(self.interval.total_seconds())

@@ -1,0 +1,37 @@
+"""What the blob lifecycle needs, built once per process, and who uses blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
+
+from imagesync.media.probe import MediaLimits
+from imagesync.media.renditions import DEFAULT_WIDTHS
+from imagesync.queue import Queue
+from imagesync.storage.store import BlobStore
+
+
+@dataclass(frozen=True)
+class BlobUsers:
+    """The rows that point at blobs, as the domains that own them declare: a row of a
+    `holders` column keeps its blob alive (an image); a row of a `dependents` column
+    only remembers it and is deleted with it (a "seen before" source)."""
+
+    holders: tuple[InstrumentedAttribute[int], ...] = ()
+    dependents: tuple[InstrumentedAttribute[int], ...] = ()
+
+
+@dataclass
+class Blobs:
+    """Storing blobs, making their renditions and collecting the unused ones."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    store: BlobStore
+    queue: Queue
+    users: BlobUsers
+    media: MediaLimits = field(default_factory=MediaLimits)
+    rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
+    # Runs of a rendition task before its renditions end `failed`.
+    max_attempts: int = 5

@@ -1,0 +1,275 @@
+"""Content-addressed blob stores behind one interface, `BlobStore`: a local directory,
+an S3-compatible bucket or memory, all three through obstore. A blob's key derives from its
+sha256, so the same bytes are one object and a stored object never changes.
+
+Writes are atomic on every backend: a local write goes to a staging file renamed into
+place, an S3 PUT becomes visible whole or not at all, memory swaps one reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import obstore
+from obstore.store import LocalStore, MemoryStore, S3Store
+
+from imagesync.kit.settings import Settings
+
+
+def blob_key(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def rendition_key(sha256: str, width: int) -> str:
+    """Renditions live beside nothing else: one folder per original."""
+    return f"renditions/{sha256[:2]}/{sha256[2:4]}/{sha256}/{width}.webp"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+
+class StorageError(Exception):
+    """The store refused or failed a write: a read-only or full disk, a bucket that
+    refuses writes, an unreachable endpoint. Worth another try later."""
+
+    code = "storage_error"
+
+
+class BlobStore(Protocol):
+    """Where blobs and renditions are kept. `temp_dir` is where downloads are staged
+    (on the same file system as the blobs, for a local directory)."""
+
+    kind: str
+    temp_dir: Path
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Store the file at `path` under `key`, atomically. The file stays.
+        Raises `StorageError` when the store refuses it."""
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, atomically; `StorageError` when refused."""
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def read(self, key: str) -> bytes: ...
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks; a missing key fails here, before any byte."""
+
+    async def delete(self, keys: list[str]) -> None:
+        """Delete these keys; a key already gone is not an error."""
+
+    async def keys(self, prefix: str = "") -> list[str]: ...
+
+    def listing(
+        self, prefix: str = "", *, batch: int = 500
+    ) -> AsyncIterator[list[tuple[str, datetime]]]:
+        """Every stored key with when it was written, a batch at a time."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A path to serve the blob from, when the store is a local directory."""
+
+
+class _ObjectStore:
+    """The three stores share obstore's one interface; they differ in how they are built."""
+
+    kind = "object"
+
+    def __init__(self, store: Any, *, temp_dir: Path) -> None:
+        self._store = store
+        self.temp_dir = temp_dir
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    async def put_file(self, key: str, path: Path) -> None:
+        await self._put(key, path)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._put(key, data)
+
+    async def _put(self, key: str, data: Path | bytes) -> None:
+        try:
+            await obstore.put_async(self._store, key, data)
+        except Exception as exc:  # obstore's errors, or an OSError from a local disk
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StorageError(
+                f"the {self.kind} store refused {key}: {type(exc).__name__} {detail}".strip()
+            ) from exc
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self._store, key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def read(self, key: str) -> bytes:
+        result = await obstore.get_async(self._store, key)
+        return bytes(await result.bytes_async())
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        result = await obstore.get_async(self._store, key)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in result.stream(min_chunk_size=256 * 1024):
+                yield bytes(chunk)
+
+        return chunks()
+
+    async def delete(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            await obstore.delete_async(self._store, keys)  # one request per 1000 on S3
+        except FileNotFoundError:
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    await obstore.delete_async(self._store, key)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        return [key async for batch in self.listing(prefix) for key, _ in batch]
+
+    async def listing(
+        self, prefix: str = "", *, batch: int = 500
+    ) -> AsyncIterator[list[tuple[str, datetime]]]:
+        async for found in obstore.list(self._store, prefix or None, chunk_size=batch):
+            yield [(meta["path"], meta["last_modified"]) for meta in found]
+
+    def local_path(self, key: str) -> Path | None:  # noqa: ARG002
+        return None
+
+
+class DirectoryStore(_ObjectStore):
+    """A local directory; files are written to a staging file and renamed into place."""
+
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        root = root.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(LocalStore(root, mkdir=True), temp_dir=staging_dir(root / ".tmp"))
+        self.root = root
+
+    def local_path(self, key: str) -> Path | None:
+        return self.root / key
+
+
+class S3BlobStore(_ObjectStore):
+    """An S3-compatible bucket, optionally under a prefix. A PUT is visible whole or not
+    at all."""
+
+    kind = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
+        options = options or S3Options()
+        config: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("endpoint", options.endpoint),
+                ("region", options.region),
+                ("access_key_id", options.access_key_id),
+                ("secret_access_key", options.secret_access_key),
+            )
+            if value
+        }
+        store = S3Store(
+            bucket,
+            prefix=prefix.strip("/") or None,
+            # A plain-http endpoint (a local S3-compatible server) must be allowed.
+            client_options={"allow_http": options.endpoint.startswith("http://")},
+            **config,
+        )
+        super().__init__(store, temp_dir=_process_temp_dir())
+
+
+class MemoryBlobStore(_ObjectStore):
+    """Gone when the process ends: for tests and trials."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        super().__init__(MemoryStore(), temp_dir=_process_temp_dir())
+
+
+def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
+    """The store `IMAGESYNC_STORAGE_URL` names: a directory (or file://PATH),
+    s3://BUCKET[/PREFIX], or memory:// (gone when the process ends: for tests)."""
+    if url.startswith("memory://"):
+        return MemoryBlobStore()
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"{url!r} names no bucket: use s3://BUCKET[/PREFIX]")
+        return S3BlobStore(bucket, prefix, s3)
+    if "://" in url and not url.startswith("file://"):
+        raise ValueError(f"unsupported storage {url!r}: give a directory, s3://... or memory://")
+    return DirectoryStore(Path(url.removeprefix("file://")))
+
+
+def store_from_settings(settings: Settings) -> BlobStore:
+    """The store the `IMAGESYNC_STORAGE_URL` and `IMAGESYNC_S3_*` settings describe."""
+    return open_store(
+        settings.storage_url,
+        S3Options(
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        ),
+    )
+
+
+def _process_temp_dir() -> Path:
+    return staging_dir(Path(tempfile.gettempdir()) / "imagesync-staging")
+
+
+def staging_dir(parent: Path) -> Path:
+    """This process's folder for downloads in flight, `parent/HOST-PID`. What processes of
+    this host that are gone left there (a kill mid-download) is removed now, so a
+    restart cleans up after the process it replaces."""
+    host = socket.gethostname()
+    mine = parent / f"{host}-{os.getpid()}"
+    mine.mkdir(parents=True, exist_ok=True)
+    for entry in parent.iterdir():
+        if entry == mine:
+            continue
+        owner_host, _, pid = entry.name.rpartition("-")
+        if entry.is_dir() and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and entry.name.startswith("dl-") and _older_than(entry, 3600):
+            entry.unlink(missing_ok=True)  # left by a version that staged here directly
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False

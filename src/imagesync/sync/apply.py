@@ -1,0 +1,177 @@
+"""Planning a product against its current images, and applying that plan: the whole new
+image set in one transaction, or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesync.catalog.models import Product
+from imagesync.kit.db import utcnow
+from imagesync.storage import repository as blob_repository
+from imagesync.storage.renditions import queue_renditions
+from imagesync.sync import repository
+from imagesync.sync.context import SyncContext
+from imagesync.sync.download import Stored
+from imagesync.sync.filenames import effective_filename
+from imagesync.sync.models import Image, ImageVariant, SyncJobProduct
+from imagesync.sync.planner import (
+    CurrentImage,
+    ImageSpec,
+    ProductPlan,
+    VariantCodes,
+    plan_product_sync,
+)
+from imagesync.sync.results import image_result
+from imagesync.sync.schemas import ImageResult, ProductResult, SyncCounts
+
+
+class Requeue(Exception):
+    """A blob the plan counted on is being collected: plan and download again."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A product's plan, with what it was made from: applying re-plans only when the
+    product's images or variants changed meanwhile."""
+
+    account_id: int
+    specs: list[ImageSpec]
+    use_sort_b2c: bool | None
+    current: list[CurrentImage]
+    variants: list[VariantCodes]
+    plan: ProductPlan
+
+
+def current_of(image: Image) -> CurrentImage:
+    spec = ImageSpec(
+        url=image.url,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        existance_key=image.existance_key,
+        alt=image.alt,
+        filename=image.custom_filename,
+        attach_rule=dict(image.attach_rule) if image.attach_rule else None,
+    )
+    return CurrentImage(image.id, spec, frozenset(link.variant_id for link in image.variant_links))
+
+
+async def plan_product(
+    session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
+) -> tuple[dict[str, Image], Planned]:
+    """The product's current images by id, and the plan from them to `specs`."""
+    images = {i.id: i for i in await repository.product_images(session, product.id)}
+    variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
+    current = [current_of(i) for i in images.values()]
+    plan = plan_product_sync(current, specs, variants, use_sort_b2c=use_sort_b2c)
+    return images, Planned(product.account_id, specs, use_sort_b2c, current, variants, plan)
+
+
+async def apply_plan(
+    ctx: SyncContext,
+    session: AsyncSession,
+    entry: SyncJobProduct,
+    product: Product,
+    planned: Planned,
+    stored: dict[str, Stored],
+    downloaded: int,
+) -> ProductResult:
+    """Make the product's images exactly the plan's, inside the caller's transaction
+    (which already holds the product, see `take_product_for_seq`). `stored` has the blob
+    of every identity the plan creates, by its digest. Raises `Requeue` when one of them
+    is being collected, or the product changed meanwhile and needs one more."""
+    images, again = await plan_product(session, product, planned.specs, planned.use_sort_b2c)
+    if (again.current, again.variants) != (planned.current, planned.variants):
+        planned = again  # changed while downloading
+        unknown = [
+            c.spec.identity.digest
+            for c in planned.plan.creates
+            if c.spec.identity.digest not in stored
+        ]
+        found = await repository.find_sources(session, entry.account_id, unknown)
+        if len(found) < len(unknown):
+            raise Requeue
+        stored = stored | {key: Stored.of(s, s.blob) for key, s in found.items()}
+    plan = planned.plan
+    now = utcnow()
+    linked = {stored[c.spec.identity.digest].blob_id for c in plan.creates}
+    if await blob_repository.touch_blobs(session, linked, now) != linked:
+        raise Requeue  # the collector took one between the plan and now
+    released = {images[i].blob_id for i in plan.deletes}
+    await blob_repository.touch_blobs(session, released, now)  # the grace period starts now
+    used = {stored[c.spec.identity.digest] for c in plan.creates}
+    await queue_renditions(ctx.blobs, session, [(s.blob_id, s.width) for s in used])
+    results: dict[int, ImageResult] = {}
+    counts = SyncCounts(downloaded=downloaded)
+    for create in plan.creates:
+        blob = stored[create.spec.identity.digest]
+        image = Image(
+            id=uuid.uuid4().hex,
+            product_id=product.id,
+            source_id=blob.source_id,
+            blob_id=blob.blob_id,
+            created_at=now,
+            updated_at=now,
+            variant_links=[],
+            filename=effective_filename(create.spec, blob.content_type),
+        )
+        set_metadata(image, create.spec)
+        image.variant_links = [ImageVariant(variant_id=v) for v in sorted(create.variant_ids)]
+        session.add(image)
+        counts.created += 1
+        results[create.index] = image_result(create.spec, "created", image.id)
+    for keep in plan.keeps:
+        image = images[keep.image_id]
+        if keep.changed:
+            set_metadata(image, keep.spec)
+            image.filename = effective_filename(keep.spec, image.blob.content_type)
+            relink(image, keep.variant_ids)
+            image.updated_at = now
+            counts.updated += 1
+        else:
+            counts.kept += 1
+        results[keep.index] = image_result(
+            keep.spec, "updated" if keep.changed else "kept", image.id
+        )
+    for skip in plan.skips:
+        counts.skipped += 1
+        results[skip.index] = image_result(skip.spec, "skipped", None)
+    for image_id in plan.deletes:
+        await session.delete(images[image_id])
+        counts.deleted += 1
+    if planned.use_sort_b2c is not None:
+        product.use_sort_b2c = planned.use_sort_b2c
+    if not plan.is_noop or planned.use_sort_b2c is not None:
+        product.updated_at = now
+    await session.flush()
+    return ProductResult(
+        item_number=entry.item_number,
+        status="succeeded",
+        counts=counts,
+        images=[results[i] for i in range(len(planned.specs))],
+    )
+
+
+def set_metadata(image: Image, spec: ImageSpec) -> None:
+    image.url = spec.url
+    image.existance_key = spec.existance_key
+    image.sort = spec.sort
+    image.sort_b2c = spec.sort_b2c
+    image.alt = spec.alt
+    image.custom_filename = spec.filename
+    image.attach_rule = dict(spec.attach_rule) if spec.attach_rule else None
+
+
+def relink(image: Image, variant_ids: frozenset[int]) -> bool:
+    """Attach the image to exactly these variants; whether that changed anything."""
+    current = {link.variant_id: link for link in image.variant_links}
+    if set(current) == variant_ids:
+        return False
+    for variant_id, link in current.items():
+        if variant_id not in variant_ids:
+            image.variant_links.remove(link)
+    for variant_id in sorted(variant_ids - set(current)):
+        image.variant_links.append(ImageVariant(variant_id=variant_id))
+    return True

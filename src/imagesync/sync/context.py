@@ -1,0 +1,32 @@
+"""What running a product needs, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.fetch.downloader import SafeFetcher
+from imagesync.queue import Queue
+from imagesync.storage.context import Blobs
+from imagesync.storage.store import BlobStore
+from imagesync.sync.download import STORE_WAITS, FetchDeduper
+
+
+@dataclass
+class SyncContext:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    fetcher: SafeFetcher
+    blobs: Blobs
+    # Runs of a product that crashed, or found the store down, before it ends `failed`.
+    max_attempts: int = 5
+    store_waits: tuple[float, ...] = STORE_WAITS
+    fetches: FetchDeduper = field(default_factory=FetchDeduper)
+
+    @property
+    def queue(self) -> Queue:
+        return self.blobs.queue
+
+    @property
+    def store(self) -> BlobStore:
+        return self.blobs.store

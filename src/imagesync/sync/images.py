@@ -1,0 +1,166 @@
+"""A product's images: reading and serving them, and keeping their variant links true
+when the catalog changes (the catalog announces it; see `CatalogImages`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesync.catalog.models import Account, Product
+from imagesync.catalog.service import variant_read
+from imagesync.kit.db import utcnow
+from imagesync.kit.errors import NotFound
+from imagesync.storage import repository as blob_repository
+from imagesync.storage.models import Rendition
+from imagesync.sync import repository
+from imagesync.sync.apply import relink
+from imagesync.sync.filenames import rendition_filename
+from imagesync.sync.models import Image
+from imagesync.sync.planner import matching_variants
+from imagesync.sync.schemas import ImageRead, ProductRead, RenditionRead
+
+log = structlog.get_logger(__name__)
+
+
+class CatalogImages:
+    """What image sync does when the catalog changes (see `catalog.events`)."""
+
+    async def products_deleting(self, session: AsyncSession, product_ids: Sequence[int]) -> None:
+        await release_images(session, product_ids)
+
+    async def products_changed(self, session: AsyncSession, product_ids: Sequence[int]) -> None:
+        await relink_products(session, product_ids)
+
+    async def codes_changed(self, session: AsyncSession, account: Account) -> None:
+        await relink_account(session, account)
+
+
+async def relink_products(session: AsyncSession, product_ids: Sequence[int]) -> None:
+    """Re-evaluate the variant rules of these products' images (variants or codes changed)."""
+    images = await repository.images_of_products(session, product_ids)
+    variants = await repository.variant_codes(session, product_ids)
+    changed = sum(
+        relink(image, matching_variants(image.attach_rule, variants.get(image.product_id, [])))
+        for image in images
+    )
+    if changed:
+        await session.flush()
+        log.info("sync.images.relinked", products=len(product_ids), images=changed)
+
+
+async def release_images(session: AsyncSession, product_ids: Sequence[int]) -> None:
+    """These products' images are about to be deleted: their blobs' grace period, after
+    which the collector deletes what nothing else uses, starts now."""
+    images = await repository.images_of_products(session, product_ids)
+    await blob_repository.touch_blobs(session, {i.blob_id for i in images}, utcnow())
+
+
+async def relink_account(session: AsyncSession, account: Account) -> None:
+    await relink_products(session, await repository.products_with_rules(session, account.id))
+
+
+async def list_images(
+    session: AsyncSession, account: Account, item_number: str, *, channel: str | None, base_url: str
+) -> list[ImageRead]:
+    product = await repository.get_product(session, account.id, item_number)
+    if product is None:
+        raise NotFound(f"No product with item number {item_number!r}")
+    images = (await read_images(session, [product.id], base_url)).get(product.id, [])
+    if channel == "b2c" and product.use_sort_b2c:
+        images = sorted(images, key=lambda i: (i.sort_b2c is None, i.sort_b2c or 0, i.sort))
+    return images
+
+
+async def read_images(
+    session: AsyncSession, product_ids: Sequence[int], base_url: str
+) -> dict[int, list[ImageRead]]:
+    """The images of these products (in sort order), by product id."""
+    images = await repository.images_of_products(session, product_ids)
+    skus = await repository.variant_skus(
+        session, {link.variant_id for i in images for link in i.variant_links}
+    )
+    renditions = await blob_repository.renditions_of_blobs(session, {i.blob_id for i in images})
+    by_product: dict[int, list[ImageRead]] = {}
+    for image in images:
+        by_product.setdefault(image.product_id, []).append(
+            image_read(image, skus, renditions.get(image.blob_id, []), base_url)
+        )
+    return by_product
+
+
+def image_read(
+    image: Image, skus: dict[int, str], renditions: Sequence[Rendition], base_url: str
+) -> ImageRead:
+    name = rendition_filename(image)
+    return ImageRead(
+        id=image.id,
+        url=image.url,
+        existance_key=image.existance_key,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        alt=image.alt,
+        filename=image.filename,
+        variants=sorted(skus[link.variant_id] for link in image.variant_links),
+        width=image.blob.width,
+        height=image.blob.height,
+        content_type=image.blob.content_type,
+        size=image.blob.size,
+        sha256=image.blob.sha256,
+        file_url=f"{base_url}images/{image.id}/{image.filename}",
+        renditions=[
+            RenditionRead(
+                width=r.width,
+                height=r.height,
+                state=r.state,
+                size=r.size,
+                url=f"{base_url}images/{image.id}/w{r.width}/{name}"
+                if r.state == "ready"
+                else None,
+                error=r.error if r.state == "failed" else None,
+            )
+            for r in renditions
+        ],
+        created_at=image.created_at,
+        updated_at=image.updated_at,
+    )
+
+
+async def get_image_file(session: AsyncSession, image_id: str) -> Image:
+    image = await repository.get_image(session, image_id)
+    if image is None:
+        raise NotFound(f"No image {image_id!r}")
+    return image
+
+
+async def get_rendition_file(
+    session: AsyncSession, image_id: str, width: int, filename: str
+) -> tuple[Image, Rendition]:
+    image = await get_image_file(session, image_id)
+    if filename != rendition_filename(image):
+        raise NotFound(f"Image {image_id!r}'s renditions are named {rendition_filename(image)!r}")
+    for rendition in (await blob_repository.renditions_of_blobs(session, [image.blob_id])).get(
+        image.blob_id, []
+    ):
+        if rendition.width == width and rendition.state == "ready" and rendition.storage_key:
+            return image, rendition
+    raise NotFound(f"Image {image_id!r} has no ready rendition {width} px wide")
+
+
+def product_read(product: Product, images: Sequence[ImageRead] = ()) -> ProductRead:
+    """A product with its variants, each listing the ids of its images, and its images."""
+    variants = [variant_read(v) for v in product.variants]
+    by_sku = {v.sku: v for v in variants}
+    for image in images:
+        for sku in image.variants:
+            by_sku[sku].images.append(image.id)
+    return ProductRead(
+        item_number=product.item_number,
+        name=product.name,
+        use_sort_b2c=product.use_sort_b2c,
+        created_at=product.created_at,
+        updated_at=product.updated_at,
+        variants=variants,
+        images=list(images),
+    )
