@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from tests.conftest import _truncate_postgres
 from tests.sync.conftest import make_image
 from tests.test_serve import clean_env, free_port
 
@@ -50,8 +51,20 @@ async def stalling() -> AsyncIterator[tuple[StallingServer, int]]:
     await runner.cleanup()
 
 
-def start_server(cwd: Path, port: int, image_port: int) -> subprocess.Popen[bytes]:
-    env = {**clean_env(), "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{image_port}"}
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The embedded default's database (SQLite in the working folder), or PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return {"IMAGESYNC_DATABASE_URL": url}
+
+
+def start_server(
+    cwd: Path, port: int, image_port: int, database: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    env = {**clean_env(), **database, "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{image_port}"}
     with (cwd / f"serve-{port}.log").open("ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "imagesync", "serve", "--port", str(port)],
@@ -74,14 +87,15 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 30) 
     pytest.fail("timed out")
 
 
-async def test_a_killed_server_resumes_the_job_after_restart(
-    tmp_path: Path, stalling: tuple[StallingServer, int]
+async def test_a_killed_server_takes_the_job_back_at_once_after_restart(
+    tmp_path: Path, stalling: tuple[StallingServer, int], database_env: dict[str, str]
 ) -> None:
+    """At once: not after the killed process's leases (5 minutes) run out."""
     server, image_port = stalling
     created = subprocess.run(
         [sys.executable, "-m", "imagesync", "accounts", "create", "acme", "--json"],
         cwd=tmp_path,
-        env=clean_env(),
+        env={**clean_env(), **database_env},
         capture_output=True,
         text=True,
         check=True,
@@ -89,7 +103,7 @@ async def test_a_killed_server_resumes_the_job_after_restart(
     headers = {"Authorization": f"Bearer {json.loads(created.stdout)['token']}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    process = start_server(tmp_path, port, image_port)
+    process = start_server(tmp_path, port, image_port, database_env)
     try:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=10) as client:
 
@@ -124,14 +138,14 @@ async def test_a_killed_server_resumes_the_job_after_restart(
             process.wait(timeout=10)
             server.release.set()
 
-            process = start_server(tmp_path, port, image_port)
+            process = start_server(tmp_path, port, image_port, database_env)
             await wait_until(up)
 
             async def finished() -> bool:
                 job = (await client.get(f"/products/images/sync/{job_id}")).json()
                 return job["status"] not in ("queued", "running")
 
-            await wait_until(finished)
+            await wait_until(finished, seconds=20)
             job = (await client.get(f"/products/images/sync/{job_id}")).json()
             assert job["status"] == "succeeded", job
             images = (await client.get("/products/p1/images")).json()["images"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import psycopg
 import pytest
@@ -259,6 +260,39 @@ async def test_a_poison_product_ends_failed_after_its_attempts(
     assert "\n" not in error["detail"]
     assert (await finished(api, healthy))["status"] == "succeeded"
     assert await urls_of(api, "p1") == []  # nothing of it was applied
+
+
+async def test_a_bucket_refusing_writes_is_shown_at_once_and_nothing_is_downloaded_twice(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer, s3_server: S3Server
+) -> None:
+    bucket = cluster.env["IMAGESYNC_STORAGE_URL"].removeprefix("s3://").split("/")[0]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.options.access_key_id,
+        aws_secret_access_key=s3_server.options.secret_access_key,
+        region_name=s3_server.options.region,
+    )
+    s3.delete_bucket(Bucket=bucket)  # every write is refused from now
+    urls = [image_server.add("a.jpg"), image_server.add("b.jpg")]
+    job_id = await post_sync(api, "p1", [{"url": u, "sort": i} for i, u in enumerate(urls)])
+    cluster.worker("w1")
+    cluster.worker("w2")
+
+    async def shown() -> bool:
+        product = (await job(api, job_id))["products"][0]
+        return (product.get("error") or {}).get("code") == "storage_error"
+
+    await wait_until(shown, 20)
+    read = await job(api, job_id)
+    assert read["status"] == "running", read
+    s3.create_bucket(Bucket=bucket)
+
+    read = await finished(api, job_id)
+    assert read["status"] == "succeeded", read
+    assert await urls_of(api, "p1") == urls
+    assert image_server.hits["a.jpg"] == 1
+    assert image_server.hits["b.jpg"] == 1
 
 
 async def test_sigterm_drains_the_work_in_hand_and_exits_0(

@@ -62,7 +62,12 @@ async def sync_images(
     # Its own transaction: the job and its queued products commit together.
     async with session_scope(sessionmaker) as session:
         job = await submit.submit(
-            session, account, body, max_images=settings.max_images_per_product, queue=ctx.queue
+            session,
+            account,
+            body,
+            max_images=settings.max_images_per_product,
+            queue=ctx.queue,
+            runner=ctx.runner,
         )
         job_id = job.id
         seqs = [entry.seq for entry in job.products]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +25,8 @@ class SyncContext:
     max_attempts: int = 5
     store_waits: tuple[float, ...] = STORE_WAITS
     fetches: FetchDeduper = field(default_factory=FetchDeduper)
+    # This process, as the runner of the products it holds (see `SyncJobProduct.runner`).
+    runner: str = field(default_factory=lambda: process_name())
 
     @property
     def queue(self) -> Queue:
@@ -30,3 +35,8 @@ class SyncContext:
     @property
     def store(self) -> BlobStore:
         return self.blobs.store
+
+
+def process_name() -> str:
+    """`HOST-PID-TOKEN`: unique to this process, even after a PID is reused."""
+    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

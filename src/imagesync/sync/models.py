@@ -112,6 +112,9 @@ class SyncJobProduct(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The embedded process running it (`HOST-PID-TOKEN`): when that process is gone, its
+    # products are taken back at once instead of after their lease (see `worker`).
+    runner: Mapped[str | None] = mapped_column(String(100), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[SyncJob] = relationship(lazy="raise", back_populates="products")

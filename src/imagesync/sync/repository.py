@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import CursorResult, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from imagesync.catalog.models import (
@@ -153,10 +153,14 @@ async def claimable_entries(session: AsyncSession, now: datetime, limit: int) ->
 
 
 async def claim_entry(
-    session: AsyncSession, seq: int, now: datetime, lease_until: datetime | None
+    session: AsyncSession,
+    seq: int,
+    now: datetime,
+    lease_until: datetime | None,
+    runner: str | None = None,
 ) -> bool:
-    """Take one entry; false when another runner took it first. Without a lease
-    (`None`), the queue that runs it (procrastinate) answers for its liveness."""
+    """Take one entry for `runner`; false when another runner took it first. Without a
+    lease (`None`), the queue that runs it (procrastinate) answers for its liveness."""
     stmt = (
         update(SyncJobProduct)
         .where(SyncJobProduct.seq == seq, _claimable(now))
@@ -164,6 +168,7 @@ async def claim_entry(
             status="running",
             lease_expires_at=lease_until,
             attempts=SyncJobProduct.attempts + 1,
+            runner=runner,
         )
     )
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
@@ -189,15 +194,55 @@ def _claimable(now: datetime):  # type: ignore[no-untyped-def]
     )
 
 
-async def release_running(session: AsyncSession) -> int:
-    """Queue again every running entry (embedded mode: this process is the only worker)."""
+async def release_running(session: AsyncSession, runner: str | None = None) -> int:
+    """Queue again the running entries of `runner`, or every running entry (embedded
+    mode on SQLite: this process is the only worker)."""
     stmt = (
         update(SyncJobProduct)
         .where(SyncJobProduct.status == "running")
-        .values(status="queued", lease_expires_at=None)
+        .values(status="queued", lease_expires_at=None, runner=None)
     )
+    if runner is not None:
+        stmt = stmt.where(SyncJobProduct.runner == runner)
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount
+
+
+# PostgreSQL advisory lock space of runner liveness: (RUNNERS, hashtext(runner)).
+RUNNERS = 7412
+
+
+async def hold_runner(connection: AsyncConnection, runner: str) -> None:
+    """Announce that `runner` is alive for as long as `connection` stays open (PostgreSQL:
+    a session-level advisory lock, which the server drops when the process dies)."""
+    await connection.execute(
+        text("SELECT pg_advisory_lock(:space, hashtext(:runner))"),
+        {"space": RUNNERS, "runner": runner},
+    )
+
+
+async def other_runners(session: AsyncSession, runner: str) -> Sequence[str]:
+    """Runners other than `runner` that hold running entries."""
+    stmt = (
+        select(SyncJobProduct.runner)
+        .where(
+            SyncJobProduct.status == "running",
+            SyncJobProduct.runner.is_not(None),
+            SyncJobProduct.runner != runner,
+        )
+        .distinct()
+    )
+    return [r for r in (await session.scalars(stmt)).all() if r is not None]
+
+
+async def runner_is_gone(session: AsyncSession, runner: str) -> bool:
+    """Whether nobody holds `runner`'s liveness lock; if so, it stays taken until this
+    transaction ends, so that releasing its entries races with nothing."""
+    taken = await session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:runner))"),
+        {"space": RUNNERS, "runner": runner},
+    )
+    return bool(taken)
 
 
 async def has_unfinished_before(

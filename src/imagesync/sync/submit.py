@@ -72,6 +72,7 @@ async def submit(
     *,
     max_images: int,
     queue: Queue,
+    runner: str | None = None,
 ) -> SyncJob:
     """Record the job and queue its products, in the caller's transaction. The products
     are held for the request itself for a moment (see `run_inline`): a queue runner that
@@ -91,6 +92,7 @@ async def submit(
                 status="running",
                 attempts=1,
                 lease_expires_at=now + INLINE_LEASE,
+                runner=runner,
                 request=product.model_dump(mode="json"),
             )
         )

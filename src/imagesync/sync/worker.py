@@ -1,17 +1,24 @@
-"""The worker: claims queued products of jobs from the database and runs them.
+"""The embedded worker: claims queued products of jobs from the database and runs them
+inside `imagesync serve`.
 
-Durable by construction: the queue is the `sync_job_product` table. A claim is a lease;
-a worker that dies leaves its lease to expire and another (or the restarted one) takes
-the product again. Running a product twice is harmless (see `take_product_for_seq`).
+Durable by construction: the queue is the `sync_job_product` table. A claim is a lease,
+renewed while the product runs, and names the process that holds it (`runner`). A
+process that dies is noticed at once, not when its leases run out: on SQLite the one
+process that starts again takes back everything; on PostgreSQL each process holds an
+advisory lock while it lives, and any process that finds a runner's lock free takes
+that runner's products back (at start, and every `RECLAIM_SECONDS`). Running a product
+twice is harmless (see `take_product_for_seq`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
@@ -21,6 +28,7 @@ from imagesync.sync.run import LEASE, StorageUnavailable, record_crash, run_entr
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_SECONDS = 2.0
+RECLAIM_SECONDS = 10.0
 
 
 class SyncWorker:
@@ -39,6 +47,8 @@ class SyncWorker:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._liveness: AsyncConnection | None = None
+        self._reclaimed_at = 0.0
 
     def wake(self) -> None:
         """Look for work now (called after a job is committed)."""
@@ -51,6 +61,12 @@ class SyncWorker:
                 resumed = await repository.release_running(session)
             if resumed:
                 log.info("sync.worker.resumed", products=resumed)
+        elif self._postgresql:
+            engine = self.ctx.sessionmaker.kw["bind"]
+            self._liveness = await engine.connect()
+            await self._liveness.execution_options(isolation_level="AUTOCOMMIT")
+            await repository.hold_runner(self._liveness, self.ctx.runner)
+            await self._reclaim()
         self._loop_task = asyncio.create_task(self._loop(), name="sync-worker")
 
     async def stop(self) -> None:
@@ -61,10 +77,31 @@ class SyncWorker:
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        if self._liveness is not None:
+            await self._liveness.close()  # the advisory lock goes with the connection
+
+    @property
+    def _postgresql(self) -> bool:
+        return bool(self.ctx.sessionmaker.kw["bind"].dialect.name == "postgresql")
+
+    async def _reclaim(self) -> None:
+        """Queue again the products of runners whose process is gone (PostgreSQL)."""
+        self._reclaimed_at = time.monotonic()
+        async with session_scope(self.ctx.sessionmaker) as session:
+            runners = await repository.other_runners(session, self.ctx.runner)
+        for runner in runners:
+            async with session_scope(self.ctx.sessionmaker) as session:
+                if await repository.runner_is_gone(session, runner):
+                    taken = await repository.release_running(session, runner)
+                    log.info("sync.worker.reclaimed", runner=runner, products=taken)
 
     async def _loop(self) -> None:
         while True:
             try:
+                if self._liveness is not None and (
+                    time.monotonic() - self._reclaimed_at > RECLAIM_SECONDS
+                ):
+                    await self._reclaim()
                 claimed = await self._claim(self.concurrency - len(self._running))
             except Exception:
                 log.exception("sync.worker.claim_failed")
@@ -91,7 +128,9 @@ class SyncWorker:
             return [
                 seq
                 for seq in candidates
-                if await repository.claim_entry(session, seq, now, now + self.lease)
+                if await repository.claim_entry(
+                    session, seq, now, now + self.lease, self.ctx.runner
+                )
             ]
 
     async def _run(self, seq: int) -> None:
