@@ -134,3 +134,48 @@ def test_collect_deletes_files_unused_past_the_grace_period(
     assert result.exit_code == 0, (result.output, result.exception)
     assert "deleted 1 unused image(s)" in result.stdout
     assert not (files / blob_key("b" * 64)).exists()
+
+
+def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> None:
+    """Embedded mode: the products of jobs by status, with the failures' codes."""
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+
+    async def submit() -> None:
+        settings = Settings(
+            database_url=env, storage_url=str(tmp_path / "files"), embedded_worker=False
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                body = {
+                    "products": [
+                        {"item_number": "missing", "images": []},
+                        {
+                            "item_number": "p1",
+                            "images": [{"url": "http://127.0.0.1:9/a.jpg", "sort": 1}],
+                        },
+                    ]
+                }
+                await client.post(
+                    "/products/sync",
+                    json={"products": [{"item_number": "p1", "variants": [{"sku": "p1-a"}]}]},
+                    headers=auth(token),
+                )
+                response = await client.post(
+                    "/products/images/sync", json=body, headers=auth(token)
+                )
+                assert response.status_code == 202, response.text
+
+    asyncio.run(submit())
+    code, output = invoke("queue", "--json")
+    assert code == 0, output
+    found = json.loads(output)
+    # No worker runs (IMAGESYNC_EMBEDDED_WORKER=false): p1 waits for its download; the
+    # unknown product was answered within the request.
+    assert found["products"] == {"queued": 1, "failed": 1}
+    assert found["failed_codes"] == {"product_not_found": 1}
+    assert found["oldest_queued_seconds"] is not None
+    code, output = invoke("queue")
+    assert code == 0
+    assert "product_not_found" in output

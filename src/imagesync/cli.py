@@ -1,10 +1,11 @@
-"""The `imagesync` command: serve, worker, migrate, collect, demo, accounts and tokens."""
+"""The `imagesync` command: serve, worker, queue, migrate, collect, demo, accounts, tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import typer
@@ -170,6 +171,46 @@ def collect(
         )
 
     asyncio.run(run())
+
+
+@app.command()
+def queue(
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Show the work: products of sync jobs waiting, running, stuck or failed (last 24 h),
+    renditions by state and, with IMAGESYNC_QUEUE=procrastinate, the queue's jobs per
+    queue, the stalled ones and the live workers."""
+    from imagesync.status import queue_status
+
+    settings = _settings()
+    found = _in_transaction(
+        settings,
+        lambda s: queue_status(
+            s,
+            procrastinate=settings.queue == "procrastinate",
+            stalled_after=timedelta(seconds=settings.stalled_worker_seconds),
+        ),
+    )
+    if as_json:
+        typer.echo(json.dumps(found.as_json()))
+        return
+    table = Table("work", "state", "count", title=f"imagesync queue ({settings.queue})")
+    for state in ("queued", "running", "succeeded", "superseded", "failed"):
+        table.add_row("products", state, str(found.products.get(state, 0)))
+    if found.oldest_queued_seconds is not None:
+        table.add_row("products", "oldest queued (s)", f"{found.oldest_queued_seconds:.0f}")
+    table.add_row("products", "running past their lease", str(found.products_past_lease))
+    for code, n in sorted(found.failed_codes.items()):
+        table.add_row("products", f"failed: {code}", str(n))
+    for state, n in sorted(found.renditions.items()):
+        table.add_row("renditions", state, str(n))
+    for name, statuses in found.jobs.items():
+        for state, n in statuses.items():
+            table.add_row(f"jobs: {name}", state, str(n))
+    if settings.queue == "procrastinate":
+        table.add_row("jobs", "stalled (worker silent)", str(found.stalled_jobs))
+        table.add_row("workers", "live", str(found.workers))
+    out.print(table)
 
 
 @app.command("migrate")

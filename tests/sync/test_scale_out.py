@@ -189,11 +189,19 @@ async def test_with_every_worker_down_jobs_wait_then_two_workers_drain_them(
     await asyncio.sleep(1.0)
     assert [(await job(api, j))["status"] for j in jobs] == ["queued"] * 4
     assert sum(image_server.hits.values()) == 0  # the API process downloads nothing
+    waiting = json.loads(cluster.run("queue", "--json"))  # what an operator sees
+    assert waiting["products"]["queued"] == 4
+    assert waiting["jobs"]["sync"]["todo"] == 4
+    assert waiting["workers"] == 0
 
     cluster.worker("w1")
     cluster.worker("w2")
     for job_id in jobs:
         assert (await finished(api, job_id))["status"] == "succeeded"
+    drained = json.loads(cluster.run("queue", "--json"))
+    assert drained["products"] == {"succeeded": 4}
+    assert "todo" not in drained["jobs"].get("sync", {})
+    assert drained["workers"] == 2
     # Each product ends with its last list; every URL was fetched once.
     assert await urls_of(api, "p1") == [image_server.url("p1-2.jpg")]
     assert await urls_of(api, "p2") == [image_server.url("p2-2.jpg")]

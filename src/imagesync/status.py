@@ -1,0 +1,128 @@
+"""What waits, runs, is stuck or failed, for `imagesync queue`: the products of sync jobs,
+the renditions and, in `procrastinate` mode, the queue's own jobs and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from imagesync.kit.db import utcnow
+from imagesync.storage.models import Rendition
+from imagesync.sync.models import SyncJobProduct
+
+
+@dataclass
+class QueueStatus:
+    products: dict[str, int]  # by status: queued, running, failed (last day) ...
+    oldest_queued_seconds: float | None
+    # Running past their lease: held by an embedded process that is gone.
+    products_past_lease: int
+    failed_codes: dict[str, int]  # the last day's failures, by code
+    renditions: dict[str, int]  # by state
+    jobs: dict[str, dict[str, int]] = field(default_factory=dict)  # queue -> status -> n
+    stalled_jobs: int = 0
+    workers: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "products": self.products,
+            "oldest_queued_seconds": self.oldest_queued_seconds,
+            "products_past_lease": self.products_past_lease,
+            "failed_codes": self.failed_codes,
+            "renditions": self.renditions,
+            "jobs": self.jobs,
+            "stalled_jobs": self.stalled_jobs,
+            "workers": self.workers,
+        }
+
+
+async def queue_status(
+    session: AsyncSession, *, procrastinate: bool, stalled_after: timedelta
+) -> QueueStatus:
+    now = utcnow()
+    day_ago = now - timedelta(days=1)
+    unfinished = SyncJobProduct.status.in_(("queued", "running"))
+    rows = await session.execute(
+        select(SyncJobProduct.status, func.count())
+        .where(unfinished | (SyncJobProduct.finished_at > day_ago))
+        .group_by(SyncJobProduct.status)
+    )
+    products = {status: int(n) for status, n in rows}
+    oldest = await session.scalar(
+        select(func.min(SyncJobProduct.seq)).where(SyncJobProduct.status == "queued")
+    )
+    oldest_seconds = None
+    if oldest is not None:
+        created = await session.scalar(
+            text(
+                "SELECT j.created_at FROM sync_job j JOIN sync_job_product p ON p.job_id = j.id "
+                "WHERE p.seq = :seq"
+            ),
+            {"seq": oldest},
+        )
+        oldest_seconds = _age(created, now)
+    past_lease = await session.scalar(
+        select(func.count()).where(
+            SyncJobProduct.status == "running", SyncJobProduct.lease_expires_at < now
+        )
+    )
+    code = SyncJobProduct.result["error"]["code"].as_string()
+    failed_codes = {
+        found or "unknown": int(n)
+        for found, n in await session.execute(
+            select(code, func.count())
+            .where(SyncJobProduct.status == "failed", SyncJobProduct.finished_at > day_ago)
+            .group_by(code)
+        )
+    }
+    renditions = {
+        state: int(n)
+        for state, n in await session.execute(
+            select(Rendition.state, func.count()).group_by(Rendition.state)
+        )
+    }
+    status = QueueStatus(products, oldest_seconds, int(past_lease or 0), failed_codes, renditions)
+    if procrastinate:
+        for queue, job_status, n in await session.execute(
+            text(
+                "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        ):
+            status.jobs.setdefault(queue, {})[job_status] = int(n)
+        silent = {"silent": stalled_after.total_seconds()}
+        status.stalled_jobs = int(
+            await session.scalar(
+                text(
+                    "SELECT count(*) FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w "
+                    "ON w.id = j.worker_id WHERE j.status = 'doing' AND (w.id IS NULL OR "
+                    "w.last_heartbeat < now() - make_interval(secs => :silent))"
+                ),
+                silent,
+            )
+            or 0
+        )
+        status.workers = int(
+            await session.scalar(
+                text(
+                    "SELECT count(*) FROM procrastinate_workers "
+                    "WHERE last_heartbeat >= now() - make_interval(secs => :silent)"
+                ),
+                silent,
+            )
+            or 0
+        )
+    return status
+
+
+def _age(created: datetime | str | None, now: datetime) -> float | None:
+    if created is None:
+        return None
+    if isinstance(created, str):  # SQLite through text(): an ISO string
+        created = datetime.fromisoformat(created)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - created).total_seconds())
