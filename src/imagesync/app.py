@@ -20,7 +20,7 @@ from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, load_settings
 from imagesync.queue.embedded import EmbeddedQueue
-from imagesync.runtime import make_queue, open_context
+from imagesync.runtime import make_queue, open_context, serve_connections
 from imagesync.storage.collector import Collector
 from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
 from imagesync.sync import api as sync_api
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue = make_queue(settings)
-        async with open_context(settings, queue) as ctx:
+        async with open_context(settings, queue, connections=serve_connections(settings)) as ctx:
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
             runners = embedded_runners(ctx, settings) if isinstance(queue, EmbeddedQueue) else None

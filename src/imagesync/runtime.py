@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import procrastinate
 import structlog
@@ -54,12 +55,32 @@ def make_queue(settings: Settings) -> Queue:
     return EmbeddedQueue()
 
 
+def serve_connections(settings: Settings) -> int:
+    """What `serve` uses at once: each running product, its lease renewal and each
+    rendition slot one (embedded mode), and requests, each holding one at a time."""
+    work = 2 * settings.worker_concurrency + settings.rendition_concurrency + 2
+    return (work if settings.queue == "embedded" and settings.embedded_worker else 0) + 8
+
+
+def pool_options(settings: Settings, connections: int) -> dict[str, Any]:
+    """PostgreSQL: `connections` kept open, as many again on demand. SQLite: one, since
+    SQLite has one writer; waiting for it in the pool, in order, costs far less than
+    SQLite's own busy-wait (every transaction here is short). Either way a caller waits
+    up to a minute for a connection before it fails."""
+    if settings.async_database_url.startswith("sqlite"):
+        return {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+    return {"pool_size": connections, "max_overflow": connections, "pool_timeout": 60}
+
+
 @asynccontextmanager
-async def open_context(settings: Settings, queue: Queue) -> AsyncIterator[SyncContext]:
-    """Engine, store and downloader for this process; all closed on exit."""
+async def open_context(
+    settings: Settings, queue: Queue, *, connections: int = 4
+) -> AsyncIterator[SyncContext]:
+    """Engine, store and downloader for this process; all closed on exit. `connections`:
+    how many database connections this process uses at once when busy."""
     events.listen(CatalogImages())
     ensure_sqlite_directory(settings)
-    engine = create_engine(settings.async_database_url)
+    engine = create_engine(settings.async_database_url, **pool_options(settings, connections))
     store = store_from_settings(settings)
     limits = FetchLimits(
         max_bytes=settings.fetch_max_bytes,
@@ -100,7 +121,8 @@ async def run_worker(
     """Take and run jobs until SIGTERM or SIGINT; then stop taking work, give the jobs in
     hand `IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS` to finish, and return."""
     app = procrastinate_app(settings, pool_size=concurrency + 3)
-    async with open_context(settings, ProcrastinateQueue(app)) as ctx, app.open_async():
+    context = open_context(settings, ProcrastinateQueue(app), connections=2 * concurrency + 2)
+    async with context as ctx, app.open_async():
         log.info("worker.started", concurrency=concurrency, queues=queues or list(QUEUES))
         await app.run_worker_async(
             queues=list(queues or QUEUES),

@@ -15,7 +15,11 @@ async def _account(
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
-    return await service.authenticate(session, authorization)
+    account = await service.authenticate(session, authorization)
+    # Hand the connection back before the route runs: a request never holds two, and a
+    # route that opens its own transactions holds none while it waits.
+    await session.commit()
+    return account
 
 
 AccountDep = Annotated[Account, Depends(_account)]

@@ -4,6 +4,7 @@ import asyncio
 import time
 from typing import Annotated, Literal
 
+import structlog
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
@@ -15,7 +16,7 @@ from imagesync.kit.db import session_scope
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
 from imagesync.storage.store import BlobStore
-from imagesync.sync import images, jobs, run, submit
+from imagesync.sync import images, jobs, submit
 from imagesync.sync.deps import StoreDep, SyncContextDep
 from imagesync.sync.schemas import (
     ImageList,
@@ -32,6 +33,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 MAX_WAIT_SECONDS = 60
+log = structlog.get_logger(__name__)
 
 router = APIRouter(responses=ERRORS)
 # Products with their images; included after the catalog's routes, since its path
@@ -58,31 +60,23 @@ async def sync_images(
     ] = 0,
 ) -> SyncJobRead:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
-    sessionmaker = ctx.sessionmaker
-    # Its own transaction: the job and its queued products commit together.
-    async with session_scope(sessionmaker) as session:
+    # One transaction: the job, what needed no download (applied here) and the queued
+    # rest commit together, or nothing is recorded.
+    async with session_scope(ctx.sessionmaker) as session:
         job = await submit.submit(
-            session,
-            account,
-            body,
-            max_images=settings.max_images_per_product,
-            queue=ctx.queue,
-            runner=ctx.runner,
+            session, ctx, account, body, max_images=settings.max_images_per_product
         )
-        job_id = job.id
-        seqs = [entry.seq for entry in job.products]
-    # The nightly re-sync is mostly known images: apply those products right here.
-    for seq in seqs:
-        await run.run_inline(ctx, seq)
-    ctx.queue.wake(submit.RUN_PRODUCT)  # for those handed back
+        read = jobs.job_read(job)
+    response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job.id))
     deadline = time.monotonic() + wait
-    while True:
-        async with session_scope(sessionmaker) as session:
-            read = jobs.job_read(await jobs.get_job(session, account, job_id))
-        if read.status not in ("queued", "running") or time.monotonic() >= deadline:
-            break
+    while read.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job_id))
+        try:
+            async with session_scope(ctx.sessionmaker) as session:
+                read = jobs.job_read(await jobs.get_job(session, account, job.id))
+        except Exception:  # the job is recorded: answer with what is known of it
+            log.exception("sync.job.wait_failed", job=job.id)
+            break
     if read.status not in ("queued", "running"):
         response.status_code = 200
     return read

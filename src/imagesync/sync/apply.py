@@ -4,6 +4,7 @@ image set in one transaction, or nothing."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,15 +59,34 @@ def current_of(image: Image) -> CurrentImage:
     return CurrentImage(image.id, spec, frozenset(link.variant_id for link in image.variant_links))
 
 
+async def plan_products(
+    session: AsyncSession, wanted: Sequence[tuple[Product, list[ImageSpec], bool | None]]
+) -> dict[int, tuple[dict[str, Image], Planned]]:
+    """Each product's current images by id and the plan from them to its specs, by
+    product id; read in a few queries for all of them."""
+    ids = [product.id for product, _, _ in wanted]
+    found: dict[int, dict[str, Image]] = {pid: {} for pid in ids}
+    for image in await repository.product_images(session, ids):
+        found[image.product_id][image.id] = image
+    variants = await repository.variant_codes(session, ids)
+    plans = {}
+    for product, specs, use_sort_b2c in wanted:
+        images = found[product.id]
+        current = [current_of(i) for i in images.values()]
+        codes = variants.get(product.id, [])
+        plan = plan_product_sync(current, specs, codes, use_sort_b2c=use_sort_b2c)
+        plans[product.id] = (
+            images,
+            Planned(product.account_id, specs, use_sort_b2c, current, codes, plan),
+        )
+    return plans
+
+
 async def plan_product(
     session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
 ) -> tuple[dict[str, Image], Planned]:
     """The product's current images by id, and the plan from them to `specs`."""
-    images = {i.id: i for i in await repository.product_images(session, product.id)}
-    variants = (await repository.variant_codes(session, [product.id])).get(product.id, [])
-    current = [current_of(i) for i in images.values()]
-    plan = plan_product_sync(current, specs, variants, use_sort_b2c=use_sort_b2c)
-    return images, Planned(product.account_id, specs, use_sort_b2c, current, variants, plan)
+    return (await plan_products(session, [(product, specs, use_sort_b2c)]))[product.id]
 
 
 async def apply_plan(
@@ -74,26 +94,16 @@ async def apply_plan(
     session: AsyncSession,
     entry: SyncJobProduct,
     product: Product,
+    images: dict[str, Image],
     planned: Planned,
     stored: dict[str, Stored],
     downloaded: int,
 ) -> ProductResult:
-    """Make the product's images exactly the plan's, inside the caller's transaction
-    (which already holds the product, see `take_product_for_seq`). `stored` has the blob
-    of every identity the plan creates, by its digest. Raises `Requeue` when one of them
-    is being collected, or the product changed meanwhile and needs one more."""
-    images, again = await plan_product(session, product, planned.specs, planned.use_sort_b2c)
-    if (again.current, again.variants) != (planned.current, planned.variants):
-        planned = again  # changed while downloading
-        unknown = [
-            c.spec.identity.digest
-            for c in planned.plan.creates
-            if c.spec.identity.digest not in stored
-        ]
-        found = await repository.find_sources(session, entry.account_id, unknown)
-        if len(found) < len(unknown):
-            raise Requeue
-        stored = stored | {key: Stored.of(s, s.blob) for key, s in found.items()}
+    """Make the product's images exactly the plan's, inside the caller's transaction,
+    which already holds the product (see `take_product_for_seq`) and planned from its
+    `images` as they are now. `stored` has the blob of every identity the plan creates,
+    by its digest. Raises `Requeue`, before changing anything, when one of them is being
+    collected."""
     plan = planned.plan
     now = utcnow()
     linked = {stored[c.spec.identity.digest].blob_id for c in plan.creates}

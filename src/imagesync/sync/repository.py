@@ -57,15 +57,46 @@ async def take_product_for_seq(session: AsyncSession, product_id: int, seq: int)
     return result.rowcount == 1
 
 
-async def product_images(session: AsyncSession, product_id: int) -> Sequence[Image]:
+async def product_images(session: AsyncSession, product_ids: Collection[int]) -> Sequence[Image]:
+    """These products' images as they are now, with their variant links and blobs."""
+    if not product_ids:
+        return []
     stmt = (
         select(Image)
-        .where(Image.product_id == product_id)
+        .where(Image.product_id.in_(sorted(product_ids)))
         .options(selectinload(Image.blob), selectinload(Image.variant_links))
         .order_by(Image.sort, Image.created_at, Image.id)
         .execution_options(populate_existing=True)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def products_by_item(
+    session: AsyncSession, account_id: int, item_numbers: Collection[str]
+) -> dict[str, Product]:
+    stmt = select(Product).where(
+        Product.account_id == account_id, Product.item_number.in_(sorted(item_numbers))
+    )
+    found = await session.scalars(stmt.execution_options(populate_existing=True))
+    return {p.item_number: p for p in found.all()}
+
+
+async def items_with_unfinished(
+    session: AsyncSession, account_id: int, item_numbers: Collection[str], *, other_than: str
+) -> set[str]:
+    """Which of these products have a sync not finished yet, in a job other than
+    `other_than`."""
+    stmt = (
+        select(SyncJobProduct.item_number)
+        .where(
+            SyncJobProduct.account_id == account_id,
+            SyncJobProduct.item_number.in_(sorted(item_numbers)),
+            SyncJobProduct.status.in_(("queued", "running")),
+            SyncJobProduct.job_id != other_than,
+        )
+        .distinct()
+    )
+    return set((await session.scalars(stmt)).all())
 
 
 async def variant_codes(
@@ -243,18 +274,6 @@ async def runner_is_gone(session: AsyncSession, runner: str) -> bool:
         {"space": RUNNERS, "runner": runner},
     )
     return bool(taken)
-
-
-async def has_unfinished_before(
-    session: AsyncSession, account_id: int, item_number: str, seq: int
-) -> bool:
-    stmt = select(SyncJobProduct.seq).where(
-        SyncJobProduct.account_id == account_id,
-        SyncJobProduct.item_number == item_number,
-        SyncJobProduct.seq < seq,
-        SyncJobProduct.status.in_(("queued", "running")),
-    )
-    return (await session.scalar(stmt.limit(1))) is not None
 
 
 async def products_with_rules(session: AsyncSession, account_id: int) -> Sequence[int]:

@@ -1,8 +1,8 @@
 """Running one product of a sync job: plan once, download what was never seen, then apply
 the whole new image set in one transaction, or change nothing.
 
-Who runs it: the request itself when that is quick (`run_inline`), else the queue:
-`run_queued` under procrastinate, `SyncWorker` in embedded mode. Every way ends the
+Who runs it: the queue, `run_queued` under procrastinate and `SyncWorker` in embedded
+mode (a product that needs no download was applied by its request, see `submit`). Every way ends the
 product in a final status or queues it again with a reason: a run that raises counts as
 an attempt (`record_crash`), and so does one that found the store refusing writes.
 """
@@ -41,16 +41,6 @@ class ProductBusy(Exception):
 
 class StorageUnavailable(Exception):
     """The store refused the product's downloads: it is queued to be tried again."""
-
-
-async def run_inline(ctx: SyncContext, seq: int) -> None:
-    """Apply a just-submitted product (held by `submit`) within the request when that is
-    quick: its plan needs no download and no earlier sync of it is pending. Otherwise
-    hand it to the queue."""
-    try:
-        await run_entry(ctx, seq, FetchDeduper(), inline=True)
-    except Exception as exc:
-        await record_crash(ctx, seq, exc, backoff=False)
 
 
 async def run_queued(ctx: SyncContext, seq: int) -> None:
@@ -115,14 +105,12 @@ async def run_entry(
     seq: int,
     fetches: FetchDeduper,
     *,
-    inline: bool = False,
     backoff: bool = False,
 ) -> None:
-    """Run one product of a job. With `inline`, a product that would need a download or
-    wait for an earlier sync goes back to the queue. Raises `StorageUnavailable` after
-    queueing the product again (with `backoff`, not to be claimed for a while)."""
+    """Run one product of a job. Raises `StorageUnavailable` after queueing the product
+    again (with `backoff`, not to be claimed for a while)."""
     async with session_scope(ctx.sessionmaker) as session:
-        started = await _start(session, seq, inline=inline)
+        started = await _start(session, seq)
         if started is None:
             return
         planned, known = started
@@ -191,9 +179,7 @@ async def run_entry(
     raise StorageUnavailable(seq)
 
 
-async def _start(
-    session: AsyncSession, seq: int, *, inline: bool
-) -> tuple[Planned, dict[str, Stored]] | None:
+async def _start(session: AsyncSession, seq: int) -> tuple[Planned, dict[str, Stored]] | None:
     """Plan the running entry `seq` and find the blobs its plan can reuse (marked in use
     from now: the collector leaves them alone); None when there is nothing to run."""
     entry = await repository.get_entry(session, seq)
@@ -222,14 +208,6 @@ async def _start(
         session, {s.blob_id for s in sources.values()}, utcnow()
     )
     known = {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
-    if inline and (
-        len(known) < len(wanted)
-        or await repository.has_unfinished_before(session, entry.account_id, entry.item_number, seq)
-    ):
-        entry.status = "queued"
-        entry.lease_expires_at = None
-        entry.attempts -= 1
-        return None
     return planned, known
 
 
@@ -252,14 +230,19 @@ async def _apply(
         await finish(session, entry, result)
         return
     try:
-        result = await apply_plan(ctx, session, entry, product, planned, stored, downloaded)
+        # Planned again from the images as they are now that the product is held: they
+        # may have changed while this product was downloading.
+        images, again = await plan_product(session, product, planned.specs, planned.use_sort_b2c)
+        if (again.current, again.variants) != (planned.current, planned.variants):
+            stored = await _with_sources(session, again, stored)
+        result = await apply_plan(ctx, session, entry, product, images, again, stored, downloaded)
     except Requeue:
         # Nothing of the product changed; the next run downloads what it needs.
         await session.rollback()
-        again = await repository.get_entry(session, seq)
-        if again is not None and again.status == "running":
-            again.status = "queued"
-            again.lease_expires_at = None
+        requeued = await repository.get_entry(session, seq)
+        if requeued is not None and requeued.status == "running":
+            requeued.status = "queued"
+            requeued.lease_expires_at = None
         log.info("sync.product.requeued", seq=seq, reason="blob being collected")
         return
     await finish(session, entry, result)
@@ -269,6 +252,20 @@ async def _apply(
         item_number=entry.item_number,
         **result.counts.model_dump(),
     )
+
+
+async def _with_sources(
+    session: AsyncSession, planned: Planned, stored: dict[str, Stored]
+) -> dict[str, Stored]:
+    """`stored` and the known sources of what `planned` creates beyond it; `Requeue` when
+    one was never downloaded (the next run downloads it)."""
+    unknown = [
+        c.spec.identity.digest for c in planned.plan.creates if c.spec.identity.digest not in stored
+    ]
+    found = await repository.find_sources(session, planned.account_id, unknown)
+    if len(found) < len(unknown):
+        raise Requeue
+    return stored | {key: Stored.of(s, s.blob) for key, s in found.items()}
 
 
 async def _note_store_refused(ctx: SyncContext, seq: int, error: ImageError) -> None:

@@ -1,10 +1,10 @@
-"""Submitting a sync: validate the request, record the job and queue its products, in
-the caller's transaction."""
+"""Submitting a sync: validate the request, record the job, apply at once what needs no
+download and queue the rest, all in the caller's transaction."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,17 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.catalog.models import Account
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
-from imagesync.queue import SYNC, Queue
+from imagesync.queue import SYNC
+from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
+from imagesync.sync.apply import apply_plan, plan_products
+from imagesync.sync.context import SyncContext
+from imagesync.sync.download import Stored
 from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.planner import Identity, ImageSpec
-from imagesync.sync.schemas import ImageIn, ImageSyncRequest
+from imagesync.sync.results import failed_with, finish
+from imagesync.sync.schemas import ImageIn, ImageSyncRequest, ProductImagesIn
 
 log = structlog.get_logger(__name__)
 
 RUN_PRODUCT = "sync.run_product"
-# An inline apply takes milliseconds; if its process dies, the queue takes over soon.
-INLINE_LEASE = timedelta(seconds=30)
 
 
 def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
@@ -67,17 +70,16 @@ def product_lock(account_id: int, item_number: str) -> str:
 
 async def submit(
     session: AsyncSession,
+    ctx: SyncContext,
     account: Account,
     request: ImageSyncRequest,
     *,
     max_images: int,
-    queue: Queue,
-    runner: str | None = None,
 ) -> SyncJob:
-    """Record the job and queue its products, in the caller's transaction. The products
-    are held for the request itself for a moment (see `run_inline`): a queue runner that
-    wakes at the commit leaves them alone until the request has applied them or handed
-    them back."""
+    """Record the job in the caller's transaction; apply at once, in that same
+    transaction, each product whose new list needs no download and no earlier sync of
+    which is pending (the nightly re-send), and queue the others. The job and what was
+    applied commit together, or nothing does."""
     validate_request(request, max_images=max_images)
     await repository.lock_submissions(session, account.id)
     now = utcnow()  # taken under the lock: created_at orders jobs as seq orders products
@@ -89,24 +91,81 @@ async def submit(
                 account_id=account.id,
                 position=position,
                 item_number=product.item_number,
-                status="running",
-                attempts=1,
-                lease_expires_at=now + INLINE_LEASE,
-                runner=runner,
+                status="queued",
+                attempts=0,
                 request=product.model_dump(mode="json"),
             )
         )
     await session.flush()
-    for entry in job.products:
-        await queue.defer(
+    await _apply_quick(ctx, session, job, request.items)
+    queued = [entry for entry in job.products if entry.status == "queued"]
+    for entry in queued:
+        await ctx.queue.defer(
             session,
             RUN_PRODUCT,
             {"seq": entry.seq},
             queue=SYNC,
             lock=product_lock(account.id, entry.item_number),
         )
-    log.info("sync.job.submitted", account=account.name, job=job.id, products=len(job.products))
+    log.info(
+        "sync.job.submitted",
+        account=account.name,
+        job=job.id,
+        products=len(job.products),
+        queued=len(queued),
+    )
     return job
+
+
+async def _apply_quick(
+    ctx: SyncContext, session: AsyncSession, job: SyncJob, items: Sequence[ProductImagesIn]
+) -> None:
+    """Apply the products of a new job that need no download, reading the state of all
+    of them in a few queries. Under the account's submission lock no newer sync of them
+    exists, and one still pending (seen before their images are read) keeps a product
+    queued, behind it."""
+    entries = job.products
+    numbers = [entry.item_number for entry in entries]
+    products = await repository.products_by_item(session, job.account_id, numbers)
+    pending = await repository.items_with_unfinished(
+        session, job.account_id, numbers, other_than=job.id
+    )
+    candidates = []
+    for entry, item in zip(entries, items, strict=True):
+        product = products.get(entry.item_number)
+        if product is None:
+            await finish(
+                session,
+                entry,
+                failed_with(
+                    entry, "product_not_found", f"the account has no product {entry.item_number!r}"
+                ),
+            )
+        elif entry.item_number not in pending:
+            specs = [spec_of(image) for image in item.images]
+            candidates.append((entry, (product, specs, item.use_sort_b2c)))
+    if not candidates:
+        return
+    plans = await plan_products(session, [wanted for _, wanted in candidates])
+    digests = {
+        c.spec.identity.digest for _, planned in plans.values() for c in planned.plan.creates
+    }
+    sources = await repository.find_sources(session, job.account_id, digests)
+    # In use from now: the collector leaves them alone (one it has started on is not
+    # reused: its product is queued and downloads it again).
+    touched = await blob_repository.touch_blobs(
+        session, {s.blob_id for s in sources.values()}, utcnow()
+    )
+    stored = {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
+    for entry, (product, _, _) in candidates:
+        images, planned = plans[product.id]
+        if any(c.spec.identity.digest not in stored for c in planned.plan.creates):
+            continue  # a download first: the queue runs it
+        if not await repository.take_product_for_seq(session, product.id, entry.seq):
+            continue  # not newer than what was applied: the queue finds it superseded
+        entry.attempts = 1
+        result = await apply_plan(ctx, session, entry, product, images, planned, stored, 0)
+        await finish(session, entry, result)
 
 
 def spec_of(image: ImageIn) -> ImageSpec:
