@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean demo
+.PHONY: install run test lint format clean demo bench bench-quick
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark suite (bench/README.md): the 1x and 10x catalogs in both modes; long.
+bench: install
+	$(BIN)/python bench/run.py
+
+# A smoke run of the same suite for CI: every answer 2xx, every job done; no speed asserted.
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
 
 lint: install
 	$(BIN)/ruff check src tests bench

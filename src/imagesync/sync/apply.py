@@ -103,7 +103,8 @@ async def apply_plan(
     which already holds the product (see `take_product_for_seq`) and planned from its
     `images` as they are now. `stored` has the blob of every identity the plan creates,
     by its digest. Raises `Requeue`, before changing anything, when one of them is being
-    collected."""
+    collected. The changes are written when the caller flushes or commits: one batch for
+    all the products of a request."""
     plan = planned.plan
     now = utcnow()
     linked = {stored[c.spec.identity.digest].blob_id for c in plan.creates}
@@ -155,7 +156,6 @@ async def apply_plan(
         product.use_sort_b2c = planned.use_sort_b2c
     if not plan.is_noop or planned.use_sort_b2c is not None:
         product.updated_at = now
-    await session.flush()
     return ProductResult(
         item_number=entry.item_number,
         status="succeeded",

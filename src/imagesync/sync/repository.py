@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import CursorResult, or_, select, text, update
+from sqlalchemy import CursorResult, case, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -55,6 +55,22 @@ async def take_product_for_seq(session: AsyncSession, product_id: int, seq: int)
     )
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount == 1
+
+
+async def take_products_for_seqs(session: AsyncSession, seqs: dict[int, int]) -> set[int]:
+    """`take_product_for_seq` for several products at once (product id -> seq), in one
+    statement; the ids taken."""
+    if not seqs:
+        return set()
+    newer = case(seqs, value=Product.id)
+    stmt = (
+        update(Product)
+        .where(Product.id.in_(sorted(seqs)), Product.last_applied_seq < newer)
+        .values(last_applied_seq=newer)
+        .returning(Product.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set((await session.scalars(stmt)).all())
 
 
 async def product_images(session: AsyncSession, product_ids: Collection[int]) -> Sequence[Image]:

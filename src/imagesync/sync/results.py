@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from imagesync.kit.db import utcnow
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.planner import Identity, ImageSpec
@@ -66,12 +64,12 @@ def failed(
     )
 
 
-async def finish(session: AsyncSession, entry: SyncJobProduct, result: ProductResult) -> None:
+def finish(entry: SyncJobProduct, result: ProductResult) -> None:
+    """End the entry with `result` (written with the caller's transaction)."""
     entry.status = result.status
     entry.result = result.model_dump(mode="json")
     entry.finished_at = utcnow()
     entry.lease_expires_at = None
-    await session.flush()
 
 
 def note_error(entry: SyncJobProduct, error: ImageError) -> None:

@@ -75,8 +75,7 @@ async def record_crash(ctx: SyncContext, seq: int, exc: BaseException, *, backof
             return True
         if entry.attempts >= ctx.max_attempts:
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            await finish(
-                session,
+            finish(
                 entry,
                 failed_with(
                     entry,
@@ -169,7 +168,7 @@ async def run_entry(
             )
             _queue_again(entry, backoff=backoff)
         elif failures:
-            await finish(session, entry, failed(entry, planned.specs, failures, downloaded))
+            finish(entry, failed(entry, planned.specs, failures, downloaded))
             log.info("sync.product.failed", seq=seq, item_number=entry.item_number)
             return
         else:
@@ -188,8 +187,7 @@ async def _start(session: AsyncSession, seq: int) -> tuple[Planned, dict[str, St
     payload = ProductImagesIn.model_validate(entry.request)
     product = await repository.get_product(session, entry.account_id, entry.item_number)
     if product is None:
-        await finish(
-            session,
+        finish(
             entry,
             failed_with(
                 entry, "product_not_found", f"the account has no product {entry.item_number!r}"
@@ -197,7 +195,7 @@ async def _start(session: AsyncSession, seq: int) -> tuple[Planned, dict[str, St
         )
         return None
     if product.last_applied_seq > seq:
-        await finish(session, entry, superseded(entry))
+        finish(entry, superseded(entry))
         return None
     specs = [spec_of(image) for image in payload.images]
     _, planned = await plan_product(session, product, specs, payload.use_sort_b2c)
@@ -227,7 +225,7 @@ async def _apply(
             if product is not None
             else failed_with(entry, "product_not_found", "the product was deleted")
         )
-        await finish(session, entry, result)
+        finish(entry, result)
         return
     try:
         # Planned again from the images as they are now that the product is held: they
@@ -245,7 +243,7 @@ async def _apply(
             requeued.lease_expires_at = None
         log.info("sync.product.requeued", seq=seq, reason="blob being collected")
         return
-    await finish(session, entry, result)
+    finish(entry, result)
     log.info(
         "sync.product.applied",
         seq=seq,

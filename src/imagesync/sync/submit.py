@@ -134,8 +134,7 @@ async def _apply_quick(
     for entry, item in zip(entries, items, strict=True):
         product = products.get(entry.item_number)
         if product is None:
-            await finish(
-                session,
+            finish(
                 entry,
                 failed_with(
                     entry, "product_not_found", f"the account has no product {entry.item_number!r}"
@@ -157,15 +156,21 @@ async def _apply_quick(
         session, {s.blob_id for s in sources.values()}, utcnow()
     )
     stored = {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
-    for entry, (product, _, _) in candidates:
-        images, planned = plans[product.id]
-        if any(c.spec.identity.digest not in stored for c in planned.plan.creates):
-            continue  # a download first: the queue runs it
-        if not await repository.take_product_for_seq(session, product.id, entry.seq):
+    ready = [
+        (entry, product)
+        for entry, (product, _, _) in candidates
+        if all(c.spec.identity.digest in stored for c in plans[product.id][1].plan.creates)
+    ]  # the others need a download first: the queue runs them
+    taken = await repository.take_products_for_seqs(
+        session, {product.id: entry.seq for entry, product in ready}
+    )
+    for entry, product in ready:
+        if product.id not in taken:
             continue  # not newer than what was applied: the queue finds it superseded
+        images, planned = plans[product.id]
         entry.attempts = 1
         result = await apply_plan(ctx, session, entry, product, images, planned, stored, 0)
-        await finish(session, entry, result)
+        finish(entry, result)
 
 
 def spec_of(image: ImageIn) -> ImageSpec:

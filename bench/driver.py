@@ -1,0 +1,91 @@
+"""The client: drives a running imagesync over HTTP with the real contract, from its own
+process. Sends every image sync request of the catalog over CLIENTS connections at once,
+then (with --wait) polls every job until it has finished; prints one JSON object.
+
+    python bench/driver.py --base URL --token T --products N --images-base URL --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from bodies import image_bodies
+from catalog import build
+
+
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    bodies = image_bodies(build(args.products), args.images_base)
+    todo: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        todo.put_nowait(body)
+    latencies: list[float] = []
+    answers: Counter[int] = Counter()
+    jobs: list[str] = []
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    headers = {"Authorization": f"Bearer {args.token}"}
+    async with httpx.AsyncClient(
+        base_url=args.base, headers=headers, limits=limits, timeout=120
+    ) as client:
+
+        async def one_client() -> None:
+            while not todo.empty():
+                body = todo.get_nowait()
+                start = time.perf_counter()
+                response = await client.post("/products/images/sync", json=body)
+                latencies.append(time.perf_counter() - start)
+                answers[response.status_code] += 1
+                if response.is_success:
+                    job = response.json()
+                    if job["status"] in ("queued", "running"):
+                        jobs.append(job["id"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(args.clients)))
+        posted = time.perf_counter() - started
+        final: Counter[str] = Counter()
+        pending = list(jobs)
+        while pending:  # until every job has finished
+            still = []
+            for job_id in pending:
+                read = (await client.get(f"/products/images/sync/{job_id}")).json()
+                if read["status"] in ("queued", "running"):
+                    still.append(job_id)
+                else:
+                    final[read["status"]] += 1
+            pending = still
+            if pending:
+                await asyncio.sleep(0.2)
+        finished = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(bodies),
+        "products": sum(len(b["products"]) for b in bodies),
+        "images": sum(len(p["images"]) for b in bodies for p in b["products"]),
+        "posted_seconds": posted,
+        "finished_seconds": finished,
+        "answers": {str(k): v for k, v in sorted(answers.items())},
+        "jobs_waited_for": len(jobs),
+        "waited_jobs_final": dict(final),
+        "latency": {
+            "p50": latencies[len(latencies) // 2],
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "max": latencies[-1],
+        },
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--products", type=int, required=True)
+    parser.add_argument("--images-base", required=True)
+    parser.add_argument("--clients", type=int, default=8)
+    print(json.dumps(asyncio.run(drive(parser.parse_args()))))

@@ -1,0 +1,356 @@
+"""The benchmark suite: imagesync driven over HTTP by a separate client process, against
+bare baselines measured in the same run, in the embedded default (SQLite, local files)
+and scaled out (PostgreSQL, IMAGESYNC_QUEUE=procrastinate, one API and one worker).
+
+    .venv/bin/python bench/run.py            # make bench: 1x and 10x catalogs
+    .venv/bin/python bench/run.py --quick    # make bench-quick: a smoke run, no speed asserted
+
+Prints one table and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from baselines import bare_diff, bare_pipeline
+from bodies import attributes_body, image_bodies, product_bodies
+from catalog import Catalog, build
+from nginx import free_port, serving
+
+HERE = Path(__file__).parent
+PYTHON = sys.executable
+POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+DOWNLOAD_CONCURRENCY = 8
+
+
+@dataclass
+class Service:
+    mode: str
+    env: dict[str, str]
+    cwd: Path
+    database_url: str  # for the bare diff (a synchronous SQLAlchemy URL)
+    base: str = ""
+    token: str = ""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [PYTHON, "-m", "imagesync", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"imagesync {' '.join(args)} failed: {done.stderr}")
+        return done.stdout
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.cwd / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [PYTHON, "-m", "imagesync", *args], cwd=self.cwd, env=self.env, stdout=log, stderr=log
+        )
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Each process's peak resident memory so far (VmHWM)."""
+        peaks = {}
+        for name, process in self.processes.items():
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[name] = int(line.split()[1]) / 1024
+        return peaks
+
+    def queue(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.cli("queue", "--json"))
+        return found
+
+
+@contextmanager
+def running(mode: str, images_base: str) -> Iterator[Service]:
+    """A fresh deployment of `mode`: its own database and storage folder."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as tmp:
+        cwd = Path(tmp)
+        port = images_base.rsplit(":", 1)[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGESYNC_")}
+        env |= {
+            "IMAGESYNC_STORAGE_URL": str(cwd / "files"),
+            "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{port}",
+            "IMAGESYNC_LOG_LEVEL": "warning",
+            "IMAGESYNC_DOWNLOAD_CONCURRENCY": str(DOWNLOAD_CONCURRENCY),
+        }
+        database = ""
+        if mode == "embedded":
+            env["IMAGESYNC_DATABASE_URL"] = f"sqlite:///{cwd / 'imagesync.db'}"
+            sync_url = f"sqlite:///{cwd / 'imagesync.db'}"
+        else:
+            database = f"imagesync_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{database}"')
+            url = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + database
+            env["IMAGESYNC_DATABASE_URL"] = url
+            env["IMAGESYNC_QUEUE"] = "procrastinate"
+            sync_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        service = Service(mode, env, cwd, sync_url)
+        try:
+            service.cli("migrate")
+            service.token = json.loads(service.cli("accounts", "create", "bench", "--json"))[
+                "token"
+            ]
+            api_port = free_port()
+            service.base = f"http://127.0.0.1:{api_port}"
+            service.start("api", "serve", "--port", str(api_port), "--no-migrate")
+            if mode == "procrastinate":
+                service.start("worker", "worker")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{service.base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            else:
+                raise RuntimeError(f"the {mode} API did not come up")
+            yield service
+        finally:
+            for process in service.processes.values():
+                process.terminate()
+            for process in service.processes.values():
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            if database:
+                with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def set_up_catalog(service: Service, catalog: Catalog) -> None:
+    headers = {"Authorization": f"Bearer {service.token}"}
+    with httpx.Client(base_url=service.base, headers=headers, timeout=120) as client:
+        response = client.post("/attributes/sync", json=attributes_body())
+        response.raise_for_status()
+        for body in product_bodies(catalog):
+            client.post("/products/sync", json=body).raise_for_status()
+
+
+def drive(service: Service, catalog: Catalog, images_base: str, clients: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            PYTHON,
+            str(HERE / "driver.py"),
+            "--base",
+            service.base,
+            "--token",
+            service.token,
+            "--products",
+            str(len(catalog.products)),
+            "--images-base",
+            images_base,
+            "--clients",
+            str(clients),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def wait_for_renditions(service: Service, since: float, timeout: float = 3600) -> float:
+    """Seconds from `since` until no rendition is pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = service.queue()
+        if not status["renditions"].get("pending") and not status["products"].get("queued"):
+            return time.perf_counter() - since
+        time.sleep(1)
+    raise RuntimeError("renditions did not finish")
+
+
+def non_2xx(result: dict[str, Any]) -> int:
+    return sum(n for code, n in result["answers"].items() if not code.startswith("2"))
+
+
+def measure(mode: str, catalog: Catalog, images_base: str, *, full: bool) -> dict[str, Any]:
+    """One catalog size in one mode, on a fresh deployment."""
+    out: dict[str, Any] = {
+        "mode": mode,
+        "products": len(catalog.products),
+        "images": catalog.images,
+    }
+    with running(mode, images_base) as service:
+        set_up_catalog(service, catalog)
+        started = time.perf_counter()
+        first = drive(service, catalog, images_base, clients=32)
+        out["first_import"] = first | {
+            "images_per_second": first["images"] / first["finished_seconds"]
+        }
+        out["last_rendition_seconds"] = wait_for_renditions(service, started)
+        noop = drive(service, catalog, images_base, clients=8)
+        out["noop_8"] = noop | {"products_per_second": noop["products"] / noop["posted_seconds"]}
+        if full:
+            out["noop_32"] = drive(service, catalog, images_base, clients=32)
+            one = drive(service, catalog, images_base, clients=1)
+            out["noop_1"] = one | {"products_per_second": one["products"] / one["posted_seconds"]}
+        bodies = image_bodies(catalog, images_base)
+        out["bare_diff_products_per_second"] = bare_diff(service.database_url, bodies)
+        out["peak_rss_mb"] = service.peak_rss_mb()
+    return out
+
+
+def check(result: dict[str, Any]) -> list[str]:
+    """What must hold in any run, fast or slow: every answer 2xx, every job succeeded,
+    and a no-op re-send answered 200 with its finished job."""
+    problems = []
+    for phase in ("first_import", "noop_8", "noop_32", "noop_1"):
+        found = result.get(phase)
+        if found is None:
+            continue
+        if non_2xx(found):
+            problems.append(f"{result['mode']} {phase}: {non_2xx(found)} answers were not 2xx")
+        if set(found["waited_jobs_final"]) - {"succeeded"}:
+            problems.append(f"{result['mode']} {phase}: jobs ended {found['waited_jobs_final']}")
+        if phase.startswith("noop") and found["answers"].get("202"):
+            problems.append(
+                f"{result['mode']} {phase}: {found['answers']['202']} no-op answers were 202"
+            )
+    return problems
+
+
+def row(label: str, value: str, ratio: str = "", target: str = "") -> str:
+    return f"| {label} | {value} | {ratio} | {target} |"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {results['machine']}",
+        "",
+        "| measure | value | against the bare baseline | target |",
+        "| --- | --- | --- | --- |",
+    ]
+    for size, pipeline in results["bare_pipeline"].items():
+        lines.append(row(f"bare pipeline, {size}", f"{pipeline:.0f} images/s"))
+    for r in results["runs"]:
+        name = f"{r['mode']}, {r['products']} products"
+        pipeline = results["bare_pipeline"][str(r["products"])]
+        first = r["first_import"]
+        target_noop = 5000 if r["mode"] == "embedded" else 3000
+        lines += [
+            row(
+                f"{name}: first import",
+                f"{first['images_per_second']:.0f} images/s",
+                f"{first['images_per_second'] / pipeline:.2f}",
+                ">= 0.5",
+            ),
+            row(f"{name}: last rendition ready", f"{r['last_rendition_seconds']:.1f} s"),
+            row(
+                f"{name}: POST latency during downloads (32 clients)",
+                "p50 {p50:.3f} s, p99 {p99:.3f} s, max {max:.3f} s".format(**first["latency"]),
+                "",
+                "p99 <= 0.050 s",
+            ),
+            row(f"{name}: non-2xx answers (first import)", str(non_2xx(first)), "", "0"),
+            row(
+                f"{name}: no-op re-sync (8 clients)",
+                f"{r['noop_8']['products_per_second']:.0f} products/s",
+                f"{r['noop_8']['products_per_second'] / r['bare_diff_products_per_second']:.3f} "
+                f"(bare diff {r['bare_diff_products_per_second']:.0f}/s)",
+                f">= {target_noop}/s",
+            ),
+        ]
+        if "noop_1" in r:
+            lines.append(
+                row(
+                    f"{name}: no-op re-sync (1 client)",
+                    f"{r['noop_1']['products_per_second']:.0f} products/s",
+                    "",
+                    ">= 1000/s",
+                )
+            )
+        if "noop_32" in r:
+            lines.append(
+                row(
+                    f"{name}: POST latency during the no-op re-sync (32 clients)",
+                    "p50 {p50:.3f} s, p99 {p99:.3f} s, max {max:.3f} s".format(
+                        **r["noop_32"]["latency"]
+                    ),
+                    f"non-2xx: {non_2xx(r['noop_32'])}",
+                )
+            )
+        rss = ", ".join(f"{k} {v:.0f} MB" for k, v in r["peak_rss_mb"].items())
+        lines.append(row(f"{name}: peak RSS", rss, "", "<= 300 MB"))
+    for mode in ("embedded", "procrastinate"):
+        runs = sorted(
+            (r for r in results["runs"] if r["mode"] == mode), key=lambda r: r["products"]
+        )
+        if len(runs) == 2:
+            small, big = runs
+            scale = big["products"] / small["products"]
+            first = (
+                big["first_import"]["finished_seconds"] / small["first_import"]["finished_seconds"]
+            )
+            noop = big["noop_8"]["posted_seconds"] / small["noop_8"]["posted_seconds"]
+            lines.append(
+                row(
+                    f"{mode}: {scale:.0f}x catalog costs",
+                    f"first import {first:.1f}x, no-op {noop:.1f}x the time",
+                    "",
+                    f"<= {1.1 * scale:.0f}x",
+                )
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny, no speed asserted")
+    parser.add_argument("--products", type=int, default=100, help="products in the 1x catalog")
+    parser.add_argument("--modes", default="embedded,procrastinate")
+    args = parser.parse_args()
+    sizes = [20] if args.quick else [args.products, 10 * args.products]
+    results: dict[str, Any] = {
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "quick": args.quick,
+        "bare_pipeline": {},
+        "runs": [],
+    }
+    for size in sizes:
+        catalog = build(size)
+        with serving(catalog.root) as images_base:
+            results["bare_pipeline"][str(size)] = asyncio.run(
+                bare_pipeline(catalog, images_base, DOWNLOAD_CONCURRENCY)
+            )
+            for mode in args.modes.split(","):
+                print(f"{mode}, {size} products ...", file=sys.stderr, flush=True)
+                results["runs"].append(
+                    measure(mode, catalog, images_base, full=not args.quick and size == sizes[0])
+                )
+    (HERE / "results.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    problems = [p for r in results["runs"] for p in check(r)]
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
