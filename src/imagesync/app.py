@@ -110,7 +110,9 @@ def embedded_runners(ctx: SyncContext, settings: Settings) -> EmbeddedRunners | 
         concurrency=settings.worker_concurrency,
         sole_worker=settings.async_database_url.startswith("sqlite"),
     )
-    renderer = RenditionWorker(ctx.blobs, concurrency=settings.rendition_concurrency)
+    renderer = RenditionWorker(
+        ctx.blobs, concurrency=settings.rendition_concurrency, downloads_busy=worker.busy
+    )
     ctx.queue.serve(RUN_PRODUCT, worker.wake)
     ctx.queue.serve(RENDER_BLOB, renderer.wake)
     collector = Collector(

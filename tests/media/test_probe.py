@@ -124,3 +124,37 @@ def test_a_jpeg_cut_anywhere_is_refused(tmp_path_factory: pytest.TempPathFactory
     path.write_bytes(samples.jpeg(200, 100)[:cut])
     with pytest.raises(MediaError):
         probe(path)
+
+
+def _grainy_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.effect_noise((640, 480), 60).convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+GRAINY_JPEG = _grainy_jpeg()
+
+
+@settings(max_examples=40, deadline=None)
+@given(keep=st.floats(min_value=0.05, max_value=0.995))
+def test_a_cut_jpeg_is_refused_although_it_is_checked_at_a_smaller_scale(
+    keep: float, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """JPEGs are decoded at 1/8 scale to check them: every byte of their data is still
+    read, so a file cut anywhere in its data is refused, as a full decode would."""
+    path = tmp_path_factory.mktemp("cut") / "cut.jpg"
+    path.write_bytes(GRAINY_JPEG[: int(len(GRAINY_JPEG) * keep)])
+    with pytest.raises(MediaError) as refused:
+        probe(path)
+    assert refused.value.code == "corrupt_image"
+
+
+def test_a_whole_jpeg_checked_at_a_smaller_scale_keeps_its_real_size(tmp_path: Path) -> None:
+    path = tmp_path / "whole.jpg"
+    path.write_bytes(GRAINY_JPEG)
+    probed = probe(path)
+    assert (probed.width, probed.height) == (640, 480)

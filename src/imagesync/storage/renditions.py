@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -29,9 +29,12 @@ from imagesync.storage.store import rendition_key
 log = structlog.get_logger(__name__)
 
 RENDER_BLOB = "media.render_blob"
+# Behind the syncs: a worker that serves both queues takes a waiting sync first.
+RENDITION_PRIORITY = -10
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 3
 IDLE_POLL_SECONDS = 5.0
+BEHIND_POLL_SECONDS = 0.25
 
 
 async def queue_renditions(
@@ -44,7 +47,12 @@ async def queue_renditions(
     queued = await repository.ensure_renditions(session, wanted)
     for blob_id in sorted(queued):
         await ctx.queue.defer(
-            session, RENDER_BLOB, {"blob_id": blob_id}, queue=RENDITIONS, lock=f"blob:{blob_id}"
+            session,
+            RENDER_BLOB,
+            {"blob_id": blob_id},
+            queue=RENDITIONS,
+            lock=f"blob:{blob_id}",
+            priority=RENDITION_PRIORITY,
         )
     return len(queued)
 
@@ -163,11 +171,20 @@ async def render_blob(ctx: Blobs, blob_id: int) -> bool:
 
 
 class RenditionWorker:
-    """Makes pending renditions in the background, one blob at a time per slot."""
+    """Makes pending renditions in the background, one blob at a time per slot, behind
+    the downloads: while `downloads_busy()` says downloads are running, it waits, so
+    that they keep the CPU; it catches up as soon as they ease."""
 
-    def __init__(self, ctx: Blobs, *, concurrency: int = 1) -> None:
+    def __init__(
+        self,
+        ctx: Blobs,
+        *,
+        concurrency: int = 1,
+        downloads_busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.ctx = ctx
         self.concurrency = concurrency
+        self.downloads_busy = downloads_busy
         self._wake = asyncio.Event()
         self._tasks: Sequence[asyncio.Task[None]] = []
 
@@ -196,6 +213,8 @@ class RenditionWorker:
 
     async def _loop(self) -> None:
         while True:
+            while self.downloads_busy():
+                await asyncio.sleep(BEHIND_POLL_SECONDS)
             try:
                 busy = await render_next(self.ctx)
             except Exception:

@@ -37,12 +37,24 @@ async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: dat
     return set((await session.scalars(stmt)).all())
 
 
-async def get_blob(session: AsyncSession, sha256: str) -> Blob | None:
-    stmt = select(Blob).where(Blob.sha256 == sha256).execution_options(populate_existing=True)
-    return await session.scalar(stmt)
+async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
+    """Insert these blob rows, each once its object is stored (the collector deletes the
+    object before the row, so a row not being collected always has its object); one
+    whose bytes have a row already (recorded at once by another worker) is left out."""
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(Blob).values(list(rows)).on_conflict_do_nothing(index_elements=["sha256"])
+    await session.execute(stmt)
 
 
-# -- renditions ---------------------------------------------------------------------------
+async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> dict[str, Blob]:
+    stmt = (
+        select(Blob)
+        .where(Blob.sha256.in_(sorted(sha256s)))
+        .execution_options(populate_existing=True)
+    )
+    return {b.sha256: b for b in (await session.scalars(stmt)).all()}
 
 
 async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> set[int]:

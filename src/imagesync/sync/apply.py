@@ -61,31 +61,44 @@ def current_of(image: Image) -> CurrentImage:
 
 async def plan_products(
     session: AsyncSession, wanted: Sequence[tuple[Product, list[ImageSpec], bool | None]]
-) -> dict[int, tuple[dict[str, Image], Planned]]:
-    """Each product's current images by id and the plan from them to its specs, by
-    product id; read in a few queries for all of them."""
+) -> dict[int, tuple[dict[str, int], Planned]]:
+    """Each product's plan from its current images to its specs, with the blob of each
+    current image by image id, by product id; read as plain rows, in a few queries for
+    all of them (applying loads only the images that change)."""
     ids = [product.id for product, _, _ in wanted]
-    found: dict[int, dict[str, Image]] = {pid: {} for pid in ids}
-    for image in await repository.product_images(session, ids):
-        found[image.product_id][image.id] = image
+    rows = await repository.image_rows(session, ids)
+    links = await repository.image_links(session, ids)
     variants = await repository.variant_codes(session, ids)
+    current: dict[int, list[CurrentImage]] = {pid: [] for pid in ids}
+    blob_ids: dict[int, dict[str, int]] = {pid: {} for pid in ids}
+    for row in rows:
+        spec = ImageSpec(
+            url=row.url,
+            sort=row.sort,
+            sort_b2c=row.sort_b2c,
+            existance_key=row.existance_key,
+            alt=row.alt,
+            filename=row.custom_filename,
+            attach_rule=dict(row.attach_rule) if row.attach_rule else None,
+        )
+        current[row.product_id].append(CurrentImage(row.id, spec, frozenset(links.get(row.id, ()))))
+        blob_ids[row.product_id][row.id] = row.blob_id
     plans = {}
     for product, specs, use_sort_b2c in wanted:
-        images = found[product.id]
-        current = [current_of(i) for i in images.values()]
         codes = variants.get(product.id, [])
-        plan = plan_product_sync(current, specs, codes, use_sort_b2c=use_sort_b2c)
+        mine = current[product.id]
+        plan = plan_product_sync(mine, specs, codes, use_sort_b2c=use_sort_b2c)
         plans[product.id] = (
-            images,
-            Planned(product.account_id, specs, use_sort_b2c, current, codes, plan),
+            blob_ids[product.id],
+            Planned(product.account_id, specs, use_sort_b2c, mine, codes, plan),
         )
     return plans
 
 
 async def plan_product(
     session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
-) -> tuple[dict[str, Image], Planned]:
-    """The product's current images by id, and the plan from them to `specs`."""
+) -> tuple[dict[str, int], Planned]:
+    """The plan from the product's current images to `specs`, with their blob ids."""
     return (await plan_products(session, [(product, specs, use_sort_b2c)]))[product.id]
 
 
@@ -94,23 +107,25 @@ async def apply_plan(
     session: AsyncSession,
     entry: SyncJobProduct,
     product: Product,
-    images: dict[str, Image],
+    blob_ids: dict[str, int],
     planned: Planned,
     stored: dict[str, Stored],
     downloaded: int,
 ) -> ProductResult:
     """Make the product's images exactly the plan's, inside the caller's transaction,
     which already holds the product (see `take_product_for_seq`) and planned from its
-    `images` as they are now. `stored` has the blob of every identity the plan creates,
-    by its digest. Raises `Requeue`, before changing anything, when one of them is being
-    collected. The changes are written when the caller flushes or commits: one batch for
-    all the products of a request."""
+    images as they are now (`blob_ids`: their blobs by image id). `stored` has the blob
+    of every identity the plan creates, by its digest. Raises `Requeue`, before changing
+    anything, when one of them is being collected. The changes are written when the
+    caller flushes or commits: one batch for all the products of a request."""
     plan = planned.plan
     now = utcnow()
     linked = {stored[c.spec.identity.digest].blob_id for c in plan.creates}
     if await blob_repository.touch_blobs(session, linked, now) != linked:
         raise Requeue  # the collector took one between the plan and now
-    released = {images[i].blob_id for i in plan.deletes}
+    released = {blob_ids[i] for i in plan.deletes}
+    changing = [k.image_id for k in plan.keeps if k.changed] + list(plan.deletes)
+    images = {i.id: i for i in await repository.images_by_id(session, changing)}
     await blob_repository.touch_blobs(session, released, now)  # the grace period starts now
     used = {stored[c.spec.identity.digest] for c in plan.creates}
     await queue_renditions(ctx.blobs, session, [(s.blob_id, s.width) for s in used])
@@ -134,8 +149,8 @@ async def apply_plan(
         counts.created += 1
         results[create.index] = image_result(create.spec, "created", image.id)
     for keep in plan.keeps:
-        image = images[keep.image_id]
         if keep.changed:
+            image = images[keep.image_id]
             set_metadata(image, keep.spec)
             image.filename = effective_filename(keep.spec, image.blob.content_type)
             relink(image, keep.variant_ids)
@@ -144,7 +159,7 @@ async def apply_plan(
         else:
             counts.kept += 1
         results[keep.index] = image_result(
-            keep.spec, "updated" if keep.changed else "kept", image.id
+            keep.spec, "updated" if keep.changed else "kept", keep.image_id
         )
     for skip in plan.skips:
         counts.skipped += 1

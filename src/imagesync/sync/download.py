@@ -1,5 +1,6 @@
-"""Downloading an identity never seen before: fetch, probe, store, and remember it for
-the account, so that it is never downloaded again. What was stored comes back by value.
+"""Downloading identities never seen before: fetch, probe and store each (concurrently,
+outside any transaction), then record them all for the account in the transaction that
+applies the product (`record`), so that none is downloaded again.
 
 A store that refuses the bytes (a read-only or full disk, a bucket refusing writes) is
 waited for with the bytes kept in hand, so that nothing is downloaded twice; only when
@@ -9,22 +10,20 @@ it stays down longer than the waits is the download given up, as `storage_error`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from itertools import count
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.fetch.downloader import Download, SafeFetcher
+from imagesync.fetch.downloader import SafeFetcher
 from imagesync.fetch.errors import FetchError
-from imagesync.kit.db import session_scope
+from imagesync.kit.db import utcnow
 from imagesync.media.probe import MediaError, ProbedImage, probe
-from imagesync.storage.blobs import BeingCollected, record_blob
+from imagesync.storage import repository as blob_repository
 from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob
-from imagesync.storage.store import StorageError
+from imagesync.storage.store import StorageError, blob_key
 from imagesync.sync import repository
 from imagesync.sync.models import Source
 from imagesync.sync.planner import Identity, ImageSpec
@@ -52,94 +51,116 @@ class Stored:
         return cls(source.id, blob.id, blob.content_type, blob.width)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """Bytes downloaded, checked and stored, not yet recorded."""
+
+    spec: ImageSpec
+    sha256: str
+    size: int
+    probed: ProbedImage
+
+
 async def download(
     fetcher: SafeFetcher,
     blobs: Blobs,
-    account_id: int,
     spec: ImageSpec,
     *,
     store_waits: tuple[float, ...] = STORE_WAITS,
     on_store_refused: StoreRefused | None = None,
-) -> Stored | ImageError:
-    """Fetch, probe and store one identity, then remember it for the account.
-    `on_store_refused` is told the first time the store refuses the bytes."""
+) -> Fetched | ImageError:
+    """Fetch, probe and store one identity. `on_store_refused` is told the first time
+    the store refuses the bytes."""
     try:
         fetched = await fetcher.fetch(spec.url)
     except FetchError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     try:
         probed = await asyncio.to_thread(probe, fetched.path, limits=blobs.media)
-        return await _record(
-            blobs, account_id, spec, fetched, probed, store_waits, on_store_refused
-        )
     except MediaError as exc:
+        fetched.path.unlink(missing_ok=True)
         return ImageError(code=exc.code, detail=exc.detail)
+    try:
+        waits = iter(store_waits)
+        while True:
+            try:
+                # Stored before any row points to it; a row never points to nothing.
+                await blobs.store.put_file(blob_key(fetched.sha256), fetched.path)
+                return Fetched(spec, fetched.sha256, fetched.size, probed)
+            except StorageError as exc:
+                error = ImageError(code=exc.code, detail=str(exc))
+                wait = next(waits, None)
+                if wait is None:
+                    return error
+                log.warning("sync.store_refused", url=spec.url, error=str(exc), retry_in=wait)
+                if on_store_refused is not None:
+                    await on_store_refused(error)
+                    on_store_refused = None
+                await asyncio.sleep(wait)
     finally:
         fetched.path.unlink(missing_ok=True)
 
 
-async def _record(
-    blobs: Blobs,
-    account_id: int,
-    spec: ImageSpec,
-    fetched: Download,
-    probed: ProbedImage,
-    store_waits: tuple[float, ...],
-    on_store_refused: StoreRefused | None,
-) -> Stored | ImageError:
-    waits = iter(store_waits)
-    for attempt in count():
-        try:
-            async with session_scope(blobs.sessionmaker) as session:
-                blob = await record_blob(
-                    session,
-                    blobs.store,
-                    sha256=fetched.sha256,
-                    size=fetched.size,
-                    path=fetched.path,
-                    probed=probed,
-                )
-                return await _remember(session, account_id, spec, blob)
-        except IntegrityError:  # another worker recorded the same bytes or identity at once
-            if attempt >= 8:
-                break
-            await asyncio.sleep(0.05 * attempt)
-        except BeingCollected:
-            if attempt >= 8:
-                break
-            await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
-        except StorageError as exc:
-            error = ImageError(code=exc.code, detail=str(exc))
-            wait = next(waits, None)
-            if wait is None:
-                return error
-            log.warning("sync.store_refused", url=spec.url, error=str(exc), retry_in=wait)
-            if on_store_refused is not None:
-                await on_store_refused(error)
-                on_store_refused = None
-            await asyncio.sleep(wait)
-    return ImageError(code="store_conflict", detail="could not record the download; retry")
-
-
-async def _remember(session: AsyncSession, account_id: int, spec: ImageSpec, blob: Blob) -> Stored:
-    """The account's source for this identity: the one recorded meanwhile (another
-    worker's download), or a new one pointing at `blob`."""
-    identity = spec.identity
-    known = await repository.find_sources(session, account_id, [identity.digest])
-    if identity.digest in known:
-        source = known[identity.digest]
-        return Stored.of(source, source.blob)
-    source = Source(
-        account_id=account_id,
-        identity_kind=identity.kind,
-        identity=identity.value,
-        identity_hash=identity.digest,
-        blob_id=blob.id,
-        url=spec.url,
+async def record(
+    session: AsyncSession, account_id: int, fetched: Mapping[Identity, Fetched]
+) -> dict[Identity, Stored | ImageError]:
+    """In the caller's transaction, the blob and the account's source of each download:
+    added, or found when another worker recorded the same bytes or identity at once.
+    Bytes whose blob is being collected are refused (`store_conflict`: the product is
+    tried again, and downloads them again once the collector is done)."""
+    if not fetched:
+        return {}
+    now = utcnow()
+    await blob_repository.add_blobs(
+        session,
+        [
+            {
+                "sha256": f.sha256,
+                "size": f.size,
+                "content_type": f.probed.content_type,
+                "width": f.probed.width,
+                "height": f.probed.height,
+                "storage_key": blob_key(f.sha256),
+                "created_at": now,
+                "last_used_at": now,
+            }
+            for f in fetched.values()
+        ],
     )
-    session.add(source)
-    await session.flush()
-    return Stored.of(source, blob)
+    blobs = await blob_repository.blobs_by_sha256(session, {f.sha256 for f in fetched.values()})
+    live = {sha: b for sha, b in blobs.items() if b.collecting_since is None}
+    await blob_repository.touch_blobs(session, {b.id for b in live.values()}, now)
+    await repository.add_sources(
+        session,
+        [
+            {
+                "account_id": account_id,
+                "identity_kind": identity.kind,
+                "identity": identity.value,
+                "identity_hash": identity.digest,
+                "blob_id": live[f.sha256].id,
+                "url": f.spec.url,
+                "created_at": now,
+            }
+            for identity, f in fetched.items()
+            if f.sha256 in live
+        ],
+    )
+    sources = await repository.find_sources(
+        session, account_id, [identity.digest for identity in fetched]
+    )
+    recorded: dict[Identity, Stored | ImageError] = {}
+    for identity in fetched:
+        source = sources.get(identity.digest)
+        recorded[identity] = (
+            Stored.of(source, source.blob)
+            if source is not None
+            else ImageError(
+                code="store_conflict",
+                detail="the stored copy of these bytes is being deleted; tried again",
+            )
+        )
+    return recorded
 
 
 class FetchDeduper:
@@ -147,14 +168,14 @@ class FetchDeduper:
     sending the same new URL at once share the download."""
 
     def __init__(self) -> None:
-        self._inflight: dict[tuple[int, Identity], asyncio.Future[Stored | ImageError]] = {}
+        self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
 
     async def fetch(
         self,
         account_id: int,
         identity: Identity,
-        start: Callable[[], Awaitable[Stored | ImageError]],
-    ) -> Stored | ImageError:
+        start: Callable[[], Awaitable[Fetched | ImageError]],
+    ) -> Fetched | ImageError:
         key = (account_id, identity)
         future = self._inflight.get(key)
         if future is None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CursorResult, case, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -19,7 +22,7 @@ from imagesync.catalog.models import (
     VariantAttribute,
 )
 from imagesync.storage.models import Blob
-from imagesync.sync.models import Image, Source, SyncJob, SyncJobProduct
+from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
 from imagesync.sync.planner import VariantCodes
 
 
@@ -87,6 +90,57 @@ async def product_images(session: AsyncSession, product_ids: Collection[int]) ->
     return (await session.scalars(stmt)).all()
 
 
+async def image_rows(session: AsyncSession, product_ids: Collection[int]) -> Sequence[Any]:
+    """These products' images as plain rows, in sort order."""
+    if not product_ids:
+        return []
+    stmt = (
+        select(
+            Image.id,
+            Image.product_id,
+            Image.blob_id,
+            Image.url,
+            Image.sort,
+            Image.sort_b2c,
+            Image.existance_key,
+            Image.alt,
+            Image.custom_filename,
+            Image.attach_rule,
+        )
+        .where(Image.product_id.in_(sorted(product_ids)))
+        .order_by(Image.sort, Image.created_at, Image.id)
+    )
+    return (await session.execute(stmt)).all()
+
+
+async def image_links(session: AsyncSession, product_ids: Collection[int]) -> dict[str, set[int]]:
+    """The variants each image of these products is attached to, by image id."""
+    if not product_ids:
+        return {}
+    stmt = (
+        select(ImageVariant.image_id, ImageVariant.variant_id)
+        .join(Image, Image.id == ImageVariant.image_id)
+        .where(Image.product_id.in_(sorted(product_ids)))
+    )
+    links: dict[str, set[int]] = defaultdict(set)
+    for image_id, variant_id in await session.execute(stmt):
+        links[image_id].add(variant_id)
+    return links
+
+
+async def images_by_id(session: AsyncSession, image_ids: Collection[str]) -> Sequence[Image]:
+    """These images, to change them, with their variant links and blobs."""
+    if not image_ids:
+        return []
+    stmt = (
+        select(Image)
+        .where(Image.id.in_(sorted(image_ids)))
+        .options(selectinload(Image.blob), selectinload(Image.variant_links))
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).all()
+
+
 async def products_by_item(
     session: AsyncSession, account_id: int, item_numbers: Collection[str]
 ) -> dict[str, Product]:
@@ -143,6 +197,20 @@ async def variant_skus(session: AsyncSession, variant_ids: Collection[int]) -> d
         return {}
     rows = await session.execute(select(Variant.id, Variant.sku).where(Variant.id.in_(variant_ids)))
     return {row.id: row.sku for row in rows}
+
+
+async def add_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
+    """Insert these sources; one the account has already (recorded at once by another
+    worker) is left out, not an error."""
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Source)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=["account_id", "identity_hash"])
+    )
+    await session.execute(stmt)
 
 
 async def find_sources(

@@ -21,7 +21,7 @@ from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
 from imagesync.sync.apply import Planned, Requeue, apply_plan, plan_product
 from imagesync.sync.context import SyncContext
-from imagesync.sync.download import FetchDeduper, Stored, download
+from imagesync.sync.download import FetchDeduper, Fetched, Stored, download, record
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.planner import Identity
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 LEASE = timedelta(minutes=5)
 # Failures that are the service's, not the origin's: the product is tried again.
-TRANSIENT = frozenset({"storage_error"})
+TRANSIENT = frozenset({"storage_error", "store_conflict"})
 
 
 class ProductBusy(Exception):
@@ -129,7 +129,6 @@ async def run_entry(
                     download,
                     ctx.fetcher,
                     ctx.blobs,
-                    account_id,
                     spec,
                     store_waits=ctx.store_waits,
                     on_store_refused=note,
@@ -138,14 +137,29 @@ async def run_entry(
             for identity, spec in missing.items()
         )
     )
+    failures: dict[Identity, ImageError] = {
+        identity: outcome
+        for identity, outcome in zip(missing, outcomes, strict=True)
+        if isinstance(outcome, ImageError)
+    }
+    fetched = {
+        identity: outcome
+        for identity, outcome in zip(missing, outcomes, strict=True)
+        if isinstance(outcome, Fetched)
+    }
+
+    # Recorded in one transaction of their own, whatever becomes of the product: a
+    # download is never repeated, even when applying it fails.
     stored = dict(known)
-    failures: dict[Identity, ImageError] = {}
-    for identity, outcome in zip(missing, outcomes, strict=True):
-        if isinstance(outcome, Stored):
-            stored[identity.digest] = outcome
-        else:
-            failures[identity] = outcome
-    downloaded = len(missing) - len(failures)
+    if fetched:
+        async with session_scope(ctx.sessionmaker) as session:
+            recorded = await record(session, account_id, fetched)
+        for identity, outcome in recorded.items():
+            if isinstance(outcome, Stored):
+                stored[identity.digest] = outcome
+            else:
+                failures[identity] = outcome
+    downloaded = len(fetched)
 
     async with session_scope(ctx.sessionmaker) as session:
         entry = await repository.get_entry(session, seq)
@@ -230,10 +244,10 @@ async def _apply(
     try:
         # Planned again from the images as they are now that the product is held: they
         # may have changed while this product was downloading.
-        images, again = await plan_product(session, product, planned.specs, planned.use_sort_b2c)
+        blob_ids, again = await plan_product(session, product, planned.specs, planned.use_sort_b2c)
         if (again.current, again.variants) != (planned.current, planned.variants):
             stored = await _with_sources(session, again, stored)
-        result = await apply_plan(ctx, session, entry, product, images, again, stored, downloaded)
+        result = await apply_plan(ctx, session, entry, product, blob_ids, again, stored, downloaded)
     except Requeue:
         # Nothing of the product changed; the next run downloads what it needs.
         await session.rollback()

@@ -167,9 +167,9 @@ async def _apply_quick(
     for entry, product in ready:
         if product.id not in taken:
             continue  # not newer than what was applied: the queue finds it superseded
-        images, planned = plans[product.id]
+        blob_ids, planned = plans[product.id]
         entry.attempts = 1
-        result = await apply_plan(ctx, session, entry, product, images, planned, stored, 0)
+        result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, 0)
         finish(entry, result)
 
 

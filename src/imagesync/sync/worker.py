@@ -50,6 +50,10 @@ class SyncWorker:
         self._liveness: AsyncConnection | None = None
         self._reclaimed_at = 0.0
 
+    def busy(self) -> bool:
+        """Whether products are running (downloading or applying) right now."""
+        return bool(self._running)
+
     def wake(self) -> None:
         """Look for work now (called after a job is committed)."""
         self._wake.set()
