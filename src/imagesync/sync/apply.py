@@ -46,19 +46,6 @@ class Planned:
     plan: ProductPlan
 
 
-def current_of(image: Image) -> CurrentImage:
-    spec = ImageSpec(
-        url=image.url,
-        sort=image.sort,
-        sort_b2c=image.sort_b2c,
-        existance_key=image.existance_key,
-        alt=image.alt,
-        filename=image.custom_filename,
-        attach_rule=dict(image.attach_rule) if image.attach_rule else None,
-    )
-    return CurrentImage(image.id, spec, frozenset(link.variant_id for link in image.variant_links))
-
-
 async def plan_products(
     session: AsyncSession, wanted: Sequence[tuple[Product, list[ImageSpec], bool | None]]
 ) -> dict[int, tuple[dict[str, int], Planned]]:
