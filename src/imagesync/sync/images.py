@@ -4,6 +4,7 @@ when the catalog changes (the catalog announces it; see `CatalogImages`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,8 +25,10 @@ from imagesync.sync.schemas import ImageRead, ProductRead, RenditionRead
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
 class CatalogImages:
-    """What image sync does when the catalog changes (see `catalog.events`)."""
+    """What image sync does when the catalog changes (see `catalog.events`). Instances
+    are equal, so registering one again, as each process start does, adds nothing."""
 
     async def products_deleting(self, session: AsyncSession, product_ids: Sequence[int]) -> None:
         await release_images(session, product_ids)
