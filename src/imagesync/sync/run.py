@@ -40,7 +40,8 @@ class ProductBusy(Exception):
 
 
 class StorageUnavailable(Exception):
-    """The store refused the product's downloads: it is queued to be tried again."""
+    """The store refused the product's downloads (or their blob was being collected): it
+    is queued to be tried again."""
 
 
 async def run_queued(ctx: SyncContext, seq: int) -> None:
@@ -181,6 +182,7 @@ async def run_entry(
                 ),
             )
             _queue_again(entry, backoff=backoff)
+            log.warning("sync.product.retrying", seq=seq, code=error.code, attempts=entry.attempts)
         elif failures:
             finish(entry, failed(entry, planned.specs, failures, downloaded))
             log.info("sync.product.failed", seq=seq, item_number=entry.item_number)
@@ -188,7 +190,6 @@ async def run_entry(
         else:
             await _apply(ctx, session, entry, planned, stored, downloaded)
             return
-    log.warning("sync.product.store_refused", seq=seq, attempts=entry.attempts)
     raise StorageUnavailable(seq)
 
 
