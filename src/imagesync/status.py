@@ -4,14 +4,14 @@ the renditions and, in `procrastinate` mode, the queue's own jobs and workers.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.db import utcnow
 from imagesync.storage.models import Rendition
-from imagesync.sync.models import SyncJobProduct
+from imagesync.sync.models import SyncJob, SyncJobProduct
 
 
 @dataclass
@@ -52,18 +52,11 @@ async def queue_status(
     )
     products = {status: int(n) for status, n in rows}
     oldest = await session.scalar(
-        select(func.min(SyncJobProduct.seq)).where(SyncJobProduct.status == "queued")
+        select(func.min(SyncJob.created_at))
+        .join(SyncJobProduct, SyncJobProduct.job_id == SyncJob.id)
+        .where(SyncJobProduct.status == "queued")
     )
-    oldest_seconds = None
-    if oldest is not None:
-        created = await session.scalar(
-            text(
-                "SELECT j.created_at FROM sync_job j JOIN sync_job_product p ON p.job_id = j.id "
-                "WHERE p.seq = :seq"
-            ),
-            {"seq": oldest},
-        )
-        oldest_seconds = _age(created, now)
+    oldest_seconds = None if oldest is None else max(0.0, (now - oldest).total_seconds())
     past_lease = await session.scalar(
         select(func.count()).where(
             SyncJobProduct.status == "running", SyncJobProduct.lease_expires_at < now
@@ -116,13 +109,3 @@ async def queue_status(
             or 0
         )
     return status
-
-
-def _age(created: datetime | str | None, now: datetime) -> float | None:
-    if created is None:
-        return None
-    if isinstance(created, str):  # SQLite through text(): an ISO string
-        created = datetime.fromisoformat(created)
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=now.tzinfo)
-    return max(0.0, (now - created).total_seconds())

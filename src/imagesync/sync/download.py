@@ -10,7 +10,7 @@ it stays down longer than the waits is the download given up, as `storage_error`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -77,10 +77,6 @@ async def download(
         return ImageError(code=exc.code, detail=exc.detail)
     try:
         probed = await asyncio.to_thread(probe, fetched.path, limits=blobs.media)
-    except MediaError as exc:
-        fetched.path.unlink(missing_ok=True)
-        return ImageError(code=exc.code, detail=exc.detail)
-    try:
         waits = iter(store_waits)
         while True:
             try:
@@ -97,8 +93,23 @@ async def download(
                     await on_store_refused(error)
                     on_store_refused = None
                 await asyncio.sleep(wait)
+    except MediaError as exc:
+        return ImageError(code=exc.code, detail=exc.detail)
     finally:
         fetched.path.unlink(missing_ok=True)
+
+
+async def reuse(
+    session: AsyncSession, account_id: int, digests: Collection[str]
+) -> dict[str, Stored]:
+    """The blobs of the identities the account has seen before, by digest, marked in use
+    from now: the collector leaves them alone. One it has started on is not reused (it
+    is downloaded again)."""
+    sources = await repository.find_sources(session, account_id, digests)
+    touched = await blob_repository.touch_blobs(
+        session, {s.blob_id for s in sources.values()}, utcnow()
+    )
+    return {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
 
 
 async def record(

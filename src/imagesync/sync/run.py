@@ -17,11 +17,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.db import session_scope, utcnow
-from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
 from imagesync.sync.apply import Planned, Requeue, apply_plan, plan_product
 from imagesync.sync.context import SyncContext
-from imagesync.sync.download import FetchDeduper, Fetched, Stored, download, record
+from imagesync.sync.download import FetchDeduper, Fetched, Stored, download, record, reuse
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.planner import Identity
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
@@ -214,13 +213,9 @@ async def _start(session: AsyncSession, seq: int) -> tuple[Planned, dict[str, St
         return None
     specs = [spec_of(image) for image in payload.images]
     _, planned = await plan_product(session, product, specs, payload.use_sort_b2c)
-    wanted = [c.spec.identity.digest for c in planned.plan.creates]
-    sources = await repository.find_sources(session, entry.account_id, wanted)
-    # One the collector has started on meanwhile is not reused: downloaded again.
-    touched = await blob_repository.touch_blobs(
-        session, {s.blob_id for s in sources.values()}, utcnow()
+    known = await reuse(
+        session, entry.account_id, [c.spec.identity.digest for c in planned.plan.creates]
     )
-    known = {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
     return planned, known
 
 

@@ -13,11 +13,10 @@ from imagesync.catalog.models import Account
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import SYNC
-from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
 from imagesync.sync.apply import apply_plan, plan_products
 from imagesync.sync.context import SyncContext
-from imagesync.sync.download import Stored
+from imagesync.sync.download import reuse
 from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.planner import Identity, ImageSpec
 from imagesync.sync.results import failed_with, finish
@@ -149,13 +148,7 @@ async def _apply_quick(
     digests = {
         c.spec.identity.digest for _, planned in plans.values() for c in planned.plan.creates
     }
-    sources = await repository.find_sources(session, job.account_id, digests)
-    # In use from now: the collector leaves them alone (one it has started on is not
-    # reused: its product is queued and downloads it again).
-    touched = await blob_repository.touch_blobs(
-        session, {s.blob_id for s in sources.values()}, utcnow()
-    )
-    stored = {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
+    stored = await reuse(session, job.account_id, digests)  # a product missing one is queued
     ready = [
         (entry, product)
         for entry, (product, _, _) in candidates
