@@ -1,6 +1,7 @@
 """The client: drives a running imagesync over HTTP with the real contract, from its own
 process. Sends every image sync request of the catalog over CLIENTS connections at once,
-then (with --wait) polls every job until it has finished; prints one JSON object.
+then reads every job until it has finished, as often as its `Retry-After` says; prints
+one JSON object.
 
     python bench/driver.py --base URL --token T --products N --images-base URL --clients 32
 """
@@ -12,6 +13,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -47,22 +49,27 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
                         jobs.append(job["id"])
 
         started = time.perf_counter()
+        started_at = time.time()
         await asyncio.gather(*(one_client() for _ in range(args.clients)))
         posted = time.perf_counter() - started
         final: Counter[str] = Counter()
-        pending = list(jobs)
-        while pending:  # until every job has finished
-            still = []
-            for job_id in pending:
-                read = (await client.get(f"/products/images/sync/{job_id}")).json()
-                if read["status"] in ("queued", "running"):
-                    still.append(job_id)
-                else:
+        finished_at: list[float] = []
+
+        async def wait_for(job_id: str) -> None:
+            """Read the job until it has finished, as often as its `Retry-After` says."""
+            while True:
+                response = await client.get(f"/products/images/sync/{job_id}")
+                read = response.json()
+                if read["status"] not in ("queued", "running"):
                     final[read["status"]] += 1
-            pending = still
-            if pending:
-                await asyncio.sleep(0.2)
-        finished = time.perf_counter() - started
+                    finished_at.append(datetime.fromisoformat(read["finished_at"]).timestamp())
+                    return
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+
+        await asyncio.gather(*(wait_for(job_id) for job_id in jobs))
+        # When the last job finished by the server's clock (the same machine's), not when
+        # this client next looked.
+        finished = max([posted, *(at - started_at for at in finished_at)])
     latencies.sort()
     return {
         "requests": len(bodies),

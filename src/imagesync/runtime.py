@@ -63,13 +63,15 @@ def serve_connections(settings: Settings) -> int:
 
 
 def pool_options(settings: Settings, connections: int) -> dict[str, Any]:
-    """PostgreSQL: `connections` kept open, as many again on demand. SQLite: one, since
+    """PostgreSQL: up to twice `connections`, each opened when first needed and then kept
+    (an overflow connection would be opened and closed again for every request of a
+    burst, costing the database a backend each time). SQLite: one, since
     SQLite has one writer; waiting for it in the pool, in order, costs far less than
     SQLite's own busy-wait (every transaction here is short). Either way a caller waits
     up to a minute for a connection before it fails."""
     if settings.async_database_url.startswith("sqlite"):
         return {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
-    return {"pool_size": connections, "max_overflow": connections, "pool_timeout": 60}
+    return {"pool_size": 2 * connections, "max_overflow": 0, "pool_timeout": 60}
 
 
 @asynccontextmanager

@@ -213,3 +213,34 @@ async def test_products_needing_no_download_finish_while_others_queue(
     assert job["status"] == "running"
     assert [p["status"] for p in job["products"]] == ["queued", "succeeded"]
     assert image_server.hits["n.jpg"] == 0
+
+
+async def test_an_unfinished_job_says_where_and_when_to_read_it_again(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    image = {"url": image_server.add("a.jpg"), "sort": 1}
+    body = {"products": [{"item_number": "cool-product-001", "images": [image]}]}
+    response = await client.post("/products/images/sync", json=body, headers=headers)
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+    assert response.headers["Location"].endswith(f"/products/images/sync/{job_id}")
+    assert response.headers["Retry-After"] == "1"
+    read = await client.get(response.headers["Location"], headers=headers)
+    assert read.json()["status"] == "queued"
+    assert read.headers["Retry-After"] == "1"
+    # A job that has waited long is read less often: a tenth of its age, at most 10 s.
+    for age, expected in ((35, "3"), (3600, "10")):
+        async with session_scope(app.state.sessionmaker) as session:
+            job = await repository.get_job_any(session, job_id)
+            job.created_at = utcnow() - timedelta(seconds=age)
+        read = await client.get(response.headers["Location"], headers=headers)
+        assert read.headers["Retry-After"] == expected
+
+    finished = await run_job(app, job_id, headers, client)
+    assert finished["status"] == "succeeded"
+    read = await client.get(f"/products/images/sync/{job_id}", headers=headers)
+    assert "Retry-After" not in read.headers
+    # A sync that needed nothing finishes in the request: nothing to wait for.
+    again = await client.post("/products/images/sync", json=body, headers=headers)
+    assert again.status_code == 200
+    assert "Retry-After" not in again.headers

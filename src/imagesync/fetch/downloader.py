@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import structlog
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 64 * 1024
+_WRITE_BATCH = 256 * 1024  # bytes read before they are hashed and written in a thread
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ class SafeFetcher:
                 async with self._host_slots.slot(host), self._slots:
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
-                            return await self._fetch_once(first, self._stage())
+                            staged = await asyncio.to_thread(self._stage)
+                            return await self._fetch_once(first, staged)
                     except TimeoutError as exc:
                         raise DownloadTimeout(
                             f"the download took longer than {self.limits.total_timeout:g} s"
@@ -255,28 +258,45 @@ class SafeFetcher:
         digest = hashlib.sha256()
         size = 0
         try:
-            handle = path.open("wb")
+            handle = await asyncio.to_thread(path.open, "wb")
         except OSError as exc:
             raise StagingFailed(f"could not write {path}: {exc}") from exc
-        with handle:
+        # The body is hashed and written a few chunks at a time in a thread (hashlib lets
+        # go of the GIL): the event loop only reads the socket.
+        pending: list[bytes] = []
+        buffered = 0
+        try:
             async for chunk in response.content.iter_chunked(_CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise TooLarge(f"the body is over the limit of {limit} bytes")
-                digest.update(chunk)
-                try:
-                    handle.write(chunk)
-                except OSError as exc:
-                    raise StagingFailed(f"could not write {path}: {exc}") from exc
-            try:
-                handle.flush()
-            except OSError as exc:
-                raise StagingFailed(f"could not write {path}: {exc}") from exc
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= _WRITE_BATCH:
+                    await asyncio.to_thread(_hash_and_write, digest, handle, pending, path)
+                    pending, buffered = [], 0
+            await asyncio.to_thread(_hash_and_write, digest, handle, pending, path, close=True)
+        finally:
+            if not handle.closed:
+                handle.close()
         if response.content_length is not None and size < response.content_length:
             raise ConnectionFailed(
                 f"the body ended after {size} of {response.content_length} bytes"
             )
         return Download(path=path, size=size, sha256=digest.hexdigest(), final_url=final_url)
+
+
+def _hash_and_write(
+    digest: hashlib._Hash, handle: BinaryIO, chunks: list[bytes], path: Path, *, close: bool = False
+) -> None:
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            handle.write(chunk)
+        if close:
+            handle.close()
+    except OSError as exc:
+        raise StagingFailed(f"could not write {path}: {exc}") from exc
 
 
 class HostSlots:

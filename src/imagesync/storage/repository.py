@@ -44,8 +44,10 @@ async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) ->
     if not rows:
         return
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(Blob).values(list(rows)).on_conflict_do_nothing(index_elements=["sha256"])
-    await session.execute(stmt)
+    # One statement with the rows as its parameters: compiled once and cached, sent as
+    # one multi-row INSERT (a VALUES list built from the rows would compile every time).
+    stmt = insert(Blob).on_conflict_do_nothing(index_elements=["sha256"])
+    await session.execute(stmt, list(rows))
 
 
 async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> dict[str, Blob]:

@@ -12,7 +12,7 @@ from fastapi.responses import Response as RawResponse
 from imagesync.catalog import service as catalog_service
 from imagesync.catalog.deps import AccountDep
 from imagesync.deps import SessionDep, SettingsDep
-from imagesync.kit.db import session_scope
+from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
 from imagesync.storage.store import BlobStore
@@ -33,6 +33,22 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 MAX_WAIT_SECONDS = 60
+# How long a client should wait before it reads an unfinished job again (`Retry-After`):
+# a tenth of the job's age, from 1 s up to 10 s. A job that is taking long is read less
+# often, so a thousand waiting clients cost the API little, and its end is seen late by at
+# most a tenth of its run.
+POLL_SECONDS = (1, 10)
+UNFINISHED_HEADERS = {
+    "Location": {
+        "description": "The job, to read until it has finished",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before reading the job again: a tenth of the "
+        "job's age, from 1 up to 10",
+        "schema": {"type": "integer"},
+    },
+}
 log = structlog.get_logger(__name__)
 
 router = APIRouter(responses=ERRORS)
@@ -45,7 +61,10 @@ products_router = APIRouter(responses=ERRORS)
     "/products/images/sync",
     tags=["images"],
     status_code=202,
-    responses={200: {"model": SyncJobRead, "description": "The job finished"}},
+    responses={
+        200: {"model": SyncJobRead, "description": "The job finished (nothing to download)"},
+        202: {"description": "The job is queued or running", "headers": UNFINISHED_HEADERS},
+    },
 )
 async def sync_images(
     body: ImageSyncRequest,
@@ -77,15 +96,34 @@ async def sync_images(
         except Exception:  # the job is recorded: answer with what is known of it
             log.exception("sync.job.wait_failed", job=job.id)
             break
-    if read.status not in ("queued", "running"):
+    if read.status in ("queued", "running"):
+        response.headers["Retry-After"] = retry_after(read)
+    else:
         response.status_code = 200
     return read
 
 
-@router.get("/products/images/sync/{job_id}", tags=["images"], name="get_sync_job")
-async def get_sync_job(job_id: str, session: SessionDep, account: AccountDep) -> SyncJobRead:
-    """An image sync job: its status and, per product, what happened to each image."""
-    return jobs.job_read(await jobs.get_job(session, account, job_id))
+@router.get(
+    "/products/images/sync/{job_id}",
+    tags=["images"],
+    name="get_sync_job",
+    responses={200: {"headers": {"Retry-After": UNFINISHED_HEADERS["Retry-After"]}}},
+)
+async def get_sync_job(
+    job_id: str, response: Response, session: SessionDep, account: AccountDep
+) -> SyncJobRead:
+    """An image sync job: its status and, per product, what happened to each image. While
+    it is queued or running, `Retry-After` says when to read it again."""
+    read = jobs.job_read(await jobs.get_job(session, account, job_id))
+    if read.status in ("queued", "running"):
+        response.headers["Retry-After"] = retry_after(read)
+    return read
+
+
+def retry_after(job: SyncJobRead) -> str:
+    low, high = POLL_SECONDS
+    age = (utcnow() - job.created_at).total_seconds()
+    return str(int(min(high, max(low, age // 10))))
 
 
 @router.get("/products/{item_number:path}/images", tags=["images"])

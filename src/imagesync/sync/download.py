@@ -96,7 +96,8 @@ async def download(
     except MediaError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     finally:
-        fetched.path.unlink(missing_ok=True)
+        # In a thread: even if this task is cancelled meanwhile, the file goes.
+        await asyncio.to_thread(fetched.path.unlink, missing_ok=True)
 
 
 async def reuse(
