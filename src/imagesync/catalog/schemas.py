@@ -3,12 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from imagesync.kit.schemas import Key, Name, RequestModel
+from imagesync.kit.schemas import Key, Name, RequestModel, storable
 
-AttributeValueText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Code = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+AttributeValueText = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable)
+]
+Code = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(storable)]
 
 
 # -- attributes ---------------------------------------------------------------------------
@@ -75,7 +77,7 @@ class VariantIn(RequestModel):
 
 class ProductIn(RequestModel):
     item_number: Key
-    name: Annotated[str, StringConstraints(max_length=255)] | None = None
+    name: Annotated[str, StringConstraints(max_length=255), AfterValidator(storable)] | None = None
     delete: bool = False
     variants: list[VariantIn] | None = Field(default=None, max_length=1000)
 

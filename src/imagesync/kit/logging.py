@@ -1,15 +1,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "console") -> None:
-    """structlog events to stderr: `sync.job.applied key=value ...` or JSON lines."""
+    """structlog events to stderr: `sync.job.applied key=value ...` or JSON lines. An
+    exception is one plain traceback: no local variables, no frames drawn in boxes (those
+    took seconds and thousands of lines per crash). Colours only on a terminal, and not
+    with `NO_COLOR` set."""
+    colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(
+            colors=colors, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

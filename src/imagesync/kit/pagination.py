@@ -11,6 +11,7 @@ from imagesync.kit.schemas import PageMeta
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 60
+MAX_PAGE = 1_000_000  # an offset both databases take (an unbounded one overflowed)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class PageParams:
 
 
 def _page_params(
-    page: Annotated[int, Query(ge=0, description="Page number, from 0.")] = 0,
+    page: Annotated[int, Query(ge=0, le=MAX_PAGE, description="Page number, from 0.")] = 0,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, at most {MAX_LIMIT}.")
     ] = DEFAULT_LIMIT,

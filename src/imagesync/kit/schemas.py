@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 
 class RequestModel(BaseModel):
@@ -18,5 +18,28 @@ class PageMeta(BaseModel):
     pages: int = Field(description="Number of pages.")
 
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Key = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# Integers a column holds on both databases: PostgreSQL's INTEGER is 32 bits, and SQLite
+# must not accept what PostgreSQL refuses.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+
+
+def storable(value: str) -> str:
+    """Text both databases can store: no NUL character (PostgreSQL refuses it in text)
+    and no lone surrogate (JSON's `\\ud800` escapes decode to one; it is not UTF-8)."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(storable)]
+Key = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(storable)]
+# An id in a path (a job's or an image's): found or not, never a crash.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(storable)
+]

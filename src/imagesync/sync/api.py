@@ -5,7 +5,7 @@ import time
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 
@@ -15,6 +15,7 @@ from imagesync.deps import SessionDep, SettingsDep
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
+from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import BlobStore
 from imagesync.sync import images, jobs, submit
 from imagesync.sync.deps import StoreDep, SyncContextDep
@@ -110,7 +111,7 @@ async def sync_images(
     responses={200: {"headers": {"Retry-After": UNFINISHED_HEADERS["Retry-After"]}}},
 )
 async def get_sync_job(
-    job_id: str, response: Response, session: SessionDep, account: AccountDep
+    job_id: Identifier, response: Response, session: SessionDep, account: AccountDep
 ) -> SyncJobRead:
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
@@ -128,7 +129,7 @@ def retry_after(job: SyncJobRead) -> str:
 
 @router.get("/products/{item_number:path}/images", tags=["images"])
 async def list_product_images(
-    item_number: str,
+    item_number: Key,
     request: Request,
     session: SessionDep,
     account: AccountDep,
@@ -152,7 +153,11 @@ async def list_product_images(
     responses={200: {"content": {"image/webp": {}}, "description": "The rendition"}},
 )
 async def rendition_file(
-    image_id: str, width: int, filename: str, session: SessionDep, store: StoreDep
+    image_id: Identifier,
+    width: Annotated[int, Path(ge=1, le=INT32_MAX)],
+    filename: Key,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Response:
     """A WebP rendition of an image, once ready (see the image's `renditions`)."""
     image, rendition = await images.get_rendition_file(session, image_id, width, filename)
@@ -168,7 +173,7 @@ async def rendition_file(
     responses={200: {"content": {"image/*": {}}, "description": "The stored file"}},
 )
 async def image_file(
-    image_id: str, filename: str, session: SessionDep, store: StoreDep
+    image_id: Identifier, filename: Key, session: SessionDep, store: StoreDep
 ) -> RawResponse:
     """The stored bytes of an image. The URL is unguessable and its bytes never change."""
     image = await images.get_image_file(session, image_id)
@@ -195,7 +200,7 @@ async def list_products(
 
 @products_router.get("/products/{item_number:path}", tags=["products"])
 async def get_product(
-    item_number: str, request: Request, session: SessionDep, account: AccountDep
+    item_number: Key, request: Request, session: SessionDep, account: AccountDep
 ) -> ProductRead:
     """One product with its variants (each listing its images) and its images."""
     product = await catalog_service.get_product(session, account, item_number)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     Field,
@@ -15,23 +16,28 @@ from pydantic import (
 )
 
 from imagesync.catalog.schemas import VariantRead
-from imagesync.kit.schemas import Key, Name, PageMeta, RequestModel
+from imagesync.kit.schemas import Int32, Key, Name, PageMeta, RequestModel, storable
 
 MAX_PRODUCTS_PER_IMAGE_SYNC = 10
-Url = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(storable)]
+ExistanceKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(storable)
+]
+Alt = Annotated[str, StringConstraints(max_length=1000), AfterValidator(storable)]
+Filename = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(storable)]
 
 
 class ImageIn(RequestModel):
     url: Url = Field(description="A public http(s) URL of the image.")
-    sort: int = Field(description="The image's place among the product's images.")
-    sort_b2c: int | None = Field(default=None, description="A sort for B2C systems.")
-    existance_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+    sort: Int32 = Field(description="The image's place among the product's images.")
+    sort_b2c: Int32 | None = Field(default=None, description="A sort for B2C systems.")
+    existance_key: ExistanceKey | None = Field(
         default=None,
         validation_alias=AliasChoices("existance_key", "existence_key"),
         description="Identifies the image instead of its URL, for URLs that expire.",
     )
-    alt: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    filename: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    alt: Alt | None = None
+    filename: Filename | None = None
     attach_to_variants_matching_attribute_code: dict[Name, Key] | None = Field(
         default=None, description='Attach to variants with these codes, e.g. {"Color": "100"}.'
     )
