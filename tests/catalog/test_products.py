@@ -225,7 +225,7 @@ async def test_invalid_requests_report_each_problem_and_change_nothing(
     assert (await client.get("/products", headers=headers)).json()["meta"]["total"] == 0
 
 
-async def test_body_that_is_not_json_is_422(
+async def test_body_that_is_not_json_is_400(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
     response = await client.post(
@@ -233,7 +233,8 @@ async def test_body_that_is_not_json_is_422(
         headers={**headers, "Content-Type": "application/json"},
         content=b"{not json",
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "invalid_json"
     assert response.json()["errors"][0]["title"] == "Malformed JSON"
 
 

@@ -12,6 +12,7 @@ from imagesync.catalog.schemas import (
     ProductSyncResult,
 )
 from imagesync.deps import SessionDep
+from imagesync.kit.body import JsonRoute
 from imagesync.kit.errors import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -19,7 +20,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 
-router = APIRouter(responses=ERRORS)
+router = APIRouter(responses=ERRORS, route_class=JsonRoute)
 
 
 @router.post("/attributes/sync", tags=["attributes"])

@@ -108,6 +108,18 @@ class Conflict(ImageSyncError):
     title = "Conflict"
 
 
+class InvalidJson(ImageSyncError):
+    status = 400
+    code = "invalid_json"
+    title = "Malformed JSON"
+
+
+class UnsupportedMediaType(ImageSyncError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
 class PayloadTooLarge(ImageSyncError):
     status = 413
     code = "payload_too_large"

@@ -12,6 +12,7 @@ from fastapi.responses import Response as RawResponse
 from imagesync.catalog import service as catalog_service
 from imagesync.catalog.deps import AccountDep
 from imagesync.deps import SessionDep, SettingsDep
+from imagesync.kit.body import JsonRoute
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
@@ -30,7 +31,6 @@ from imagesync.sync.schemas import (
 ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
     404: {"model": ErrorResponse, "description": "Not found"},
-    413: {"model": ErrorResponse, "description": "Request body too large"},
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 MAX_WAIT_SECONDS = 60
@@ -52,10 +52,10 @@ UNFINISHED_HEADERS = {
 }
 log = structlog.get_logger(__name__)
 
-router = APIRouter(responses=ERRORS)
+router = APIRouter(responses=ERRORS, route_class=JsonRoute)
 # Products with their images; included after the catalog's routes, since its path
 # parameter would swallow theirs.
-products_router = APIRouter(responses=ERRORS)
+products_router = APIRouter(responses=ERRORS, route_class=JsonRoute)
 
 
 @router.post(

@@ -1,0 +1,108 @@
+"""Body problems get one scheme, in TRAEDE's error shape: not JSON by its content type is
+415, bytes that are not UTF-8 JSON are 400 `invalid_json` saying where, a body over the
+limit is 413 however it is sent; only a parsed body is validated (422)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from imagesync.kit.body import parse_json, where
+from imagesync.kit.errors import InvalidJson
+
+PATH = "/products/images/sync"
+VALID = b'{"products": [{"item_number": "p-1", "images": []}]}'
+
+
+def only_error(response: httpx.Response) -> dict[str, object]:
+    errors = response.json()["errors"]
+    assert len(errors) == 1, errors
+    error: dict[str, object] = errors[0]
+    assert error["status"] == response.status_code
+    return error
+
+
+async def post(
+    client: httpx.AsyncClient, headers: dict[str, str], body: bytes, content_type: str | None
+) -> httpx.Response:
+    sent = dict(headers)
+    if content_type is not None:
+        sent["Content-Type"] = content_type
+    return await client.post(PATH, content=body, headers=sent)
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"products": [}', "Expecting value at line 1, column 15"),
+        (b'{\n  "products": [\n    {"item_number": "p-1",}\n  ]\n}', "line 3, column 27"),
+        (b"", "Expecting value at line 1, column 1"),
+        (b'{"products": "bl\xe5b\xe6r"}', "not UTF-8 text: byte 0xe5 at line 1, column 17"),
+        (b'{\n"alt": "\xc3\xa6\xff"}', "byte 0xff at line 2, column 10"),
+    ],
+)
+async def test_bytes_that_are_not_utf8_json_are_400_saying_where(
+    client: httpx.AsyncClient, headers: dict[str, str], body: bytes, detail: str
+) -> None:
+    response = await post(client, headers, body, "application/json")
+    assert response.status_code == 400, response.text
+    error = only_error(response)
+    assert error["code"] == "invalid_json"
+    assert detail in str(error["detail"])
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
+)
+async def test_a_body_not_sent_as_json_is_415_naming_the_type(
+    client: httpx.AsyncClient, headers: dict[str, str], content_type: str | None
+) -> None:
+    response = await post(client, headers, VALID, content_type)
+    assert response.status_code == 415, response.text
+    error = only_error(response)
+    assert error["code"] == "unsupported_media_type"
+    assert "application/json" in str(error["detail"])
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.api+json"],
+)
+async def test_json_content_types_are_accepted(
+    client: httpx.AsyncClient, headers: dict[str, str], content_type: str
+) -> None:
+    response = await post(client, headers, VALID, content_type)
+    assert response.status_code == 200, response.text
+
+
+async def test_a_byte_order_mark_is_tolerated(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await post(client, headers, b"\xef\xbb\xbf" + VALID, "application/json")
+    assert response.status_code == 200, response.text
+
+
+async def test_a_body_over_the_limit_is_413_even_without_a_content_length(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # sent chunked: no Content-Length
+        yield b'{"products": [{"item_number": "p-1", "images": [], "x": "'
+        for _ in range(48):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    sent = headers | {"Content-Type": "application/json"}
+    response = await client.post(PATH, content=chunks(), headers=sent)
+    assert response.status_code == 413, response.text
+    assert only_error(response)["code"] == "payload_too_large"
+
+
+def test_where_counts_lines_and_characters_from_one() -> None:
+    data = '{\n  "ø": x'.encode()
+    assert where(data, data.index(b"x")) == "line 2, column 8"
+    assert where(b"", 0) == "line 1, column 1"
+    with pytest.raises(InvalidJson):
+        parse_json(b"\xff")
