@@ -178,3 +178,33 @@ async def images_of(
     assert response.status_code == 200, response.text
     images: list[dict[str, Any]] = response.json()["images"]
     return images
+
+
+# An image the database itself refuses at apply time, whoever applies it: real poison
+# work, reaching worker processes no mock can. See `poison_trigger`.
+POISON_ALT = "refused by the database"
+
+
+def poison_trigger(dialect: str) -> tuple[list[str], list[str]]:
+    """SQL that makes the database refuse every image row whose alt is `POISON_ALT`, and
+    SQL that removes it again."""
+    if dialect == "postgresql":
+        return (
+            [
+                "CREATE OR REPLACE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql "
+                "AS $$ BEGIN RAISE EXCEPTION 'the database refuses this image'; END $$",
+                "CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON image FOR EACH ROW "
+                f"WHEN (NEW.alt = '{POISON_ALT}') EXECUTE FUNCTION refuse_poison()",
+            ],
+            [
+                "DROP TRIGGER IF EXISTS refuse_poison ON image",
+                "DROP FUNCTION IF EXISTS refuse_poison()",
+            ],
+        )
+    return (
+        [
+            f"CREATE TRIGGER refuse_poison BEFORE INSERT ON image WHEN NEW.alt = '{POISON_ALT}' "
+            "BEGIN SELECT RAISE(ABORT, 'the database refuses this image'); END"
+        ],
+        ["DROP TRIGGER IF EXISTS refuse_poison"],
+    )

@@ -123,3 +123,50 @@ async def test_ids_and_pages_no_query_can_take_are_422(
     response = await client.get(path, headers=headers)
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "words"),
+    [
+        ("https://user:secret@images.example.com/1.jpg", "validation_error", "credentials"),
+        ("https://images.example.com/" + "a" * 2030, "validation_error", "2048"),
+        ("https://images.example.com:6379/1.jpg", "port_refused", "port 6379"),
+        ("http://[fe80::1%25eth0]/1.jpg", "validation_error", "zone"),
+        ("https://images.example.com/a\tb.jpg", "validation_error", "spaces or control"),
+        ("https://" + "h" * 64 + ".example.com/1.jpg", "validation_error", "host name is too long"),
+    ],
+)
+async def test_url_checks_that_need_no_network_answer_at_request_time(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    url: str,
+    code: str,
+    words: str,
+) -> None:
+    response = await client.post("/products/images/sync", json=one_image(url=url), headers=headers)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["source"]["pointer"] == "/products/0/images/0/url"
+    assert error["code"] == code
+    assert words in error["detail"]
+    assert await jobs_recorded(sessionmaker) == 0
+
+
+async def test_a_url_of_exactly_2048_characters_is_fetched(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    url = image_server.add("long.jpg") + "?pad="
+    url += "x" * (2048 - len(url))
+    assert len(url) == 2048
+    body = {"products": [{"item_number": "cool-product-001", "images": [{"url": url, "sort": 1}]}]}
+    job = await sync(client, headers, body)
+    assert job["status"] == "succeeded", job
+    assert image_server.hits["long.jpg"] == 1
+
+
+def test_the_documented_url_limit_is_the_enforced_one(settings: Any) -> None:
+    from imagesync.app import create_app
+
+    schema = create_app(settings).openapi()["components"]["schemas"]["ImageIn"]
+    assert schema["properties"]["url"]["maxLength"] == 2048

@@ -456,7 +456,8 @@ async def test_a_body_over_the_limit_is_413(
 async def test_refused_addresses_are_never_connected_to(
     client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    """Loopback on a port nobody allow-listed: refused before any connection."""
+    """Loopback on a port nobody allow-listed: refused at request time, before any
+    connection or name lookup, with a pointer to each image."""
     import socket
 
     listener = socket.socket()
@@ -465,10 +466,9 @@ async def test_refused_addresses_are_never_connected_to(
     listener.setblocking(False)
     port = listener.getsockname()[1]
     try:
-        job = await sync(
-            client,
-            headers,
-            {
+        response = await client.post(
+            "/products/images/sync",
+            json={
                 "products": [
                     {
                         "item_number": "cool-product-001",
@@ -479,10 +479,16 @@ async def test_refused_addresses_are_never_connected_to(
                     }
                 ]
             },
+            headers=headers,
         )
-        codes = [i["error"]["code"] for i in job["products"][0]["images"]]
+        assert response.status_code == 422, response.text
+        errors = response.json()["errors"]
         # The name is not even resolved: its port is not one images are fetched from.
-        assert codes == ["address_refused", "port_refused"]
+        assert [(e["code"], e["source"]["pointer"]) for e in errors] == [
+            ("address_refused", "/products/0/images/0/url"),
+            ("port_refused", "/products/0/images/1/url"),
+        ]
+        assert "not a public address" in errors[0]["detail"]
         with pytest.raises(BlockingIOError):
             listener.accept()  # nothing ever connected
     finally:

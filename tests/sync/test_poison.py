@@ -4,19 +4,27 @@ with backoff, then ends `failed` / `internal_error`, and its job reaches a final
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
 from imagesync.sync.context import SyncContext
 from imagesync.sync.run import retry_delay
-from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
-
-# The database cannot store this sort: every apply of the product raises.
-POISON_SORT = 1180591620717411303424
+from tests.sync.conftest import (
+    POISON_ALT,
+    ImageServer,
+    images_of,
+    poison_trigger,
+    server_settings,
+    sync_images,
+)
 
 
 @pytest.fixture
@@ -24,6 +32,20 @@ def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Se
     return server_settings(database_url, tmp_path, image_server, task_max_attempts=2)
 
 
+@pytest.fixture
+async def poisoned(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
+    """Every apply of an image with `POISON_ALT` raises, in the database itself."""
+    create, drop = poison_trigger(sessionmaker.kw["bind"].dialect.name)
+    async with session_scope(sessionmaker) as session:
+        for statement in drop + create:
+            await session.execute(text(statement))
+    yield
+    async with session_scope(sessionmaker) as session:
+        for statement in drop:
+            await session.execute(text(statement))
+
+
+@pytest.mark.usefixtures("poisoned")
 async def test_a_product_that_always_crashes_ends_failed_after_its_attempts(
     app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:
@@ -33,7 +55,7 @@ async def test_a_product_that_always_crashes_ends_failed_after_its_attempts(
     await sync_images(client, headers, [{"url": good, "sort": 1}])
 
     poison = image_server.add("poison.jpg")
-    job = await sync_images(client, headers, [{"url": poison, "sort": POISON_SORT}])
+    job = await sync_images(client, headers, [{"url": poison, "sort": 2, "alt": POISON_ALT}])
     assert job["status"] == "failed", job
     (product,) = job["products"]
     assert product["status"] == "failed"

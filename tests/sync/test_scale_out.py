@@ -21,7 +21,7 @@ import pytest
 
 from imagesync.kit.db import Base
 from tests.conftest import S3Server
-from tests.sync.conftest import ImageServer
+from tests.sync.conftest import POISON_ALT, ImageServer, poison_trigger
 from tests.test_crash_recovery import wait_until
 from tests.test_serve import clean_env, free_port
 
@@ -251,13 +251,27 @@ async def test_overlapping_syncs_across_two_workers_end_with_the_last_submitted(
     assert await urls_of(api, "p1") == [lists[-1][0]["url"]]
 
 
+def drop_poison(url: str, drop: list[str]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in drop:
+            conn.execute(statement)
+
+
 async def test_a_poison_product_ends_failed_after_its_attempts(
-    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+    cluster: Cluster,
+    api: httpx.AsyncClient,
+    image_server: ImageServer,
+    request: pytest.FixtureRequest,
 ) -> None:
     cluster.env["IMAGESYNC_TASK_MAX_ATTEMPTS"] = "2"
     cluster.worker("w1")
-    # The database refuses a sort this large at apply time, every time.
-    poison = [{"url": image_server.add("x.jpg"), "sort": 1180591620717411303424}]
+    # The database refuses this image at apply time, every time.
+    create, drop = poison_trigger("postgresql")
+    with psycopg.connect(cluster.env["IMAGESYNC_DATABASE_URL"], autocommit=True) as conn:
+        for statement in drop + create:
+            conn.execute(statement)
+    request.addfinalizer(lambda: drop_poison(cluster.env["IMAGESYNC_DATABASE_URL"], drop))
+    poison = [{"url": image_server.add("x.jpg"), "sort": 1, "alt": POISON_ALT}]
     job_id = await post_sync(api, "p1", poison)
     healthy = await post_sync(api, "p2", [{"url": image_server.add("y.jpg"), "sort": 1}])
     read = await finished(api, job_id)

@@ -130,9 +130,10 @@ def parse_ipv4_number(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value)
 
 
-def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[int]) -> URL:
-    """Parse `raw` and refuse it if it may not be fetched, before anything is resolved:
-    `InvalidUrl` for a malformed URL, `AddressRefused` or `PortRefused` otherwise."""
+def parse_url(raw: str) -> URL:
+    """Parse `raw`, refusing (`InvalidUrl`) what no setting could make fetchable: a URL
+    too long, with spaces or control characters, not absolute http(s), with credentials,
+    an IPv6 zone or a host name too long. Needs no network: a request is checked with it."""
     if len(raw) > MAX_URL_LENGTH:
         raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if _CONTROL.search(raw):
@@ -148,11 +149,31 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
         raise InvalidUrl(f"{raw!r} is not an absolute http(s) URL")
     if url.raw_user is not None or url.raw_password is not None or "@" in authority:
         raise InvalidUrl("URLs with credentials are refused")
-    host = host.lower()
     if "%" in host:
         raise InvalidUrl("IPv6 zone identifiers are refused")
     if len(host) > MAX_HOST_LENGTH or any(len(label) > 63 for label in host.split(".")):
         raise InvalidUrl("the host name is too long")
+    return url
+
+
+def port_refusal(
+    url: URL, *, allow: frozenset[tuple[str, int]], ports: frozenset[int]
+) -> PortRefused | None:
+    """The refusal of a parsed URL's port, unless the port is fetched from (or the exact
+    host and port are allowed)."""
+    port = url.port
+    if port is None or port in ports or ((url.raw_host or "").lower(), port) in allow:
+        return None
+    listed = ", ".join(str(p) for p in sorted(ports))
+    return PortRefused(f"port {port} is not fetched from (allowed: {listed})")
+
+
+def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[int]) -> URL:
+    """Parse `raw` and refuse it if it may not be fetched, before anything is resolved:
+    `InvalidUrl` for a malformed URL, `AddressRefused` or `PortRefused` otherwise."""
+    url = parse_url(raw)
+    host = (url.raw_host or "").lower()
+    port = url.port
     allowed = (host, port) in allow
     try:
         address = host_address(host)
@@ -163,9 +184,9 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
             raise AddressRefused(f"{host} is {address}, which is not a public address")
         if isinstance(address, ipaddress.IPv4Address) and host != str(address):
             raise InvalidUrl(f"write the address {host} as {address}")
-    if not allowed and port not in ports:
-        listed = ", ".join(str(p) for p in sorted(ports))
-        raise PortRefused(f"port {port} is not fetched from (allowed: {listed})")
+    refusal = port_refusal(url, allow=allow, ports=ports)
+    if refusal is not None:
+        raise refusal
     return url
 
 

@@ -16,10 +16,14 @@ from pydantic import (
 )
 
 from imagesync.catalog.schemas import VariantRead
+from imagesync.fetch.errors import InvalidUrl
+from imagesync.fetch.guard import MAX_URL_LENGTH, parse_url
 from imagesync.kit.schemas import Int32, Key, Name, PageMeta, RequestModel, storable
 
 MAX_PRODUCTS_PER_IMAGE_SYNC = 10
-Url = Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(storable)]
+Url = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(storable)
+]
 ExistanceKey = Annotated[
     str, StringConstraints(min_length=1, max_length=1024), AfterValidator(storable)
 ]
@@ -28,7 +32,10 @@ Filename = Annotated[str, StringConstraints(min_length=1, max_length=200), After
 
 
 class ImageIn(RequestModel):
-    url: Url = Field(description="A public http(s) URL of the image.")
+    url: Url = Field(
+        description="A public http(s) URL of the image, without credentials, at most "
+        f"{MAX_URL_LENGTH} characters."
+    )
     sort: Int32 = Field(description="The image's place among the product's images.")
     sort_b2c: Int32 | None = Field(default=None, description="A sort for B2C systems.")
     existance_key: ExistanceKey | None = Field(
@@ -54,12 +61,13 @@ class ImageIn(RequestModel):
 
     @field_validator("url")
     @classmethod
-    def _absolute_http(cls, url: str) -> str:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?#":
-            raise ValueError("must be an absolute http or https URL")
-        if any(c in url for c in "\r\n\t "):
-            raise ValueError("must not contain whitespace")
+    def _fetchable(cls, url: str) -> str:
+        """Everything about the URL that needs no network is checked here, at request
+        time; only what needs DNS or a connection can fail inside the job."""
+        try:
+            parse_url(url)
+        except InvalidUrl as exc:
+            raise ValueError(exc.detail) from None
         return url
 
 

@@ -10,6 +10,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.catalog.models import Account
+from imagesync.fetch.errors import FetchError
+from imagesync.fetch.guard import check_url
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import SYNC
@@ -27,8 +29,17 @@ log = structlog.get_logger(__name__)
 RUN_PRODUCT = "sync.run_product"
 
 
-def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
-    """The checks that span fields; the schema did the rest."""
+def validate_request(
+    request: ImageSyncRequest,
+    *,
+    max_images: int,
+    allow: frozenset[tuple[str, int]] = frozenset(),
+    ports: frozenset[int] = frozenset({80, 443}),
+) -> None:
+    """The checks that span fields or need the settings: the ports fetched from and the
+    exact `host:port` pairs allowed decide whether a URL's port or literal address is
+    refused (`port_refused`, `address_refused`), which needs no network. A host name's
+    addresses, and redirects, are judged in the job. The schema did the rest."""
     key = request.key
     problems = duplicate_problems(
         (p.item_number, f"/{key}/{i}/item_number") for i, p in enumerate(request.items)
@@ -58,6 +69,17 @@ def validate_request(request: ImageSyncRequest, *, max_images: int) -> None:
                     )
                 )
             identities.setdefault(identity, j)
+            try:  # needs no network: a literal address or a port is refused here
+                check_url(image.url, allow=allow, ports=ports)
+            except FetchError as refusal:
+                problems.append(
+                    Problem(
+                        detail=refusal.detail,
+                        pointer=f"/{key}/{i}/images/{j}/url",
+                        code=refusal.code,
+                        title="URL not fetched from",
+                    )
+                )
     if problems:
         raise ValidationFailed(problems=problems)
 
@@ -79,7 +101,9 @@ async def submit(
     transaction, each product whose new list needs no download and no earlier sync of
     which is pending (the nightly re-send), and queue the others. The job and what was
     applied commit together, or nothing does."""
-    validate_request(request, max_images=max_images)
+    validate_request(
+        request, max_images=max_images, allow=ctx.fetcher.allow, ports=ctx.fetcher.limits.ports
+    )
     await repository.lock_submissions(session, account.id)
     now = utcnow()  # taken under the lock: created_at orders jobs as seq orders products
     job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=now, products=[])
