@@ -38,6 +38,7 @@ async def status_with(database_url: str, token: str) -> int:
 def test_accounts_create_json_prints_a_working_token(env: str) -> None:
     code, output = invoke("accounts", "create", "acme", "--json")
     assert code == 0, output
+    assert output.endswith("}\n")  # one line, ended: a shell prompt does not join it
     printed = json.loads(output)
     assert printed["account"] == "acme"
     assert printed["token"].startswith("isk_")
@@ -179,3 +180,22 @@ def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> No
     code, output = invoke("queue")
     assert code == 0
     assert "product_not_found" in output
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["serve"], ["IMAGESYNC_HOST, else 127.0.0.1", "IMAGESYNC_PORT, else 8000"]),
+        (["collect"], ["IMAGESYNC_BLOB_GRACE_DAYS, else 7"]),
+        (["worker"], ["IMAGESYNC_WORKER_CONCURRENCY, else 4", "(default: all)"]),
+    ],
+)
+def test_help_names_each_default(
+    command: list[str], says: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per option
+    code, output = invoke(*command, "--help")
+    assert code == 0, output
+    for words in says:
+        assert words in output
+    assert " .  " not in output  # a default swallowed as markup left "bind ."

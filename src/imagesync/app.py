@@ -10,6 +10,7 @@ from datetime import timedelta
 import structlog
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -39,8 +40,15 @@ def api_router() -> APIRouter:
     # .../images and /products/sync.
     router.include_router(sync_api.router)
     router.include_router(catalog_api.router)
+    # Reading a sync path is a wrong method there, not a product named "sync".
+    for path in ("/products/sync", "/products/images/sync"):
+        router.add_api_route(path, _post_only, methods=["GET"], include_in_schema=False)
     router.include_router(sync_api.products_router)
     return router
+
+
+async def _post_only() -> None:
+    raise StarletteHTTPException(405, headers={"Allow": "POST"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,13 @@ from imagesync.kit.db import create_engine, create_sessionmaker, migrate, sessio
 from imagesync.kit.errors import ImageSyncError, NotFound
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, SettingsError, ensure_sqlite_directory, load_settings
+
+
+def _default(setting: str) -> Any:
+    """A setting's built-in default, for help texts (written in parentheses: typer reads
+    square brackets as markup and drops them)."""
+    return Settings.model_fields[setting].default
+
 
 app = typer.Typer(
     help="imagesync: keeps product images in sync with an external source.",
@@ -66,8 +73,12 @@ def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable
 
 @app.command()
 def serve(
-    host: str | None = typer.Option(None, help="Address to bind [default: IMAGESYNC_HOST]."),
-    port: int | None = typer.Option(None, help="Port to bind [default: IMAGESYNC_PORT]."),
+    host: str | None = typer.Option(
+        None, help=f"Address to bind (default: IMAGESYNC_HOST, else {_default('host')})."
+    ),
+    port: int | None = typer.Option(
+        None, help=f"Port to bind (default: IMAGESYNC_PORT, else {_default('port')})."
+    ),
     run_migrations: bool = typer.Option(
         True, "--migrate/--no-migrate", help="Apply pending migrations first."
     ),
@@ -93,13 +104,15 @@ def serve(
 @app.command()
 def worker(
     concurrency: int | None = typer.Option(
-        None, help="Jobs run at once [default: IMAGESYNC_WORKER_CONCURRENCY]."
+        None,
+        help="Jobs run at once (default: IMAGESYNC_WORKER_CONCURRENCY, else "
+        f"{_default('worker_concurrency')}).",
     ),
     queue: list[str] | None = typer.Option(
         None,
         "--queue",
         help="Take jobs from this queue only (repeat for several): sync, renditions, "
-        "maintenance [default: all].",
+        "maintenance (default: all).",
     ),
     name: str = typer.Option("worker", help="Worker name in logs."),
 ) -> None:
@@ -145,7 +158,9 @@ def demo() -> None:
 @app.command()
 def collect(
     grace_days: float | None = typer.Option(
-        None, help="Keep unused files this many days [default: IMAGESYNC_BLOB_GRACE_DAYS]."
+        None,
+        help="Keep unused files this many days (default: IMAGESYNC_BLOB_GRACE_DAYS, else "
+        f"{_default('blob_grace_days'):g}).",
     ),
 ) -> None:
     """Delete now the files no image has used for the grace period, and stored files no

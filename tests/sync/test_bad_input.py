@@ -170,3 +170,15 @@ def test_the_documented_url_limit_is_the_enforced_one(settings: Any) -> None:
 
     schema = create_app(settings).openapi()["components"]["schemas"]["ImageIn"]
     assert schema["properties"]["url"]["maxLength"] == 2048
+
+
+@pytest.mark.parametrize("path", ["/products/images/sync", "/products/sync", "/v10/products/sync"])
+async def test_reading_a_sync_path_is_405_not_a_missing_product(
+    client: httpx.AsyncClient, headers: dict[str, str], path: str
+) -> None:
+    response = await client.get(path, headers=headers)
+    assert response.status_code == 405, response.text
+    assert response.headers["Allow"] == "POST"
+    error = response.json()["errors"][0]
+    assert error["code"] == "method_not_allowed"
+    assert "GET is not allowed" in error["detail"]

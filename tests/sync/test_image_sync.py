@@ -493,3 +493,26 @@ async def test_refused_addresses_are_never_connected_to(
             listener.accept()  # nothing ever connected
     finally:
         listener.close()
+
+
+async def test_a_jobs_downloaded_counts_add_up_to_the_origin_hits(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    # Slow answers: the three products run at once and share the two downloads.
+    shared = [image_server.add(f"shared-{i}.jpg", delay=0.5) for i in range(2)]
+    for n in range(3):
+        await sync_ok(client, headers, "/products/sync", {"products": [{"item_number": f"p{n}"}]})
+    body = {
+        "products": [
+            {
+                "item_number": f"p{n}",
+                "images": [{"url": u, "sort": i} for i, u in enumerate(shared)],
+            }
+            for n in range(3)
+        ]
+    }
+    job = await sync(client, headers, body)
+    assert job["status"] == "succeeded", job
+    assert [image_server.hits[f"shared-{i}.jpg"] for i in range(2)] == [1, 1]
+    assert sum(p["counts"]["downloaded"] for p in job["products"]) == 2
+    assert all(p["counts"]["created"] == 2 for p in job["products"])

@@ -177,7 +177,8 @@ async def record(
 
 class FetchDeduper:
     """One download per (account, identity) at a time in this process: two products
-    sending the same new URL at once share the download."""
+    sending the same new URL at once share the download. Only the product that started
+    a download counts it, so a job's `downloaded` adds up to the requests its origins saw."""
 
     def __init__(self) -> None:
         self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
@@ -187,11 +188,13 @@ class FetchDeduper:
         account_id: int,
         identity: Identity,
         start: Callable[[], Awaitable[Fetched | ImageError]],
-    ) -> Fetched | ImageError:
+    ) -> tuple[Fetched | ImageError, bool]:
+        """The outcome, and whether this call started the download (else it shared one)."""
         key = (account_id, identity)
         future = self._inflight.get(key)
+        started = future is None
         if future is None:
             future = asyncio.ensure_future(start())
             self._inflight[key] = future
             future.add_done_callback(lambda _f: self._inflight.pop(key, None))
-        return await asyncio.shield(future)
+        return await asyncio.shield(future), started

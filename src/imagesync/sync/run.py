@@ -120,7 +120,7 @@ async def run_entry(
         c.spec.identity: c.spec for c in planned.plan.creates if c.spec.identity.digest not in known
     }
     note = partial(_note_store_refused, ctx, seq)
-    outcomes = await asyncio.gather(
+    results = await asyncio.gather(
         *(
             fetches.fetch(
                 account_id,
@@ -137,6 +137,7 @@ async def run_entry(
             for identity, spec in missing.items()
         )
     )
+    outcomes = [outcome for outcome, _started in results]
     failures: dict[Identity, ImageError] = {
         identity: outcome
         for identity, outcome in zip(missing, outcomes, strict=True)
@@ -159,7 +160,10 @@ async def run_entry(
                 stored[identity.digest] = outcome
             else:
                 failures[identity] = outcome
-    downloaded = len(fetched)
+    # Downloads this product started; one it shared with another product counts there.
+    downloaded = sum(
+        1 for (outcome, started) in results if started and not isinstance(outcome, ImageError)
+    )
 
     async with session_scope(ctx.sessionmaker) as session:
         entry = await repository.get_entry(session, seq)
