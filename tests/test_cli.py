@@ -154,7 +154,8 @@ def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> No
                         {"item_number": "missing", "images": []},
                         {
                             "item_number": "p1",
-                            "images": [{"url": "http://127.0.0.1:9/a.jpg", "sort": 1}],
+                            # Never fetched: no worker runs here.
+                            "images": [{"url": "https://images.example.com/a.jpg", "sort": 1}],
                         },
                     ]
                 }
