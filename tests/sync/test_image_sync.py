@@ -489,6 +489,8 @@ async def test_refused_addresses_are_never_connected_to(
             ("port_refused", "/products/0/images/1/url"),
         ]
         assert "not a public address" in errors[0]["detail"]
+        # It says how a local image server is allowed, not what is allowed already.
+        assert "allow an exact host:port with IMAGESYNC_FETCH_ALLOW" in errors[0]["detail"]
         with pytest.raises(BlockingIOError):
             listener.accept()  # nothing ever connected
     finally:

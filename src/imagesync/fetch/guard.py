@@ -181,7 +181,10 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
         raise InvalidUrl(str(exc)) from exc
     if address is not None and not allowed:
         if is_forbidden(address):
-            raise AddressRefused(f"{host} is {address}, which is not a public address")
+            raise AddressRefused(
+                f"{host} is {address}, which is not a public address (an operator can "
+                "allow an exact host:port with IMAGESYNC_FETCH_ALLOW)"
+            )
         if isinstance(address, ipaddress.IPv4Address) and host != str(address):
             raise InvalidUrl(f"write the address {host} as {address}")
     refusal = port_refusal(url, allow=allow, ports=ports)
