@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.settings import Settings
 from imagesync.storage.models import Blob
-from imagesync.sync.filenames import effective_filename
+from imagesync.sync.filenames import content_disposition, effective_filename
 from imagesync.sync.models import SyncJob
 from imagesync.sync.planner import ImageSpec
 from tests.factories import create_account, create_tshirt, sync_ok
@@ -85,6 +86,16 @@ async def test_each_accepted_format_is_recognised_from_its_bytes(
         ("My shirt!.jpeg", "https://cdn.test/x.jpg", "image/jpeg", "My-shirt.jpg"),
         ("../../etc/passwd", "https://cdn.test/x.jpg", "image/gif", "etc-passwd.gif"),
         ("report.pdf", "https://cdn.test/x.jpg", "image/png", "report.pdf.png"),
+        # Letters and digits of every script are kept, composed (NFC).
+        (None, "https://cdn.test/bl%C3%A5b%C3%A6r.jpg", "image/jpeg", "blåbær.jpg"),
+        ("Rød kjole forside.jpg", "https://cdn.test/x.jpg", "image/jpeg", "Rød-kjole-forside.jpg"),
+        ("Grüße aus Köln.png", "https://cdn.test/x.jpg", "image/png", "Grüße-aus-Köln.png"),
+        ("Gru\u0308ße.png", "https://cdn.test/x.jpg", "image/png", "Grüße.png"),
+        (None, "https://cdn.test/%E6%97%A5%E6%9C%AC.jpg", "image/jpeg", "日本.jpg"),
+        ("שמלה אדומה.jpg", "https://cdn.test/x.jpg", "image/jpeg", "שמלה-אדומה.jpg"),
+        # Bidi overrides, quotes and separators are unsafe in a header or a path.
+        ("a\u202egpj.exe", "https://cdn.test/x.jpg", "image/jpeg", "a-gpj.exe.jpg"),
+        ('say "hi"; x=1\\y', "https://cdn.test/x.jpg", "image/png", "say-hi-x-1-y.png"),
     ],
 )
 def test_filenames_are_sanitised_with_the_real_extension(
@@ -92,6 +103,40 @@ def test_filenames_are_sanitised_with_the_real_extension(
 ) -> None:
     spec = ImageSpec(url=url, sort=1, filename=custom)
     assert effective_filename(spec, content_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("custom", "served", "fallback"),
+    [
+        ("blåbær.jpg", "blåbær.jpg", "blabaer.jpg"),
+        ("Größe übersicht.jpg", "Größe-übersicht.jpg", "Grosse-ubersicht.jpg"),
+        ("日本 夏.jpg", "日本-夏.jpg", "RiBen-Xia.jpg"),
+        ("فستان أحمر.jpg", "فستان-أحمر.jpg", "fstn-hmr.jpg"),
+    ],
+    ids=["danish", "german", "chinese", "arabic"],
+)
+async def test_unicode_names_are_kept_and_sent_as_rfc_6266(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    custom: str,
+    served: str,
+    fallback: str,
+) -> None:
+    url = image_server.add("photo.jpg", make_image((9, 90, 200)))
+    await sync_images(client, headers, [{"url": url, "sort": 1, "filename": custom}])
+    [image] = (await client.get("/products/cool-product-001/images", headers=headers)).json()[
+        "images"
+    ]
+    assert image["filename"] == served
+    # The file URL is percent-encoded, and it is the file's address.
+    assert image["file_url"].endswith("/" + quote(served, safe=""))
+    assert image["file_url"].isascii()
+    response = await client.get(image["file_url"])
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == (
+        f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(served, safe='')}"
+    )
 
 
 async def test_identical_bytes_are_stored_once(
@@ -190,5 +235,16 @@ def test_every_filename_is_one_safe_segment_with_the_real_extension(
     spec = ImageSpec(url=f"https://cdn.test/{quote(path)}", sort=1, filename=custom)
     name = effective_filename(spec, content_type)
     extension = content_type.removeprefix("image/").replace("jpeg", "jpg")
-    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*\." + extension, name), name
+    assert name.endswith(f".{extension}")
+    assert unicodedata.is_normalized("NFC", name)
+    assert name[0] not in ".-", name
+    # Only letters, marks, digits and ._- : no separator, space, quote, control or override.
+    assert all(c in "._-" or unicodedata.category(c)[0] in "LMN" for c in name), name
     assert len(name) <= 160
+    disposition = content_disposition(name)
+    disposition.encode("latin-1")  # a header value
+    assert re.fullmatch(
+        r'inline; filename="[A-Za-z0-9_][A-Za-z0-9._-]*"(; filename\*=.*)?', disposition
+    )
+    if not name.isascii():
+        assert unquote(disposition.split("filename*=UTF-8''")[1]) == name

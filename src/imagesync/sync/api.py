@@ -20,6 +20,7 @@ from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import BlobStore
 from imagesync.sync import images, jobs, submit
 from imagesync.sync.deps import StoreDep, SyncContextDep
+from imagesync.sync.filenames import content_disposition
 from imagesync.sync.schemas import (
     ImageList,
     ImageSyncRequest,
@@ -213,7 +214,7 @@ def immutable_headers(etag: str, filename: str) -> dict[str, str]:
     return {
         "Cache-Control": "public, max-age=31536000, immutable",
         "ETag": f'"{etag}"',
-        "Content-Disposition": f'inline; filename="{filename}"',
+        "Content-Disposition": content_disposition(filename),
         "X-Content-Type-Options": "nosniff",
     }
 

@@ -17,7 +17,7 @@ from imagesync.storage import repository as blob_repository
 from imagesync.storage.models import Rendition
 from imagesync.sync import repository
 from imagesync.sync.apply import relink
-from imagesync.sync.filenames import rendition_filename
+from imagesync.sync.filenames import rendition_filename, url_segment
 from imagesync.sync.models import Image
 from imagesync.sync.planner import matching_variants
 from imagesync.sync.schemas import ImageRead, ProductRead, RenditionRead
@@ -111,14 +111,14 @@ def image_read(
         content_type=image.blob.content_type,
         size=image.blob.size,
         sha256=image.blob.sha256,
-        file_url=f"{base_url}images/{image.id}/{image.filename}",
+        file_url=f"{base_url}images/{image.id}/{url_segment(image.filename)}",
         renditions=[
             RenditionRead(
                 width=r.width,
                 height=r.height,
                 state=r.state,
                 size=r.size,
-                url=f"{base_url}images/{image.id}/w{r.width}/{name}"
+                url=f"{base_url}images/{image.id}/w{r.width}/{url_segment(name)}"
                 if r.state == "ready"
                 else None,
                 error=r.error if r.state == "failed" else None,

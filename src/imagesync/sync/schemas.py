@@ -44,7 +44,12 @@ class ImageIn(RequestModel):
         description="Identifies the image instead of its URL, for URLs that expire.",
     )
     alt: Alt | None = None
-    filename: Filename | None = None
+    filename: Filename | None = Field(
+        default=None,
+        description="The name the file is served under (default: the URL's last segment). "
+        "Letters and digits of any script are kept (NFC); other characters become '-', and "
+        "the extension follows the image's real format.",
+    )
     attach_to_variants_matching_attribute_code: dict[Name, Key] | None = Field(
         default=None, description='Attach to variants with these codes, e.g. {"Color": "100"}.'
     )
