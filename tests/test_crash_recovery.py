@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import _truncate_postgres
+from tests.served import clean_env, free_port
 from tests.sync.conftest import make_image
-from tests.test_serve import clean_env, free_port
 
 
 class StallingServer:

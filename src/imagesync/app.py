@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
@@ -26,6 +28,7 @@ from imagesync.storage.collector import Collector
 from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
 from imagesync.sync import api as sync_api
 from imagesync.sync.context import SyncContext
+from imagesync.sync.schemas import FINISHED_JOB_EXAMPLE
 from imagesync.sync.submit import RUN_PRODUCT
 from imagesync.sync.worker import SyncWorker
 
@@ -78,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await runner.stop()
                 log.info("app.stopped")
 
-    app = FastAPI(
+    # The interactive docs' assets are served from the installed package, never a CDN.
+    app = FastAPIOffline(
         title="imagesync",
         version=__version__,
         summary="Keeps product images in sync with an external source (TRAEDE's API).",
         lifespan=lifespan,
+        static_url="/docs/assets",
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -92,7 +97,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(routes, prefix=prefix, include_in_schema=not prefix)
         app.include_router(health.router, prefix=prefix, include_in_schema=not prefix)
+    _document_as_enforced(app, settings)
     return app
+
+
+def _document_as_enforced(app: FastAPI, settings: Settings) -> None:
+    """Finish the OpenAPI document with what the routes cannot say themselves: 401 on
+    exactly the operations that take a token, this server's image limit, and a job's
+    example with its nulls (FastAPI drops None from examples it renders)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        document = build()
+        if first:
+            for path in document["paths"].values():
+                for operation in path.values():
+                    responses = operation["responses"]
+                    if operation.get("security"):
+                        responses.setdefault("401", UNAUTHORIZED)
+                    else:
+                        responses.pop("401", None)
+            schemas = document["components"]["schemas"]
+            schemas["SyncJobRead"]["examples"] = [FINISHED_JOB_EXAMPLE]
+            images = schemas["ProductImagesIn"]["properties"]["images"]
+            images["maxItems"] = settings.max_images_per_product
+            images["description"] += (
+                f" At most {settings.max_images_per_product} per product on this server "
+                "(IMAGESYNC_MAX_IMAGES_PER_PRODUCT); more is 422 `too_many_images`."
+            )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+UNAUTHORIZED = {
+    "description": "Missing, unknown or revoked token",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
 
 
 @dataclass(frozen=True)

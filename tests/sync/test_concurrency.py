@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from tests.conftest import _truncate_postgres
+from tests.served import clean_env, free_port
 from tests.sync.conftest import ImageServer
 from tests.test_crash_recovery import wait_until
-from tests.test_serve import clean_env, free_port
 
 CLIENTS = 32
 PRODUCTS = 10  # per request, TRAEDE's maximum

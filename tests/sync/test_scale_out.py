@@ -21,9 +21,9 @@ import pytest
 
 from imagesync.kit.db import Base
 from tests.conftest import S3Server
+from tests.served import clean_env, free_port
 from tests.sync.conftest import POISON_ALT, ImageServer, poison_trigger
 from tests.test_crash_recovery import wait_until
-from tests.test_serve import clean_env, free_port
 
 pytestmark = pytest.mark.postgres
 

@@ -16,7 +16,6 @@ from imagesync.kit.body import JsonRoute
 from imagesync.kit.errors import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 

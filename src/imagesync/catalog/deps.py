@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import service
 from imagesync.catalog.models import Account
 from imagesync.deps import SessionDep
 
+# Declares the scheme in the OpenAPI document (so the interactive docs can send a token);
+# the header itself is judged below, with a message for each way it can be wrong.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="An API token, as `imagesync accounts create` or `tokens create` print it.",
+)
+
 
 async def _account(
     session: SessionDep,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
     account = await service.authenticate(session, authorization)

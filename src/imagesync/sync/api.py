@@ -30,7 +30,6 @@ from imagesync.sync.schemas import (
 )
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token"},
     404: {"model": ErrorResponse, "description": "Not found"},
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }

@@ -9,6 +9,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
@@ -19,8 +20,43 @@ from imagesync.catalog.schemas import VariantRead
 from imagesync.fetch.errors import InvalidUrl
 from imagesync.fetch.guard import MAX_URL_LENGTH, parse_url
 from imagesync.kit.schemas import Int32, Key, Name, PageMeta, RequestModel, storable
+from imagesync.sync import codes
 
 MAX_PRODUCTS_PER_IMAGE_SYNC = 10
+# TRAEDE's documented example: a T-shirt in Black (code 100) and White (code 900).
+TRAEDE_EXAMPLE: dict[str, Any] = {
+    "products": [
+        {
+            "item_number": "cool-product-001",
+            "images": [
+                {
+                    "url": "https://imageserver.com/black-product-01.jpg",
+                    "sort": 1,
+                    "alt": "A black t-shirt front",
+                    "attach_to_variants_matching_attribute_code": {"Color": "100"},
+                },
+                {
+                    "url": "https://imageserver.com/black-product-02.jpg",
+                    "sort": 2,
+                    "alt": "A black t-shirt back",
+                    "attach_to_variants_matching_attribute_code": {"Color": "100"},
+                },
+                {
+                    "url": "https://imageserver.com/white-product-01.jpg",
+                    "sort": 3,
+                    "alt": "A white t-shirt front",
+                    "attach_to_variants_matching_attribute_code": {"Color": "900"},
+                },
+                {
+                    "url": "https://imageserver.com/white-product-02.jpg",
+                    "sort": 4,
+                    "alt": "A white t-shirt back",
+                    "attach_to_variants_matching_attribute_code": {"Color": "900"},
+                },
+            ],
+        }
+    ]
+}
 Url = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(storable)
 ]
@@ -83,7 +119,15 @@ class ProductImagesIn(RequestModel):
 
 
 class ImageSyncRequest(RequestModel):
-    """TRAEDE documents the list both as `products` and as `product_images`; either works."""
+    """TRAEDE documents the list both as `products` and as `product_images`; send exactly
+    one of them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["products"]}, {"required": ["product_images"]}],
+            "examples": [TRAEDE_EXAMPLE],
+        }
+    )
 
     products: list[ProductImagesIn] | None = Field(
         default=None, min_length=1, max_length=MAX_PRODUCTS_PER_IMAGE_SYNC
@@ -109,13 +153,79 @@ class ImageSyncRequest(RequestModel):
         return self.products if self.products is not None else self.product_images or []
 
 
+# A finished job of TRAEDE's example, one of whose images could not be fetched.
+FINISHED_JOB_EXAMPLE: dict[str, Any] = {
+    "id": "0b9f3c1e6d2a4f5b8c7d9e0a1b2c3d4e",
+    "status": "partially_failed",
+    "created_at": "2026-11-27T02:00:00Z",
+    "finished_at": "2026-11-27T02:00:03Z",
+    "products": [
+        {
+            "item_number": "cool-product-001",
+            "status": "succeeded",
+            "error": None,
+            "counts": {
+                "created": 4,
+                "kept": 0,
+                "updated": 0,
+                "deleted": 1,
+                "skipped": 0,
+                "failed": 0,
+                "downloaded": 4,
+            },
+            "images": [
+                {
+                    "url": f"https://imageserver.com/{name}.jpg",
+                    "existance_key": None,
+                    "outcome": "created",
+                    "image_id": f"5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4{n}",
+                    "error": None,
+                }
+                for n, name in enumerate(
+                    ["black-product-01", "black-product-02", "white-product-01", "white-product-02"]
+                )
+            ],
+        },
+        {
+            "item_number": "cool-product-002",
+            "status": "failed",
+            "error": {
+                "code": "download_http_error",
+                "detail": "1 image(s) could not be fetched or are not usable images; "
+                "the product's images were left as they were",
+            },
+            "counts": {
+                "created": 0,
+                "kept": 0,
+                "updated": 0,
+                "deleted": 0,
+                "skipped": 0,
+                "failed": 1,
+                "downloaded": 0,
+            },
+            "images": [
+                {
+                    "url": "https://imageserver.com/green-product-01.jpg",
+                    "existance_key": None,
+                    "outcome": "failed",
+                    "image_id": None,
+                    "error": {"code": "download_http_error", "detail": "origin answered 404"},
+                }
+            ],
+        },
+    ],
+}
+
 JobStatus = Literal["queued", "running", "succeeded", "partially_failed", "failed"]
 ProductStatus = Literal["queued", "running", "succeeded", "failed", "superseded"]
 Outcome = Literal["created", "kept", "updated", "skipped", "failed", "not_applied"]
 
 
 class ImageError(BaseModel):
-    code: str
+    code: str = Field(
+        description="Why the image or product failed:\n" + codes.describe(),
+        json_schema_extra={"enum": list(codes.RESULT_CODES)},
+    )
     detail: str
 
 

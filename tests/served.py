@@ -1,0 +1,74 @@
+"""`imagesync serve` as a real process on a real port of 127.0.0.1, for the tests that need
+one (a browser, a fuzzer, a second process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without any IMAGESYNC_* setting of the developer's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("IMAGESYNC_")}
+
+
+def create_token(cwd: Path, env: dict[str, str], account: str = "acme") -> str:
+    """A new account's first token, as `imagesync accounts create` prints it."""
+    created = subprocess.run(
+        [sys.executable, "-m", "imagesync", "accounts", "create", account, "--json"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token: str = json.loads(created.stdout)["token"]
+    return token
+
+
+@contextmanager
+def serve(cwd: Path, env: dict[str, str], *args: str) -> Iterator[str]:
+    """Run `imagesync serve` until the block ends; yields its base URL once it answers."""
+    port = free_port()
+    log = cwd / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imagesync", "serve", "--port", str(port), *args],
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert process.poll() is None, log.read_text()
+        else:
+            pytest.fail("server did not come up within 30 s")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

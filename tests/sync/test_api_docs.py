@@ -1,0 +1,180 @@
+"""The API documents itself as it behaves, and its interactive docs work offline."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from imagesync.app import create_app
+from imagesync.fetch import errors as fetch_errors
+from imagesync.kit.settings import Settings
+from imagesync.media import probe
+from imagesync.storage.store import StorageError
+from imagesync.sync.codes import RESULT_CODES
+from imagesync.sync.schemas import (
+    FINISHED_JOB_EXAMPLE,
+    TRAEDE_EXAMPLE,
+    ImageSyncRequest,
+    SyncJobRead,
+)
+from tests.served import clean_env, serve
+
+README = Path(__file__).parents[2] / "README.md"
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/images/{image_id}/{filename}",
+    "/images/{image_id}/w{width}/{filename}",
+}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return create_app(Settings(database_url="sqlite:///unused.db")).openapi()
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield method, path, operation
+
+
+def test_every_protected_operation_takes_a_bearer_token_and_lists_401(
+    document: dict[str, Any],
+) -> None:
+    scheme = document["components"]["securitySchemes"]["token"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    seen = set()
+    for method, path, operation in operations(document):
+        seen.add(path)
+        if path in PUBLIC:
+            assert "security" not in operation, (method, path)
+            assert "401" not in operation["responses"], (method, path)
+        else:
+            assert operation["security"] == [{"token": []}], (method, path)
+            assert "401" in operation["responses"], (method, path)
+    assert seen >= PUBLIC
+
+
+def test_the_image_sync_documents_its_examples_and_answers(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/products/images/sync"]["post"]
+    request = document["components"]["schemas"]["ImageSyncRequest"]
+    assert request["examples"] == [TRAEDE_EXAMPLE]
+    assert request["oneOf"] == [{"required": ["products"]}, {"required": ["product_images"]}]
+    ImageSyncRequest.model_validate(TRAEDE_EXAMPLE)
+    job = document["components"]["schemas"]["SyncJobRead"]
+    assert job["examples"] == [FINISHED_JOB_EXAMPLE]
+    assert SyncJobRead.model_validate(FINISHED_JOB_EXAMPLE).finished_at is not None
+    assert set(operation["responses"]["202"]["headers"]) == {"Location", "Retry-After"}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SyncJobRead"
+    }
+
+
+async def test_both_lists_or_neither_is_one_clear_422(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    product = {"item_number": "cool-product-001", "images": []}
+    for body in ({"products": [product], "product_images": [product]}, {}):
+        response = await client.post("/products/images/sync", headers=headers, json=body)
+        assert response.status_code == 422
+        assert any(
+            "exactly one of `products` or `product_images`" in e["detail"]
+            for e in response.json()["errors"]
+        ), response.json()
+
+
+def test_the_documented_image_limit_is_this_servers() -> None:
+    settings = Settings(database_url="sqlite:///unused.db", max_images_per_product=7)
+    schemas = create_app(settings).openapi()["components"]["schemas"]
+    images = schemas["ProductImagesIn"]["properties"]["images"]
+    assert images["maxItems"] == 7
+    assert "At most 7 per product" in images["description"]
+    assert schemas["ImageIn"]["properties"]["url"]["maxLength"] == 2048
+
+
+def _codes_of(base: type[Exception]) -> set[str]:
+    found = {str(getattr(base, "code"))}  # noqa: B009 (every class in these trees has one)
+    for sub in base.__subclasses__():
+        found |= _codes_of(sub)
+    return found
+
+
+def test_every_result_code_is_documented_in_the_schema_and_the_readme(
+    document: dict[str, Any],
+) -> None:
+    raised = (
+        _codes_of(fetch_errors.FetchError)
+        | _codes_of(probe.MediaError)
+        | _codes_of(StorageError)
+        | {"store_conflict", "internal_error", "product_not_found", "superseded"}
+    )
+    assert raised == set(RESULT_CODES)
+    code = document["components"]["schemas"]["ImageError"]["properties"]["code"]
+    assert code["enum"] == list(RESULT_CODES)
+    for name, meaning in RESULT_CODES.items():
+        assert f"`{name}`: {meaning}" in code["description"]
+    table = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", README.read_text(), re.MULTILINE))
+    assert {c: table.get(c) for c in RESULT_CODES} == RESULT_CODES
+
+
+async def test_docs_assets_are_served_by_the_service_itself(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/docs")).text
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
+    sources += re.findall(r"""(?:url): ?["']([^"']+)["']""", page)
+    assert sources
+    for source in sources:
+        assert not urlsplit(source).netloc, f"{source} is fetched from elsewhere"
+        assert (await client.get(source)).status_code == 200, source
+
+
+def test_the_interactive_docs_render_with_the_network_cut_off(tmp_path: Path) -> None:
+    """A real browser that can reach nothing but the service renders every operation and
+    offers to send a token."""
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        if os.environ.get("TEST_REQUIRE_BROWSER"):
+            pytest.fail("TEST_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright import sync_api
+
+    elsewhere: list[str] = []
+    with serve(tmp_path, clean_env()) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=BROWSER_ARGS)
+        page = browser.new_page()
+
+        def only_the_service(route: Any) -> None:
+            if route.request.url.startswith(base):
+                route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_the_service)
+        page.goto(f"{base}/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert any("/products/images/sync" in p for p in paths), paths
+        assert page.locator("button.authorize").count() == 1
+        page.screenshot(path=str(tmp_path / "docs.png"))
+        browser.close()
+    assert elsewhere == []
+
+
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
