@@ -89,6 +89,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """An empty database of each kind, as the environment a served process reads."""
+    if request.param == "sqlite":
+        return {"IMAGESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'imagesync.db'}"}
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return {"IMAGESYNC_DATABASE_URL": url}
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_url, storage_url=str(tmp_path / "files"))

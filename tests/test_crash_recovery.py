@@ -18,7 +18,6 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.conftest import _truncate_postgres
 from tests.served import clean_env, free_port
 from tests.sync.conftest import make_image
 
@@ -49,16 +48,6 @@ async def stalling() -> AsyncIterator[tuple[StallingServer, int]]:
     yield server, runner.addresses[0][1]
     server.release.set()
     await runner.cleanup()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The embedded default's database (SQLite in the working folder), or PostgreSQL."""
-    if request.param == "sqlite":
-        return {}
-    url: str = request.getfixturevalue("postgres_url")
-    _truncate_postgres(url)
-    return {"IMAGESYNC_DATABASE_URL": url}
 
 
 def start_server(

@@ -5,8 +5,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from imagesync.deps import SessionDep
+from imagesync.kit.errors import ErrorResponse
+from imagesync.kit.routes import StrictRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictRoute)
 
 
 @router.get("/healthz")
@@ -15,7 +17,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={503: {"model": ErrorResponse, "description": "The database is unreachable"}},
+)
 async def readyz(session: SessionDep) -> dict[str, str] | JSONResponse:
     """The process can reach its database."""
     try:

@@ -182,3 +182,30 @@ async def test_reading_a_sync_path_is_405_not_a_missing_product(
     error = response.json()["errors"][0]
     assert error["code"] == "method_not_allowed"
     assert "GET is not allowed" in error["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/products/images/sync?wiat=30"),
+        ("GET", "/products?page=0&limt=5"),
+        ("GET", "/healthz?wiat=1"),
+    ],
+)
+async def test_an_unknown_query_parameter_is_a_422_naming_it(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    method: str,
+    path: str,
+) -> None:
+    body = {"products": [{"item_number": "cool-product-001", "images": []}]}
+    response = await client.request(
+        method, path, headers=headers, json=body if method == "POST" else None
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    typo = path.split("&")[-1].split("?")[-1].split("=")[0]
+    assert error["source"] == {"parameter": typo}
+    assert f"Unknown query parameter {typo!r}" in error["detail"]
+    assert await jobs_recorded(sessionmaker) == 0

@@ -17,7 +17,6 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import _truncate_postgres
 from tests.served import clean_env, free_port
 from tests.sync.conftest import ImageServer
 from tests.test_crash_recovery import wait_until
@@ -25,15 +24,6 @@ from tests.test_crash_recovery import wait_until
 CLIENTS = 32
 PRODUCTS = 10  # per request, TRAEDE's maximum
 ROUNDS = 3  # requests per client: a first import, then re-sends
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {"IMAGESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'imagesync.db'}"}
-    url: str = request.getfixturevalue("postgres_url")
-    _truncate_postgres(url)
-    return {"IMAGESYNC_DATABASE_URL": url}
 
 
 def count_jobs(url: str) -> int:

@@ -12,14 +12,14 @@ from imagesync.catalog.schemas import (
     ProductSyncResult,
 )
 from imagesync.deps import SessionDep
-from imagesync.kit.body import JsonRoute
 from imagesync.kit.errors import ErrorResponse
+from imagesync.kit.routes import StrictRoute
 
 ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid request; one error per problem"},
 }
 
-router = APIRouter(responses=ERRORS, route_class=JsonRoute)
+router = APIRouter(responses=ERRORS, route_class=StrictRoute)
 
 
 @router.post("/attributes/sync", tags=["attributes"])

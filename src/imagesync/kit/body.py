@@ -1,20 +1,15 @@
-"""JSON request bodies, read one way for every route that takes one: the content type
-must be JSON (415 otherwise), the bytes UTF-8 and the text JSON (400 `invalid_json`,
-saying where), and a body over the size limit is 413 however it was sent (the size
-middleware stops reading it). Only then does FastAPI validate it (422)."""
+"""JSON request bodies, read one way for every route that takes one (`kit.routes`): the
+content type must be JSON (415 otherwise), the bytes UTF-8 and the text JSON (400
+`invalid_json`, saying where), and a body over the size limit is 413 however it was sent
+(the size middleware stops reading it). Only then does FastAPI validate it (422)."""
 
 from __future__ import annotations
 
 import email.message
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi.routing import APIRoute
-from starlette.requests import Request
-from starlette.responses import Response
-
-from imagesync.kit.errors import ErrorResponse, InvalidJson, UnsupportedMediaType
+from imagesync.kit.errors import ErrorResponse, InvalidJson
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -63,31 +58,3 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "The body is over the size limit"},
     415: {"model": ErrorResponse, "description": "The body is not sent as application/json"},
 }
-
-
-class JsonRoute(APIRoute):
-    """A route whose body, if it takes one, is read by `parse_json` first; its documented
-    answers include the body's errors."""
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        if self.body_field is not None:
-            self.responses = {**BODY_ERRORS, **self.responses}
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler
-
-        async def read_json_then_handle(request: Request) -> Response:
-            content_type = request.headers.get("content-type")
-            if not is_json(content_type):
-                got = f"{content_type!r}" if content_type else "no Content-Type"
-                raise UnsupportedMediaType(
-                    f"Send the body as JSON with Content-Type: application/json (got {got})"
-                )
-            # Starlette keeps what it parsed: FastAPI's own `request.json()` returns it.
-            request._json = parse_json(await request.body())
-            return await handler(request)
-
-        return read_json_then_handle

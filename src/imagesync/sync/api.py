@@ -12,10 +12,10 @@ from fastapi.responses import Response as RawResponse
 from imagesync.catalog import service as catalog_service
 from imagesync.catalog.deps import AccountDep
 from imagesync.deps import SessionDep, SettingsDep
-from imagesync.kit.body import JsonRoute
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
+from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import BlobStore
 from imagesync.sync import images, jobs, submit
@@ -52,10 +52,10 @@ UNFINISHED_HEADERS = {
 }
 log = structlog.get_logger(__name__)
 
-router = APIRouter(responses=ERRORS, route_class=JsonRoute)
+router = APIRouter(responses=ERRORS, route_class=StrictRoute)
 # Products with their images; included after the catalog's routes, since its path
 # parameter would swallow theirs.
-products_router = APIRouter(responses=ERRORS, route_class=JsonRoute)
+products_router = APIRouter(responses=ERRORS, route_class=StrictRoute)
 
 
 @router.post(

@@ -124,7 +124,11 @@ class ImageSyncRequest(RequestModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [{"required": ["products"]}, {"required": ["product_images"]}],
+            # Exactly one of the two is a list (the other absent or null).
+            "oneOf": [
+                {"required": [key], "properties": {key: {"type": "array"}}}
+                for key in ("products", "product_images")
+            ],
             "examples": [TRAEDE_EXAMPLE],
         }
     )

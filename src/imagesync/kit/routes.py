@@ -1,0 +1,64 @@
+"""The route class of every API route: a request is judged whole before the endpoint runs.
+
+- A JSON body is read by `kit.body` (415, 400 `invalid_json`, 413) and documented so.
+- A query parameter the route does not take is a 422 naming it, like an unknown body
+  field: `?wiat=30` is a typo a client should hear about, not a wait that never happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagesync.kit.body import BODY_ERRORS, is_json, parse_json
+from imagesync.kit.errors import Problem, UnsupportedMediaType, ValidationFailed
+
+
+class StrictRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.body_field is not None:
+            self.responses = {**BODY_ERRORS, **self.responses}
+        self.query_names = _query_names(self.dependant)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        takes_body = self.body_field is not None
+
+        async def judge_then_handle(request: Request) -> Response:
+            unknown = [name for name in request.query_params if name not in self.query_names]
+            if unknown:
+                raise ValidationFailed(problems=[_unknown_parameter(name) for name in unknown])
+            if takes_body:
+                content_type = request.headers.get("content-type")
+                if not is_json(content_type):
+                    got = f"{content_type!r}" if content_type else "no Content-Type"
+                    raise UnsupportedMediaType(
+                        f"Send the body as JSON with Content-Type: application/json (got {got})"
+                    )
+                # Starlette keeps what it parsed: FastAPI's own `request.json()` returns it.
+                request._json = parse_json(await request.body())
+            return await handler(request)
+
+        return judge_then_handle
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters a route and its dependencies take."""
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_names(dependency)
+    return frozenset(names)
+
+
+def _unknown_parameter(name: str) -> Problem:
+    return Problem(
+        detail=f"Unknown query parameter {name!r}; check its spelling",
+        parameter=name,
+        title="Unknown parameter",
+    )
