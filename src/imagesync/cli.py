@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -146,12 +147,22 @@ def worker(
 
 
 @app.command()
-def demo() -> None:
-    """TRAEDE's documented example end to end, in a temporary folder on this machine."""
+def demo(
+    keep: Path | None = typer.Option(
+        None,
+        "--keep",
+        help="Keep the demo's database and files in this folder "
+        "(default: a temporary folder, deleted at the end).",
+    ),
+) -> None:
+    """TRAEDE's documented example end to end, on this machine."""
     from imagesync.demo import run_demo
 
     configure_logging("warning")
-    if not asyncio.run(run_demo(out)):
+    passed = asyncio.run(run_demo(out, keep))
+    if keep is not None:
+        out.print(f"The demo's database and files are in {keep}")
+    if not passed:
         raise typer.Exit(1)
 
 

@@ -115,13 +115,15 @@ async def run_demo(console: Console, workdir: Path | None = None) -> bool:
     runner, base = await _image_server(hits)
     with tempfile.TemporaryDirectory(prefix="imagesync-demo-") as tmp:
         folder = workdir or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         settings = Settings(
             database_url=f"sqlite:///{folder / 'imagesync.db'}",
             storage_url=str(folder / "files"),
             fetch_allow=base.removeprefix("http://"),
             log_level="warning",
         )
-        console.print(f"[bold]imagesync demo[/bold]: data in {folder}, images served at {base}")
+        where = f"data in {folder}" if workdir else "data in a temporary folder, deleted at the end"
+        console.print(f"[bold]imagesync demo[/bold]: {where}; images served at {base}")
         await migrate_async(settings.async_database_url)
         app = create_app(settings)
         try:
