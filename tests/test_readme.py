@@ -1,0 +1,64 @@
+"""The README's walk through and its "Syncing images" example run as written, on this
+machine alone: the shell blocks are taken from the README and run by bash against a real
+`imagesync serve` (only the two ports are swapped for free ones)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.served import clean_env, free_port, serve
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def shell_blocks(section: str) -> list[str]:
+    text = README.read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", body, re.DOTALL)
+
+
+def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> None:
+    images_port = free_port()
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    env = {**clean_env(), "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{images_port}"}
+    # The walk through, then the section's first block (the later ones configure storage).
+    script = "\n".join([*shell_blocks("A walk through the API"), shell_blocks("Syncing images")[0]])
+    assert "http.server 8080" in script
+    with serve(tmp_path, env) as base:
+        script = (
+            script.replace("http://127.0.0.1:8000", base)
+            .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
+            .replace("http.server 8080", f"http.server {images_port}")
+        )
+        shell = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # the file server it starts goes with it
+        )
+        try:
+            output, _ = shell.communicate(timeout=120)
+        finally:
+            os.killpg(shell.pid, signal.SIGTERM)
+    assert shell.returncode == 0, output
+    # The walk through: the product, its variants' codes, the typo's two problems.
+    assert '"sku":"cool-product-001-100-XS"' in output
+    assert '"pointer":"/products/0/item_numbr"' in output
+    # The sync: four images created and downloaded; read back in sort order, each on its
+    # colour's variant; the stored file a JPEG; the same list again downloads nothing.
+    assert '"created":4,"kept":0' in output, output
+    assert '"downloaded":4' in output
+    black, white = '["cool-product-001-100-XS"]', '["cool-product-001-900-XS"]'
+    on = re.findall(r'"alt":"(\w+), \w+","filename":"[^"]+","variants":(\[[^]]*\])', output)
+    assert on == [("Black", black), ("Black", black), ("White", white), ("White", white)]
+    assert "JPEG (480, 600)" in output
+    again = '"created":0,"kept":4,"updated":0,"deleted":0,"skipped":0,"failed":0,"downloaded":0'
+    assert again in output, output
