@@ -97,9 +97,7 @@ async def sync_images(
         except Exception:  # the job is recorded: answer with what is known of it
             log.exception("sync.job.wait_failed", job=job.id)
             break
-    if read.status in ("queued", "running"):
-        response.headers["Retry-After"] = retry_after(read)
-    else:
+    if not _ask_to_poll(response, read):
         response.status_code = 200
     return read
 
@@ -116,15 +114,18 @@ async def get_sync_job(
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
     read = jobs.job_read(await jobs.get_job(session, account, job_id))
-    if read.status in ("queued", "running"):
-        response.headers["Retry-After"] = retry_after(read)
+    _ask_to_poll(response, read)
     return read
 
 
-def retry_after(job: SyncJobRead) -> str:
+def _ask_to_poll(response: Response, job: SyncJobRead) -> bool:
+    """Whether the job is unfinished; if so, `Retry-After` says when to read it again."""
+    if job.status not in ("queued", "running"):
+        return False
     low, high = POLL_SECONDS
     age = (utcnow() - job.created_at).total_seconds()
-    return str(int(min(high, max(low, age // 10))))
+    response.headers["Retry-After"] = str(int(min(high, max(low, age // 10))))
+    return True
 
 
 @router.get("/products/{item_number:path}/images", tags=["images"])
