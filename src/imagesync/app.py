@@ -28,7 +28,7 @@ from imagesync.storage.collector import Collector
 from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
 from imagesync.sync import api as sync_api
 from imagesync.sync.context import SyncContext
-from imagesync.sync.schemas import FINISHED_JOB_EXAMPLE
+from imagesync.sync.schemas import RESPONSE_EXAMPLES
 from imagesync.sync.submit import RUN_PRODUCT
 from imagesync.sync.worker import SyncWorker
 
@@ -103,8 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _document_as_enforced(app: FastAPI, settings: Settings) -> None:
     """Finish the OpenAPI document with what the routes cannot say themselves: 401 on
-    exactly the operations that take a token, this server's image limit, and a job's
-    example with its nulls (FastAPI drops None from examples it renders)."""
+    exactly the operations that take a token, this server's image limit, and the
+    response examples with their nulls (FastAPI drops None from examples it renders)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -119,7 +119,8 @@ def _document_as_enforced(app: FastAPI, settings: Settings) -> None:
                     else:
                         responses.pop("401", None)
             schemas = document["components"]["schemas"]
-            schemas["SyncJobRead"]["examples"] = [FINISHED_JOB_EXAMPLE]
+            for name, example in RESPONSE_EXAMPLES.items():
+                schemas[name]["examples"] = [example]
             images = schemas["ProductImagesIn"]["properties"]["images"]
             images["maxItems"] = settings.max_images_per_product
             images["description"] += (

@@ -20,9 +20,11 @@ from imagesync.storage.store import StorageError
 from imagesync.sync.codes import RESULT_CODES
 from imagesync.sync.schemas import (
     FINISHED_JOB_EXAMPLE,
+    PLAN_EXAMPLE,
     TRAEDE_EXAMPLE,
     ImageSyncRequest,
     SyncJobRead,
+    SyncPlan,
 )
 from tests.served import clean_env, serve
 
@@ -76,10 +78,16 @@ def test_the_image_sync_documents_its_examples_and_answers(document: dict[str, A
     job = document["components"]["schemas"]["SyncJobRead"]
     assert job["examples"] == [FINISHED_JOB_EXAMPLE]
     assert SyncJobRead.model_validate(FINISHED_JOB_EXAMPLE).finished_at is not None
+    plan = document["components"]["schemas"]["SyncPlan"]
+    assert plan["examples"] == [PLAN_EXAMPLE]
+    SyncPlan.model_validate(PLAN_EXAMPLE)
+    assert "dry_run" in {p["name"] for p in operation["parameters"]}
     assert set(operation["responses"]["202"]["headers"]) == {"Location", "Retry-After"}
-    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/SyncJobRead"
-    }
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["anyOf"] == [
+        {"$ref": "#/components/schemas/SyncJobRead"},
+        {"$ref": "#/components/schemas/SyncPlan"},
+    ]
 
 
 async def test_both_lists_or_neither_is_one_clear_422(

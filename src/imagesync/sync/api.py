@@ -18,6 +18,7 @@ from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import BlobStore
+from imagesync.sync import dry_run as planning
 from imagesync.sync import images, jobs, submit
 from imagesync.sync.deps import StoreDep, SyncContextDep
 from imagesync.sync.filenames import content_disposition
@@ -27,6 +28,7 @@ from imagesync.sync.schemas import (
     ProductPage,
     ProductRead,
     SyncJobRead,
+    SyncPlan,
 )
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -63,7 +65,11 @@ products_router = APIRouter(responses=ERRORS, route_class=StrictRoute)
     tags=["images"],
     status_code=202,
     responses={
-        200: {"model": SyncJobRead, "description": "The job finished (nothing to download)"},
+        200: {
+            "model": SyncJobRead | SyncPlan,
+            "description": "The job finished (nothing to download, or within `wait`); with "
+            "`dry_run=true`, the plan",
+        },
         202: {"description": "The job is queued or running", "headers": UNFINISHED_HEADERS},
     },
 )
@@ -78,8 +84,26 @@ async def sync_images(
         float,
         Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the job to finish."),
     ] = 0,
-) -> SyncJobRead:
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Answer 200 with what a sync would do now (the plan), validated as "
+            "a sync is; nothing is downloaded, recorded or changed."
+        ),
+    ] = False,
+) -> SyncJobRead | SyncPlan:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
+    if dry_run:
+        response.status_code = 200
+        async with session_scope(ctx.sessionmaker) as session:
+            return await planning.plan(
+                session,
+                account,
+                body,
+                max_images=settings.max_images_per_product,
+                allow=ctx.fetcher.allow,
+                ports=ctx.fetcher.limits.ports,
+            )
     # One transaction: the job, what needed no download (applied here) and the queued
     # rest commit together, or nothing is recorded.
     async with session_scope(ctx.sessionmaker) as session:

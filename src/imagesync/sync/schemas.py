@@ -220,6 +220,67 @@ FINISHED_JOB_EXAMPLE: dict[str, Any] = {
     ],
 }
 
+# TRAEDE's example sent again with a new back picture for White and a new alt text for
+# the black front, as `?dry_run=true` answers it.
+_BLACK = [f"cool-product-001-100-{size}" for size in ("L", "M", "S", "XL", "XS")]
+_WHITE = [f"cool-product-001-900-{size}" for size in ("L", "M", "S", "XL", "XS")]
+PLAN_EXAMPLE: dict[str, Any] = {
+    "dry_run": True,
+    "products": [
+        {
+            "item_number": "cool-product-001",
+            "status": "planned",
+            "error": None,
+            "pending": False,
+            "counts": {"create": 1, "keep": 2, "update": 1, "delete": 1, "skip": 0, "download": 1},
+            "images": [
+                {
+                    "url": "https://imageserver.com/black-product-01.jpg",
+                    "existance_key": None,
+                    "action": "update",
+                    "image_id": "5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e40",
+                    "variants": _BLACK,
+                    "download": False,
+                },
+                {
+                    "url": "https://imageserver.com/black-product-02.jpg",
+                    "existance_key": None,
+                    "action": "keep",
+                    "image_id": "5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e41",
+                    "variants": _BLACK,
+                    "download": False,
+                },
+                {
+                    "url": "https://imageserver.com/white-product-01.jpg",
+                    "existance_key": None,
+                    "action": "keep",
+                    "image_id": "5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e42",
+                    "variants": _WHITE,
+                    "download": False,
+                },
+                {
+                    "url": "https://imageserver.com/white-product-02-v2.jpg",
+                    "existance_key": None,
+                    "action": "create",
+                    "image_id": None,
+                    "variants": _WHITE,
+                    "download": True,
+                },
+            ],
+            "deletes": [
+                {
+                    "image_id": "5f0c1d2e3a4b5c6d7e8f9a0b1c2d3e43",
+                    "url": "https://imageserver.com/white-product-02.jpg",
+                    "existance_key": None,
+                }
+            ],
+        }
+    ],
+}
+# Response examples by schema name; the app sets them on its OpenAPI document itself
+# (FastAPI leaves out the nulls of examples it renders).
+RESPONSE_EXAMPLES = {"SyncJobRead": FINISHED_JOB_EXAMPLE, "SyncPlan": PLAN_EXAMPLE}
+
 JobStatus = Literal["queued", "running", "succeeded", "partially_failed", "failed"]
 ProductStatus = Literal["queued", "running", "succeeded", "failed", "superseded"]
 Outcome = Literal["created", "kept", "updated", "skipped", "failed", "not_applied"]
@@ -265,6 +326,67 @@ class SyncJobRead(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     products: list[ProductResult]
+
+
+PlannedAction = Literal["create", "keep", "update", "skip"]
+
+
+class PlannedImage(BaseModel):
+    """What a sync would do with one requested image."""
+
+    url: str
+    existance_key: str | None
+    action: PlannedAction = Field(
+        description="`create` a new image, `keep` one as it is, `update` one's metadata or "
+        "variants, or `skip` it (`skip_if_no_variant_matches_attribute_code` and no match)."
+    )
+    image_id: str | None = Field(description="The image kept or updated.")
+    variants: list[str] = Field(description="SKUs of the variants it would be attached to.")
+    download: bool = Field(
+        description="Whether it would be downloaded: a new identity the account has never "
+        "seen. A known one reuses the stored file."
+    )
+
+
+class PlannedDeletion(BaseModel):
+    """A current image the request leaves out: a sync would delete it."""
+
+    image_id: str
+    url: str
+    existance_key: str | None
+
+
+class PlanCounts(BaseModel):
+    create: int = 0
+    keep: int = 0
+    update: int = 0
+    delete: int = 0
+    skip: int = 0
+    download: int = 0
+
+
+class PlannedProduct(BaseModel):
+    item_number: str
+    status: Literal["planned", "failed"] = Field(
+        description="`failed` when a sync of it would fail as a whole (see `error`)."
+    )
+    error: ImageError | None = None
+    pending: bool = Field(
+        default=False,
+        description="An earlier sync of this product has not finished; the plan is made "
+        "against its images as they are now.",
+    )
+    counts: PlanCounts = Field(default_factory=PlanCounts)
+    images: list[PlannedImage] = Field(default_factory=list, description="In the request's order.")
+    deletes: list[PlannedDeletion] = Field(default_factory=list)
+
+
+class SyncPlan(BaseModel):
+    """The answer to `?dry_run=true`: what a sync of this request would do now. Nothing
+    was downloaded, recorded or changed."""
+
+    dry_run: Literal[True] = True
+    products: list[PlannedProduct]
 
 
 class RenditionRead(BaseModel):
