@@ -1,4 +1,5 @@
-"""The `imagesync` command: serve, worker, queue, migrate, collect, demo, accounts, tokens."""
+"""The `imagesync` command: serve, worker, queue, migrate, collect, demo, push, accounts,
+tokens."""
 
 from __future__ import annotations
 
@@ -164,6 +165,48 @@ def demo(
         out.print(f"The demo's database and files are in {keep}")
     if not passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def push(
+    file: str = typer.Argument(
+        ..., help="A CSV, JSON or JSON Lines export; - reads standard input."
+    ),
+    url: str = typer.Option(
+        ..., envvar="IMAGESYNC_URL", help="The service, e.g. http://127.0.0.1:8000."
+    ),
+    token: str = typer.Option(
+        ..., envvar="IMAGESYNC_TOKEN", help="An API token of the account.", show_default=False
+    ),
+    concurrency: int = typer.Option(4, min=1, max=32, help="Syncs of ten products at once."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show what a sync would do; change nothing."
+    ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Send the valid products of an invalid file."
+    ),
+    report: Path | None = typer.Option(
+        None, help="Write every failed product and image (and a dry run's plan) as JSON here."
+    ),
+) -> None:
+    """Sync the images of every product in FILE, ten per request, and report the outcome.
+
+    CSV: one row per image with item_number, url, sort, and optionally sort_b2c, alt,
+    filename, existance_key, skip_if_no_variant_matches, and attr:NAME columns holding
+    the attribute codes an image attaches to (attr:Color = 100). JSON: the API's request
+    shape. Exit code 0: all succeeded; 1: something failed; 2: bad input.
+    """
+    from imagesync.push import PushOptions, run
+
+    options = PushOptions(
+        url=url,
+        token=token,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
+        report=report,
+    )
+    raise typer.Exit(run(file, options, out, err))
 
 
 @app.command()

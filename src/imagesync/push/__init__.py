@@ -1,0 +1,104 @@
+"""`imagesync push FILE`: an export (CSV, JSON or JSON Lines) turned into image syncs.
+
+The file is read and validated first; nothing is sent when it is invalid (unless
+`skip_invalid`). Then ten products per sync, a few at once, each job waited for, with
+live progress, a summary and an optional JSON report. Exit codes: 0 all succeeded, 1
+something failed (or was interrupted), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from imagesync.client import AsyncClient
+from imagesync.push.report import Display, summary, write_report
+from imagesync.push.send import Tally, push
+from imagesync.push.source import Loaded, SourceError, load
+
+OK, FAILED, BAD_INPUT = 0, 1, 2
+INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    url: str
+    token: str
+    concurrency: int = 4
+    dry_run: bool = False
+    skip_invalid: bool = False
+    report: Path | None = None
+    retries: int = 5
+
+
+def run(path: str, options: PushOptions, console: Console, errors: Console) -> int:
+    """Push the file; the exit code."""
+    try:
+        loaded = load(path)
+    except SourceError as exc:
+        errors.print(f"{path}: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        return BAD_INPUT
+    if loaded.problems:
+        _print_problems(errors, path, loaded)
+        if not options.skip_invalid:
+            errors.print(
+                f"Nothing was sent: {len(loaded.invalid)} of "
+                f"{len(loaded.invalid) + len(loaded.products)} products are invalid. Fix them, "
+                "or send the valid ones with --skip-invalid.",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return BAD_INPUT
+    console.print(
+        f"{path}: {len(loaded.products)} products, {loaded.images} images"
+        + (f"; {len(loaded.invalid)} invalid products left out" if loaded.invalid else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    tally = Tally(products=len(loaded.products), images=loaded.images)
+    display = Display(console, tally, verb="planning" if options.dry_run else "syncing")
+    interrupted = False
+    try:
+        with display.live():
+            asyncio.run(_push(loaded, options, tally, display))
+    except KeyboardInterrupt:
+        interrupted = True
+    summary(console, tally, dry_run=options.dry_run)
+    if options.report is not None:
+        write_report(
+            options.report, tally, loaded.problems, dry_run=options.dry_run, interrupted=interrupted
+        )
+        console.print(f"Report written to {options.report}", highlight=False, soft_wrap=True)
+    if interrupted:
+        errors.print(
+            f"Interrupted after {tally.products_done} of {tally.products} products. Syncs are "
+            "idempotent: run the same command again to finish.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return INTERRUPTED
+    return FAILED if tally.failed or loaded.invalid else OK
+
+
+async def _push(loaded: Loaded, options: PushOptions, tally: Tally, display: Display) -> None:
+    async with AsyncClient(options.url, options.token, retries=options.retries) as client:
+        await push(
+            client,
+            loaded.products,
+            tally,
+            concurrency=options.concurrency,
+            dry_run=options.dry_run,
+            on_change=display.update,
+        )
+
+
+def _print_problems(errors: Console, path: str, loaded: Loaded, limit: int = 50) -> None:
+    for problem in loaded.problems[:limit]:
+        errors.print(f"{path}: {problem}", highlight=False, markup=False, soft_wrap=True)
+    if len(loaded.problems) > limit:
+        errors.print(
+            f"... and {len(loaded.problems) - limit} more problems", highlight=False, soft_wrap=True
+        )
