@@ -18,8 +18,9 @@ def test_demo_runs_traedes_example_and_fetches_nothing_twice() -> None:
 
 def test_demo_says_its_temporary_data_is_gone_or_keeps_it_where_asked(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo"], env={"COLUMNS": "120"})
-    assert "data in a temporary folder, deleted at the end" in result.output
-    assert "imagesync-demo-" not in result.output  # no folder that is gone by the end
+    [intro] = [line for line in result.output.splitlines() if line.startswith("imagesync demo")]
+    assert "data in a temporary folder, deleted at the end" in intro
+    assert "imagesync-demo-" not in intro  # no folder that is gone by the end
     kept = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--keep", str(kept)], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output

@@ -1,9 +1,10 @@
-"""The README's walk through and its "Syncing images" example run as written, on this
+"""The README's walk through, its "Syncing images" example and its push run as written, on this
 machine alone: the shell blocks are taken from the README and run by bash against a real
 `imagesync serve` (only the two ports are swapped for free ones)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,7 +28,13 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     env = {**clean_env(), "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{images_port}"}
     # The walk through, then the section's first block (the later ones configure storage).
-    script = "\n".join([*shell_blocks("A walk through the API"), shell_blocks("Syncing images")[0]])
+    script = "\n".join(
+        [
+            *shell_blocks("A walk through the API"),
+            shell_blocks("Syncing images")[0],
+            *shell_blocks("Pushing a whole catalog"),
+        ]
+    )
     assert "http.server 8080" in script
     with serve(tmp_path, env) as base:
         script = (
@@ -62,3 +69,9 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     assert "JPEG (480, 600)" in output
     again = '"created":0,"kept":4,"updated":0,"deleted":0,"skipped":0,"failed":0,"downloaded":0'
     assert again in output, output
+    # The push: the plan (one updated, two kept, one deleted), then the push and its report.
+    assert "Dry run: what a sync would do" in output
+    assert re.search(r"cool-product-001 +│ +0 │ +2 │ +1 │ +1 │ +0 │ +0", output), output
+    assert "Products by status" in output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["statuses"] == {"succeeded": 1}

@@ -1,9 +1,9 @@
 """A typed client of the imagesync API, async (`AsyncClient`) and blocking (`Client`).
 
     async with AsyncClient("http://127.0.0.1:8000", token) as api:
-        job = await api.sync_images(products)          # up to 10 products
+        plan = await api.plan_images(products)          # what would happen; up to 10
+        job = await api.sync_images(products)           # the job
         job = await api.wait_for_job(job)               # polls, honouring Retry-After
-        plan = await api.sync_images(products, dry_run=True)
 
 Every call answers a schema of the API (the same classes the server uses). An error
 answer raises `ApiError` (or a subclass by status) carrying TRAEDE's error objects. 429,
@@ -119,28 +119,25 @@ class AsyncClient:
     # -- image sync ------------------------------------------------------------------------
 
     async def sync_images(
-        self,
-        products: Sequence[ProductImagesIn | Mapping[str, Any]],
-        *,
-        wait: float = 0,
-        dry_run: bool = False,
-    ) -> SyncJobRead | SyncPlan:
-        """Sync the complete image lists of up to 10 products: the job (finished, or to
-        be waited for with `wait_for_job`), or with `dry_run` the plan."""
-        body = {"products": [_plain(p) for p in products]}
-        params: dict[str, Any] = {"dry_run": "true"} if dry_run else {"wait": wait} if wait else {}
-        response = await self._send("POST", "/products/images/sync", json=body, params=params)
-        if dry_run:
-            return SyncPlan.model_validate(response.json())
+        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, wait: float = 0
+    ) -> SyncJobRead:
+        """Sync the complete image lists of up to 10 products: the job, finished or to be
+        waited for with `wait_for_job` (`wait`: seconds the server may hold the answer
+        until it finishes, at most 60)."""
+        params = {"wait": wait} if wait else {}
+        response = await self._send(
+            "POST", "/products/images/sync", json=_body(products), params=params
+        )
         return SyncJobRead.model_validate(response.json())
 
     async def plan_images(
         self, products: Sequence[ProductImagesIn | Mapping[str, Any]]
     ) -> SyncPlan:
-        """What `sync_images` would do now; changes nothing."""
-        plan = await self.sync_images(products, dry_run=True)
-        assert isinstance(plan, SyncPlan)
-        return plan
+        """What `sync_images` would do now (`?dry_run=true`); changes nothing."""
+        response = await self._send(
+            "POST", "/products/images/sync", json=_body(products), params={"dry_run": "true"}
+        )
+        return SyncPlan.model_validate(response.json())
 
     async def get_job(self, job_id: str) -> SyncJobRead:
         return (await self._read_job(job_id))[0]
@@ -247,16 +244,10 @@ class Client:
         self._loop.close()
 
     def sync_images(
-        self,
-        products: Sequence[ProductImagesIn | Mapping[str, Any]],
-        *,
-        wait: float = 0,
-        dry_run: bool = False,
-    ) -> SyncJobRead | SyncPlan:
-        result: SyncJobRead | SyncPlan = self._run(
-            self._async.sync_images(products, wait=wait, dry_run=dry_run)
-        )
-        return result
+        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, wait: float = 0
+    ) -> SyncJobRead:
+        job: SyncJobRead = self._run(self._async.sync_images(products, wait=wait))
+        return job
 
     def plan_images(self, products: Sequence[ProductImagesIn | Mapping[str, Any]]) -> SyncPlan:
         plan: SyncPlan = self._run(self._async.plan_images(products))
@@ -299,10 +290,13 @@ async def _make(url: str, token: str, options: dict[str, Any]) -> AsyncClient:
     return AsyncClient(url, token, **options)  # made on the loop that will use it
 
 
-def _plain(product: ProductImagesIn | Mapping[str, Any]) -> Any:
-    if isinstance(product, BaseModel):
-        return product.model_dump(mode="json", exclude_none=True)
-    return product
+def _body(products: Sequence[ProductImagesIn | Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "products": [
+            p.model_dump(mode="json", exclude_none=True) if isinstance(p, BaseModel) else p
+            for p in products
+        ]
+    }
 
 
 def _error(response: httpx.Response) -> ApiError:

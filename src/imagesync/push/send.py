@@ -90,7 +90,9 @@ async def _send_batch(
     while batch:
         try:
             # The server holds the answer until the job finishes (or WAIT seconds pass).
-            answer = await client.sync_images(batch, wait=0 if dry_run else WAIT, dry_run=dry_run)
+            answer: SyncJobRead | SyncPlan = await (
+                client.plan_images(batch) if dry_run else client.sync_images(batch, wait=WAIT)
+            )
         except InvalidRequest as exc:
             refused = _refused_products(exc, len(batch))
             if not refused:  # not about one product: all of them fail with it
