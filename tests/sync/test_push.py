@@ -277,3 +277,30 @@ def test_the_blocking_client_carries_traedes_error_objects(api: Api) -> None:
     with Client(api.base, "isk_wrong") as client, pytest.raises(Unauthorized) as unknown:
         client.attributes()
     assert unknown.value.errors[0].code == "unauthorized"
+
+
+async def test_a_batch_over_the_body_limit_is_sent_in_halves(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    env = {
+        **clean_env(),
+        "IMAGESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'imagesync.db'}",
+        "IMAGESYNC_STORAGE_URL": "memory://",
+        "IMAGESYNC_FETCH_ALLOW": image_server.base.removeprefix("http://"),
+        "IMAGESYNC_MAX_BODY_BYTES": "4096",
+        "IMAGESYNC_RENDITION_WIDTHS": "",
+    }
+    token = create_token(tmp_path, env)
+    with serve(tmp_path, env) as base:
+        api = Api(base, token)
+        async with api.client() as client:
+            await client.sync_products([{"item_number": f"p{n:03}"} for n in range(10)])
+        rows = [
+            {"item_number": f"p{n:03}", "url": image_server.add(f"{n}/{i}.jpg"), "sort": str(i)}
+            for n in range(10)
+            for i in range(4)
+        ]
+        export = write_csv(tmp_path / "catalog.csv", [{**r, "alt": "x" * 80} for r in rows])
+        code, out, err = await push(api, str(export))
+        assert code == 0, out + err
+        assert "succeeded │       10" in out

@@ -69,7 +69,7 @@ async def push(
 ) -> None:
     """Sync (or plan) every product, `concurrency` syncs of ten at once. A product the
     server refuses (422) is reported as failed with the server's codes; the rest of its
-    batch is sent again without it."""
+    batch is sent again without it. A batch too big for one request is sent in halves."""
     tally.products = len(products)
     tally.images = sum(len(p.images) for p in products)
     gate = asyncio.Semaphore(concurrency)
@@ -94,6 +94,11 @@ async def _send_batch(
                 client.plan_images(batch) if dry_run else client.sync_images(batch, wait=WAIT)
             )
         except InvalidRequest as exc:
+            if exc.status == 413 and len(batch) > 1:  # too big a body: send it in halves
+                half = len(batch) // 2
+                await _send_batch(client, batch[:half], tally, dry_run=dry_run)
+                await _send_batch(client, batch[half:], tally, dry_run=dry_run)
+                return
             refused = _refused_products(exc, len(batch))
             if not refused:  # not about one product: all of them fail with it
                 refused = {i: [_error_of(exc)] for i in range(len(batch))}
@@ -119,7 +124,8 @@ async def _finished(client: AsyncClient, job: SyncJobRead) -> SyncJobRead:
     try:
         return await client.wait_for_job(job)
     except (ApiError, ConnectionFailed) as exc:
-        # The job runs on; only reading it failed. Report that, not a failed sync.
+        # The job runs on in the service; only reading it failed. Its products are
+        # reported with that error: running the push again shows where they ended.
         error = _error_of(exc)
         return job.model_copy(
             update={
