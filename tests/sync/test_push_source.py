@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,15 @@ def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:
     path.write_text('{"products": [\n  {"item_number": "p1",]}')
     with pytest.raises(SourceError, match="line 2, column 24: not JSON"):
         load(str(path))
+
+
+def test_standard_input_is_read_by_its_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [
+        json.dumps(
+            {"item_number": f"p{n}", "images": [{"url": "https://cdn.test/a.jpg", "sort": 1}]}
+        )
+        for n in range(2)
+    ]
+    stdin = io.TextIOWrapper(io.BytesIO("\n".join(lines).encode()))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert [p.item_number for p in load("-").products] == ["p0", "p1"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,6 @@ def load(path: str) -> Loaded:
 
 def _read_bytes(path: str) -> bytes:
     if path == "-":
-        import sys
-
         return sys.stdin.buffer.read()
     try:
         return Path(path).read_bytes()
@@ -106,6 +105,8 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _kind(path: str, data: bytes) -> str:
+    """`csv`, `json` or `jsonl`: by the file's extension, else by its first character
+    (several lines that are each a JSON object are JSON Lines)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         return "csv"
@@ -113,19 +114,17 @@ def _kind(path: str, data: bytes) -> str:
         return "jsonl"
     if suffix == ".json":
         return "json"
-    head = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if head == b"[":
+    text = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] == b"[":
         return "json"
-    if head == b"{":
-        # One request object, or one product per line.
-        first = data.lstrip(b"\xef\xbb\xbf \t\r\n").split(b"\n", 1)[0]
-        try:
-            json.loads(first)
-        except ValueError:
-            return "json"
-        rest = data.lstrip(b"\xef\xbb\xbf \t\r\n")[len(first) :].strip()
-        return "jsonl" if rest else "json"
-    return "csv"
+    if text[:1] != b"{":
+        return "csv"
+    first, _, rest = text.partition(b"\n")
+    try:
+        json.loads(first)
+    except ValueError:
+        return "json"  # an object over several lines
+    return "jsonl" if rest.strip() else "json"
 
 
 def _decode(data: bytes) -> str:
