@@ -54,7 +54,7 @@ def test_json_lines_problems_name_the_line(tmp_path: Path) -> None:
     loaded = load(str(path))
     assert [p.item_number for p in loaded.products] == ["p1"]
     [problem] = loaded.problems
-    assert (problem.line, problem.column, problem.item_number) == (3, "sort", "p2")
+    assert (problem.line, problem.column, problem.item_number) == (3, "/images/0/sort", "p2")
 
 
 def test_a_request_document_is_read_and_a_repeated_product_refused(tmp_path: Path) -> None:
@@ -64,6 +64,11 @@ def test_a_request_document_is_read_and_a_repeated_product_refused(tmp_path: Pat
     loaded = load(str(path))
     assert loaded.invalid == ["p1"]
     assert "appears again" in loaded.problems[0].detail
+    bad = {"item_number": "p2", "images": [{"url": "https://cdn.test/a.jpg", "sort": 1}] * 2}
+    path.write_text(json.dumps({"products": [product, bad]}))
+    [problem] = load(str(path)).problems
+    assert (problem.column, problem.item_number) == ("/products/1/images/1/url", "p2")
+    assert "the same url as image 0" in problem.detail
 
 
 def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem with the file: where (`line`, `column`) and what."""
+    """One problem with the file: where (`line`, and a CSV column or a JSON pointer) and
+    what."""
 
     line: int | None
     column: str | None
@@ -54,10 +55,10 @@ class Problem:
     item_number: str | None = None
 
     def __str__(self) -> str:
-        where = [
-            f"line {self.line}" if self.line else None,
-            self.column and f"column {self.column}",
-        ]
+        column = self.column and (
+            f"at {self.column}" if self.column.startswith("/") else f"column {self.column}"
+        )
+        where = [f"line {self.line}" if self.line else None, column]
         place = ", ".join(w for w in where if w)
         return f"{place}: {self.detail}" if place else self.detail
 
@@ -83,7 +84,8 @@ class _Draft:
     line: int
     body: dict[str, Any]
     image_lines: list[int] = field(default_factory=list)
-    columns: dict[str, str] = field(default_factory=dict)  # request field -> file column
+    columns: dict[str, str] = field(default_factory=dict)  # request field -> CSV column
+    pointer: str | None = None  # in JSON: where the product is ("/products/3")
 
 
 def load(path: str) -> Loaded:
@@ -224,21 +226,25 @@ def _products_of(document: Any, *, line: int | None) -> Iterator[_Draft]:
     """The products of a request object, of a list of products, or one product."""
     if isinstance(document, dict) and ("products" in document or "product_images" in document):
         key = "products" if "products" in document else "product_images"
-        items = document[key]
+        items, base = document[key], f"/{key}/"
     elif isinstance(document, list):
-        items = document
+        items, base = document, "/"
     else:
-        items = [document]
+        items, base = [document], None
     if not isinstance(items, list):
         raise SourceError(_at(line, "the products must be a list"))
-    for item in items:
+    for n, item in enumerate(items):
         if not isinstance(item, dict):
             raise SourceError(_at(line, f"a product must be an object, not {item!r:.40}"))
         number = item.get("item_number")
         images = item.get("images")
         count = len(images) if isinstance(images, list) else 0
         yield _Draft(
-            str(number) if number is not None else "", line or 0, item, [line or 0] * count
+            str(number) if number is not None else "",
+            line or 0,
+            item,
+            [line or 0] * count,
+            pointer="" if base is None else f"{base}{n}",
         )
 
 
@@ -286,16 +292,24 @@ def _problems(draft: _Draft) -> Iterator[Problem]:
         identity = identity_of(image.url, image.existance_key)
         if identity in first:
             field_name = identity.kind
-            yield Problem(
-                _line_of(draft, index),
-                draft.columns.get(field_name, field_name),
-                f"the same {field_name} as the image at line {_line_of(draft, first[identity])}; "
-                "each image of a product needs its own",
+            other = (
+                f"image {first[identity]}"
+                if draft.pointer is not None
+                else f"the image at line {_line_of(draft, first[identity])}"
+            )
+            yield _located(
+                draft,
+                ("images", index, field_name),
+                f"the same {field_name} as {other}; each image of a product needs its own",
             )
         first.setdefault(identity, index)
 
 
 def _located(draft: _Draft, loc: tuple[int | str, ...], message: str) -> Problem:
+    """Where in the file: a CSV row's line and column, a JSON value's line and pointer."""
+    if draft.pointer is not None:
+        pointer = draft.pointer + "".join(f"/{part}" for part in loc)
+        return Problem(draft.line or None, pointer or None, message)
     if len(loc) >= 2 and loc[0] == "images" and isinstance(loc[1], int):
         line = _line_of(draft, loc[1])
         name = str(loc[2]) if len(loc) > 2 else "images"
