@@ -154,6 +154,38 @@ async def test_a_file_a_sync_plans_to_reuse_is_not_collected(
     assert image_server.hits["a.jpg"] == 1  # reused, never downloaded again
 
 
+async def test_a_download_whose_file_the_collector_deleted_meanwhile_is_stored_again(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bytes are stored under their hash: the collector, deleting an old copy of the same
+    bytes, can delete a new download's file between its store and its record. Found by
+    the test below under load; here the collector's delete lands there every time."""
+    store = app.state.sync_context.blobs.store
+    put = store.put_file
+    raced: list[str] = []
+
+    async def put_then_collected(key: str, path: Path) -> None:
+        await put(key, path)
+        if not raced:
+            raced.append(key)
+            await store.delete([key])
+
+    monkeypatch.setattr(store, "put_file", put_then_collected)
+    body = picture(1)
+    url = image_server.add("a.jpg", body)
+    job = await sync_images(client, headers, [{"url": url, "sort": 1}])
+    assert job["status"] == "succeeded", job
+    assert raced
+    [image] = await images_of(client, headers)
+    served = await client.get(image["file_url"].removeprefix("http://imagesync.test"))
+    assert served.content == body
+    assert image_server.hits["a.jpg"] == 2  # downloaded again once the loss was seen
+
+
 async def test_a_file_being_collected_is_downloaded_again_never_linked(
     app: FastAPI,
     client: httpx.AsyncClient,

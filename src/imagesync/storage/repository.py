@@ -227,6 +227,11 @@ async def delete_blobs(session: AsyncSession, users: BlobUsers, blob_ids: Collec
     await session.execute(delete(Blob).where(Blob.id.in_(ids), Blob.collecting_since.is_not(None)))
 
 
+async def forget_new_blobs(session: AsyncSession, blob_ids: Collection[int]) -> None:
+    """Delete blobs added in this transaction, before anything uses them."""
+    await session.execute(delete(Blob).where(Blob.id.in_(sorted(blob_ids))))
+
+
 async def known_storage_keys(session: AsyncSession, keys: Collection[str]) -> set[str]:
     """Which of these keys a blob or a rendition row points to."""
     if not keys:

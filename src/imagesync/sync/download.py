@@ -23,7 +23,7 @@ from imagesync.media.probe import MediaError, ProbedImage, probe
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob
-from imagesync.storage.store import StorageError, blob_key
+from imagesync.storage.store import BlobStore, StorageError, blob_key
 from imagesync.sync import repository
 from imagesync.sync.models import Source
 from imagesync.sync.planner import Identity, ImageSpec
@@ -114,7 +114,7 @@ async def reuse(
 
 
 async def record(
-    session: AsyncSession, account_id: int, fetched: Mapping[Identity, Fetched]
+    session: AsyncSession, store: BlobStore, account_id: int, fetched: Mapping[Identity, Fetched]
 ) -> dict[Identity, Stored | ImageError]:
     """In the caller's transaction, the blob and the account's source of each download:
     added, or found when another worker recorded the same bytes or identity at once.
@@ -123,6 +123,8 @@ async def record(
     if not fetched:
         return {}
     now = utcnow()
+    shas = {f.sha256 for f in fetched.values()}
+    before = set(await blob_repository.blobs_by_sha256(session, shas))
     await blob_repository.add_blobs(
         session,
         [
@@ -139,8 +141,20 @@ async def record(
             for f in fetched.values()
         ],
     )
-    blobs = await blob_repository.blobs_by_sha256(session, {f.sha256 for f in fetched.values()})
+    blobs = await blob_repository.blobs_by_sha256(session, shas)
     live = {sha: b for sha, b in blobs.items() if b.collecting_since is None}
+    # Bytes are stored under their hash, so the collector, deleting an old copy of the
+    # same bytes, may have deleted the file of a download stored just before. It deletes
+    # a file before its row, and a row of ours could only be added once that old row was
+    # gone: whether the file is there now is final. A row added for a lost file is
+    # dropped again, and the download repeated (`store_conflict` below).
+    added = [b for sha, b in live.items() if sha not in before]
+    present = await asyncio.gather(*(store.exists(b.storage_key) for b in added))
+    lost = [b for b, there in zip(added, present, strict=True) if not there]
+    if lost:
+        log.warning("sync.stored_copy_lost", sha256=[b.sha256 for b in lost])
+        await blob_repository.forget_new_blobs(session, [b.id for b in lost])
+        live = {sha: b for sha, b in live.items() if b not in lost}
     await blob_repository.touch_blobs(session, {b.id for b in live.values()}, now)
     await repository.add_sources(
         session,

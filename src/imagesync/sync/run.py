@@ -154,7 +154,7 @@ async def run_entry(
     stored = dict(known)
     if fetched:
         async with session_scope(ctx.sessionmaker) as session:
-            recorded = await record(session, account_id, fetched)
+            recorded = await record(session, ctx.blobs.store, account_id, fetched)
         for identity, outcome in recorded.items():
             if isinstance(outcome, Stored):
                 stored[identity.digest] = outcome
