@@ -31,6 +31,7 @@ from imagesync.sync.context import SyncContext
 from imagesync.sync.schemas import RESPONSE_EXAMPLES
 from imagesync.sync.submit import RUN_PRODUCT
 from imagesync.sync.worker import SyncWorker
+from imagesync.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(routes, prefix=prefix, include_in_schema=not prefix)
         app.include_router(health.router, prefix=prefix, include_in_schema=not prefix)
+    web_pages.install(app)
     _document_as_enforced(app, settings)
     return app
 

@@ -11,9 +11,11 @@ from imagesync.catalog.models import (
 )
 from imagesync.storage.models import Blob, Rendition
 from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.web.models import AdminSession
 
 __all__ = [
     "Account",
+    "AdminSession",
     "ApiToken",
     "Attribute",
     "AttributeValue",

@@ -1,0 +1,223 @@
+"""The admin pages' routes. Every page but sign-in needs a session and reads only the
+signed-in account's data; a request without one is sent to sign in."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.responses import RedirectResponse, Response
+
+from imagesync.catalog import service as catalog_service
+from imagesync.deps import SessionDep
+from imagesync.kit.errors import NotFound, Unauthorized
+from imagesync.sync import images as sync_images
+from imagesync.web import queries, sessions
+from imagesync.web.sessions import COOKIE, SIGN_IN_COOKIE, SignedIn
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 20
+# No inline script or style anywhere; every asset from this origin; never in a frame.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class _SignInFirst(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class PageRoute(APIRoute):
+    """Every page answers with the security headers; a missing product or job is a 404
+    page, a request without a session a redirect to sign in."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_headers(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except NotFound as exc:
+                response = render(request, "not_found.html", {"detail": exc.detail}, status=404)
+            except _SignInFirst as exc:
+                target = "/admin/sign-in?next=" + quote(exc.path, safe="/")
+                response = RedirectResponse(target, status_code=303)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return with_headers
+
+
+router = APIRouter(prefix="/admin", route_class=PageRoute, include_in_schema=False)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/admin/static", StaticFiles(directory=HERE / "static"), name="admin-static")
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    me: SignedIn | None = None,
+) -> Response:
+    return templates.TemplateResponse(request, template, {"me": me, **context}, status_code=status)
+
+
+async def _me(session: SessionDep, request: Request) -> SignedIn:
+    me = await sessions.signed_in(session, request)
+    if me is None:
+        raise _SignInFirst(
+            request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        )
+    return me
+
+
+async def _form(request: Request) -> dict[str, str]:
+    fields = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of these pages is followed after signing in."""
+    if target and target.startswith("/admin/") and not target.startswith("//"):
+        return target
+    return "/admin/products"
+
+
+# -- signing in and out ----------------------------------------------------------------
+
+
+@router.get("")
+async def home() -> Response:
+    return RedirectResponse("/admin/products", status_code=303)
+
+
+@router.get("/sign-in")
+async def sign_in_form(request: Request, next: str | None = None) -> Response:
+    return _sign_in_page(request, next=next)
+
+
+def _sign_in_page(
+    request: Request, *, next: str | None, error: str | None = None, status: int = 200
+) -> Response:
+    csrf = secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "sign_in.html",
+        {"csrf": csrf, "next": _safe_next(next), "error": error},
+        status=status,
+    )
+    sessions.set_cookie(response, request, SIGN_IN_COOKIE, csrf, max_age=3600)
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, session: SessionDep) -> Response:
+    form = await _form(request)
+    if not sessions.same_token(form.get("csrf"), request.cookies.get(SIGN_IN_COOKIE)):
+        return _sign_in_page(
+            request,
+            next=form.get("next"),
+            error="The form expired; please sign in again.",
+            status=400,
+        )
+    try:
+        token, _account = await sessions.sign_in(session, form.get("token", ""))
+    except Unauthorized:
+        return _sign_in_page(
+            request,
+            next=form.get("next"),
+            error="That token is unknown or revoked.",
+            status=401,
+        )
+    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    max_age = int(sessions.LIFETIME.total_seconds())
+    sessions.set_cookie(response, request, COOKIE, token, max_age=max_age)
+    response.delete_cookie(SIGN_IN_COOKIE, path=sessions.PATH)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, session: SessionDep) -> Response:
+    me = await _me(session, request)
+    form = await _form(request)
+    if sessions.same_token(form.get("csrf"), me.csrf_token):
+        await sessions.sign_out(session, request)
+    response = RedirectResponse("/admin/sign-in", status_code=303)
+    response.delete_cookie(COOKIE, path=sessions.PATH)
+    return response
+
+
+# -- products --------------------------------------------------------------------------
+
+
+@router.get("/products")
+async def products(request: Request, session: SessionDep, q: str = "", page: int = 1) -> Response:
+    me = await _me(session, request)
+    page = max(page, 1)
+    rows, total = await queries.product_rows(
+        session, me.account.id, search=q.strip(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+    )
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    return render(
+        request,
+        "products.html",
+        {"rows": rows, "q": q, "page": page, "pages": pages, "total": total},
+        me=me,
+    )
+
+
+@router.get("/products/{item_number:path}")
+async def product(
+    request: Request, item_number: str, session: SessionDep, order: str = "b2b"
+) -> Response:
+    me = await _me(session, request)
+    found = await catalog_service.get_product(session, me.account, item_number)
+    # Read before the images: reading them loads the product again, without its variants.
+    variants = [catalog_service.variant_read(v) for v in found.variants]
+    channel = "b2c" if order == "b2c" else None
+    images = await sync_images.list_images(
+        session, me.account, item_number, channel=channel, base_url=str(request.base_url)
+    )
+    last = await queries.last_sync(session, me.account.id, item_number)
+    attribute_names = sorted({name for v in variants for name in v.attributes})
+    skipped = (
+        [i for i in last.result.images if i.outcome == "skipped"]
+        if last is not None and last.result is not None
+        else []
+    )
+    return render(
+        request,
+        "product.html",
+        {
+            "product": found,
+            "images": images,
+            "variants": variants,
+            "attribute_names": attribute_names,
+            "order": "b2c" if channel else "b2b",
+            "last": last,
+            "skipped": skipped,
+        },
+        me=me,
+    )

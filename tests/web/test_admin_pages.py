@@ -1,0 +1,316 @@
+"""The admin pages end to end, in Debian's chromium driven by Playwright, against a real
+`imagesync serve` that fetched TRAEDE's example from a real file server on 127.0.0.1.
+
+With SAVE_SCREENSHOTS=1 the pages are also saved under docs/screenshots/ (desktop and
+phone widths) for the README."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from imagesync.client import Client
+from tests.served import clean_env, create_token, free_port, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# What sticks out past the screen's right edge, to say why a page is too wide.
+WIDE = """[...document.querySelectorAll('body *')]
+  .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
+  .map(e => e.tagName + '.' + e.className).slice(0, 10)"""
+COLORS = {"Black": ("100", (25, 25, 30)), "White": ("900", (235, 235, 240))}
+SIZES = ["XS", "S", "M", "L", "XL"]
+
+
+@dataclass
+class Site:
+    base: str
+    token: str
+    other_token: str
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if not CHROMIUM.exists():
+        if os.environ.get("TEST_REQUIRE_BROWSER"):
+            pytest.fail("TEST_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    root = tmp_path_factory.mktemp("admin")
+    pictures = root / "pictures"
+    pictures.mkdir()
+    for color, (_, rgb) in COLORS.items():
+        for side, shade in (("01", 0), ("02", 40)):
+            fill = tuple(min(255, c + shade) for c in rgb)
+            Image.new("RGB", (480, 600), fill).save(
+                pictures / f"{color.lower()}-product-{side}.jpg"
+            )
+    files_port = free_port()
+    files = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(files_port), "--bind", "127.0.0.1"],
+        cwd=pictures,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        **clean_env(),
+        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{files_port}",
+        "IMAGESYNC_LOG_LEVEL": "warning",
+    }
+    token = create_token(root, env, "acme")
+    other = create_token(root, env, "other")
+    try:
+        with serve(root, env) as base:
+            _example(base, token, f"http://127.0.0.1:{files_port}")
+            with Client(base, other) as client:
+                client.sync_products([{"item_number": "secret-product"}])
+            yield Site(base, token, other)
+    finally:
+        files.terminate()
+        files.wait(timeout=10)
+
+
+def _example(base: str, token: str, files: str) -> None:
+    """TRAEDE's documented example, with B2C sorts, and a product whose sync failed."""
+    with Client(base, token) as client:
+        client.sync_attributes(
+            [
+                {
+                    "name": "Color",
+                    "values": [{"value": c, "code": code} for c, (code, _) in COLORS.items()],
+                }
+            ]
+        )
+        client.sync_products(
+            [
+                {
+                    "item_number": "cool-product-001",
+                    "name": "Cool T-shirt",
+                    "variants": [
+                        {
+                            "sku": f"cool-product-001-{code}-{size}",
+                            "attributes": {"Color": color, "Size": size},
+                        }
+                        for color, (code, _) in COLORS.items()
+                        for size in SIZES
+                    ],
+                },
+                {"item_number": "broken-product", "name": "A product whose image is missing"},
+            ]
+        )
+        images: list[dict[str, Any]] = []
+        for sort, (color, side, alt) in enumerate(
+            [
+                ("black", "01", "A black t-shirt front"),
+                ("black", "02", "A black t-shirt back"),
+                ("white", "01", "A white t-shirt front"),
+                ("white", "02", "A white t-shirt back"),
+            ],
+            start=1,
+        ):
+            images.append(
+                {
+                    "url": f"{files}/{color}-product-{side}.jpg",
+                    "sort": sort,
+                    "sort_b2c": 5 - sort,
+                    "alt": alt,
+                    "attach_to_variants_matching_attribute_code": {
+                        "Color": COLORS[color.title()][0]
+                    },
+                }
+            )
+        images.append(
+            {
+                "url": f"{files}/green-product-01.jpg",
+                "sort": 5,
+                "attach_to_variants_matching_attribute_code": {"Color": "555"},
+                "skip_if_no_variant_matches_attribute_code": True,
+            }
+        )
+        job = client.wait_for_job(
+            client.sync_images(
+                [{"item_number": "cool-product-001", "use_sort_b2c": True, "images": images}]
+            ),
+            timeout=60,
+        )
+        assert job.status == "succeeded", job
+        failed = client.wait_for_job(
+            client.sync_images(
+                [
+                    {
+                        "item_number": "broken-product",
+                        "images": [{"url": f"{files}/gone.jpg", "sort": 1}],
+                    }
+                ]
+            ),
+            timeout=60,
+        )
+        assert failed.status == "failed", failed
+
+
+@pytest.fixture(scope="module")
+def browser(site: Site) -> Iterator[Any]:  # noqa: ARG001 (chromium is checked there)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+def _page(browser: Any, site: Site, *, width: int = 1280, height: int = 900) -> Any:
+    context = browser.new_context(viewport={"width": width, "height": height}, base_url=site.base)
+    page = context.new_page()
+    elsewhere: list[str] = []
+
+    def only_the_service(route: Any) -> None:
+        if route.request.url.startswith(site.base):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.elsewhere = elsewhere
+    return page
+
+
+def _sign_in(page: Any, token: str, path: str = "/admin/products") -> None:
+    page.goto(path)
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def _shot(page: Any, name: str) -> None:
+    if os.environ.get("SAVE_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_without_a_session_a_page_sends_to_sign_in_and_back(browser: Any, site: Site) -> None:
+    response = httpx.get(f"{site.base}/admin/products/cool-product-001", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/sign-in?next=/admin/products/cool-product-001"
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin/products/cool-product-001")
+    assert page.url == f"{site.base}/admin/products/cool-product-001"
+    assert page.get_by_role("heading", level=1).inner_text().startswith("cool-product-001")
+    cookie = next(c for c in page.context.cookies() if c["name"] == "imagesync_admin")
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/admin")
+    assert cookie["expires"] > 0
+    assert page.elsewhere == []
+
+
+def test_a_wrong_token_is_refused_and_signing_out_ends_the_session(
+    browser: Any, site: Site
+) -> None:
+    page = _page(browser, site)
+    _sign_in(page, "isk_not-a-token")
+    assert page.get_by_role("alert").inner_text() == "That token is unknown or revoked."
+    _shot(page, "sign-in")
+    _sign_in(page, site.token)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "imagesync_admin")
+    page.get_by_role("button", name="Sign out").click()
+    assert page.url.startswith(f"{site.base}/admin/sign-in")
+    # The old cookie is worth nothing now.
+    stale = httpx.get(
+        f"{site.base}/admin/products",
+        cookies={"imagesync_admin": cookie["value"]},
+        follow_redirects=False,
+    )
+    assert stale.status_code == 303
+
+
+def test_the_example_product_shows_its_images_in_order_and_the_variant_matrix(
+    browser: Any, site: Site
+) -> None:
+    page = _page(browser, site)
+    _sign_in(page, site.token)
+    assert page.get_by_role("cell", name="cool-product-001").count() == 1
+    page.get_by_role("link", name="cool-product-001").click()
+    alts = page.locator(".image img").evaluate_all("els => els.map(e => e.alt)")
+    assert alts == [
+        "A black t-shirt front",
+        "A black t-shirt back",
+        "A white t-shirt front",
+        "A white t-shirt back",
+    ]
+    for img in page.locator(".image img").all():  # every thumbnail loaded
+        assert img.evaluate("e => e.complete && e.naturalWidth > 0")
+    rows = page.locator("table.matrix tbody tr")
+    assert rows.count() == 10
+    black = page.locator("table.matrix tr", has_text="cool-product-001-100-M")
+    white = page.locator("table.matrix tr", has_text="cool-product-001-900-M")
+    cells = "tr => [...tr.querySelectorAll('td.cell')].map(td => td.classList.contains('yes'))"
+    assert black.evaluate(cells) == [True, True, False, False]
+    assert white.evaluate(cells) == [False, False, True, True]
+    assert "Black 100" in " ".join(black.inner_text().split())
+    assert "green-product-01.jpg" in page.locator(".skipped").inner_text()
+    page.get_by_role("link", name="B2C order (sort_b2c)").click()
+    alts = page.locator(".image img").evaluate_all("els => els.map(e => e.alt)")
+    assert alts[0] == "A white t-shirt back"
+    assert page.elsewhere == []
+
+
+def test_a_failed_sync_shows_its_error(browser: Any, site: Site) -> None:
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin/products/broken-product")
+    text = page.locator("main").inner_text()
+    assert "failed" in text
+    assert "download_http_error" in text
+
+
+def test_another_accounts_product_is_not_found(browser: Any, site: Site) -> None:
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin/products/secret-product")
+    assert page.get_by_role("heading", level=1).inner_text() == "Not found"
+    response = page.goto("/admin/products/secret-product")
+    assert response.status == 404
+    assert "secret-product" not in page.locator("table").all_inner_texts()
+
+
+def test_pages_send_strict_security_headers(site: Site) -> None:
+    response = httpx.get(f"{site.base}/admin/sign-in")
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_sign_in_without_its_form_token_is_refused(site: Site) -> None:
+    response = httpx.post(
+        f"{site.base}/admin/sign-in", data={"token": site.token}, follow_redirects=False
+    )
+    assert response.status_code == 400
+    assert "imagesync_admin" not in response.cookies
+
+
+@pytest.mark.parametrize(("width", "suffix"), [(1280, "desktop"), (390, "phone")])
+def test_pages_fit_a_phone_and_a_desktop(browser: Any, site: Site, width: int, suffix: str) -> None:
+    page = _page(browser, site, width=width, height=844 if width < 500 else 900)
+    _sign_in(page, site.token, "/admin/products/cool-product-001")
+    page.wait_for_load_state("networkidle")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{overflow}px wider than a {width}px screen: {page.evaluate(WIDE)}"
+    _shot(page, f"product-{suffix}")
+    page.goto("/admin/products")
+    _shot(page, f"products-{suffix}")
