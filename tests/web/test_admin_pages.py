@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from imagesync.client import Client
+from imagesync.sync.schemas import SyncJobRead
 from tests.served import clean_env, create_token, free_port, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,6 +47,7 @@ class Site:
     base: str
     token: str
     other_token: str
+    dead: str  # an allowed origin where nothing listens: its downloads fail, slowly
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             Image.new("RGB", (480, 600), fill).save(
                 pictures / f"{color.lower()}-product-{side}.jpg"
             )
-    files_port = free_port()
+    files_port, dead_port = free_port(), free_port()
     files = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(files_port), "--bind", "127.0.0.1"],
         cwd=pictures,
@@ -72,7 +74,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     )
     env = {
         **clean_env(),
-        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{files_port}",
+        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{files_port},127.0.0.1:{dead_port}",
         "IMAGESYNC_LOG_LEVEL": "warning",
     }
     token = create_token(root, env, "acme")
@@ -82,7 +84,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             _example(base, token, f"http://127.0.0.1:{files_port}")
             with Client(base, other) as client:
                 client.sync_products([{"item_number": "secret-product"}])
-            yield Site(base, token, other)
+            yield Site(base, token, other, f"http://127.0.0.1:{dead_port}")
     finally:
         files.terminate()
         files.wait(timeout=10)
@@ -253,8 +255,12 @@ def test_the_example_product_shows_its_images_in_order_and_the_variant_matrix(
         "A white t-shirt front",
         "A white t-shirt back",
     ]
-    for img in page.locator(".image img").all():  # every thumbnail loaded
-        assert img.evaluate("e => e.complete && e.naturalWidth > 0")
+    loaded = "[...document.querySelectorAll('.image img')].every(i => i.complete && i.naturalWidth)"
+    for _ in range(100):  # every thumbnail loads, from the service itself
+        if page.evaluate(loaded):
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate(loaded)
     rows = page.locator("table.matrix tbody tr")
     assert rows.count() == 10
     black = page.locator("table.matrix tr", has_text="cool-product-001-100-M")
@@ -304,13 +310,66 @@ def test_a_sign_in_without_its_form_token_is_refused(site: Site) -> None:
     assert "imagesync_admin" not in response.cookies
 
 
+def test_a_failed_job_is_found_in_three_clicks_with_its_error(browser: Any, site: Site) -> None:
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin")
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.get_by_role("link", name="failed (1)").click()
+    assert page.locator("tbody tr").count() == 1
+    page.locator("tbody tr a").click()
+    text = page.locator("main").inner_text()
+    assert "download_http_error: origin answered 404" in text
+    assert page.get_by_role("link", name="broken-product").count() == 1
+    assert page.elsewhere == []
+
+
+def test_the_dashboard_counts_the_accounts_work(browser: Any, site: Site) -> None:
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin")
+    text = " ".join(page.locator("main").inner_text().split())
+    assert "Downloads, 24 h 4 " in text
+    assert "download_http_error 1" in text
+    assert "failed 1" in text
+
+
+def test_a_running_jobs_page_follows_it_to_its_end(browser: Any, site: Site) -> None:
+    # Plain httpx: Playwright's own loop runs in this thread, so no client with a loop. The
+    # other account's product: the example account's counts stay as the other tests see them.
+    image = {"url": f"{site.dead}/x.jpg", "sort": 1}
+    sent = httpx.post(
+        f"{site.base}/products/images/sync",
+        headers={"Authorization": f"Bearer {site.other_token}"},
+        json={"products": [{"item_number": "secret-product", "images": [image]}]},
+    )
+    assert sent.status_code == 202, sent.text
+    job = SyncJobRead.model_validate(sent.json())
+    page = _page(browser, site)
+    _sign_in(page, site.other_token, f"/admin/jobs/{job.id}")
+    assert page.locator("#job[data-live]").count() == 1, "the job ended before it was seen"
+    page.evaluate("window.sameDocument = true")
+    page.wait_for_selector("#job:not([data-live])", timeout=60_000)
+    assert page.evaluate("window.sameDocument") is True  # updated in place, not reloaded
+    assert "connection_error" in page.locator("#job").inner_text()
+
+
+PAGES = {
+    "dashboard": "/admin",
+    "products": "/admin/products",
+    "product": "/admin/products/cool-product-001",
+    "jobs": "/admin/jobs",
+}
+
+
 @pytest.mark.parametrize(("width", "suffix"), [(1280, "desktop"), (390, "phone")])
 def test_pages_fit_a_phone_and_a_desktop(browser: Any, site: Site, width: int, suffix: str) -> None:
     page = _page(browser, site, width=width, height=844 if width < 500 else 900)
-    _sign_in(page, site.token, "/admin/products/cool-product-001")
-    page.wait_for_load_state("networkidle")
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"{overflow}px wider than a {width}px screen: {page.evaluate(WIDE)}"
-    _shot(page, f"product-{suffix}")
-    page.goto("/admin/products")
-    _shot(page, f"products-{suffix}")
+    _sign_in(page, site.token, "/admin")
+    failed = page.goto("/admin/jobs?status=failed")
+    assert failed is not None
+    job = page.locator("tbody tr a").first.get_attribute("href")
+    for name, path in [*PAGES.items(), ("job", job)]:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{name}: {overflow}px wider than {width}px: {page.evaluate(WIDE)}"
+        _shot(page, f"{name}-{suffix}")

@@ -20,6 +20,7 @@ from imagesync.catalog import service as catalog_service
 from imagesync.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
 from imagesync.sync import images as sync_images
+from imagesync.sync import jobs as sync_jobs
 from imagesync.web import queries, sessions
 from imagesync.web.sessions import COOKIE, SIGN_IN_COOKIE, SignedIn
 
@@ -100,17 +101,24 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _safe_next(target: str | None) -> str:
     """Only a path of these pages is followed after signing in."""
-    if target and target.startswith("/admin/") and not target.startswith("//"):
+    if target and target.startswith("/admin") and not target.startswith("//"):
         return target
-    return "/admin/products"
+    return "/admin"
 
 
 # -- signing in and out ----------------------------------------------------------------
 
 
 @router.get("")
-async def home() -> Response:
-    return RedirectResponse("/admin/products", status_code=303)
+async def dashboard(request: Request, session: SessionDep) -> Response:
+    me = await _me(session, request)
+    board = await queries.dashboard(session, me.account.id)
+    return render(
+        request,
+        "dashboard.html",
+        {"board": board, "statuses": queries.JOB_STATUSES, "active": "dashboard"},
+        me=me,
+    )
 
 
 @router.get("/sign-in")
@@ -183,7 +191,14 @@ async def products(request: Request, session: SessionDep, q: str = "", page: int
     return render(
         request,
         "products.html",
-        {"rows": rows, "q": q, "page": page, "pages": pages, "total": total},
+        {
+            "rows": rows,
+            "q": q,
+            "page": page,
+            "pages": pages,
+            "total": total,
+            "active": "products",
+        },
         me=me,
     )
 
@@ -218,6 +233,43 @@ async def product(
             "order": "b2c" if channel else "b2b",
             "last": last,
             "skipped": skipped,
+            "active": "products",
         },
         me=me,
     )
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+@router.get("/jobs")
+async def jobs(request: Request, session: SessionDep, status: str = "", page: int = 1) -> Response:
+    me = await _me(session, request)
+    page = max(page, 1)
+    wanted = status if status in queries.JOB_STATUSES else None
+    counts = await queries.job_counts(session, me.account.id)
+    rows = await queries.job_rows(
+        session, me.account.id, status=wanted, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+    )
+    total = counts.get(wanted, 0) if wanted else sum(counts.values())
+    return render(
+        request,
+        "jobs.html",
+        {
+            "rows": rows,
+            "counts": counts,
+            "statuses": queries.JOB_STATUSES,
+            "status": wanted or "",
+            "page": page,
+            "pages": max(1, math.ceil(total / PAGE_SIZE)),
+            "active": "jobs",
+        },
+        me=me,
+    )
+
+
+@router.get("/jobs/{job_id}")
+async def job(request: Request, job_id: str, session: SessionDep) -> Response:
+    me = await _me(session, request)
+    read = sync_jobs.job_read(await sync_jobs.get_job(session, me.account, job_id))
+    return render(request, "job.html", {"job": read, "active": "jobs"}, me=me)
