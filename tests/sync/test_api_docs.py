@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from imagesync.sync.schemas import (
     SyncJobRead,
     SyncPlan,
 )
+from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
 from tests.served import clean_env, serve
 
 README = Path(__file__).parents[2] / "README.md"
@@ -158,43 +158,17 @@ async def test_docs_assets_are_served_by_the_service_itself(client: httpx.AsyncC
 def test_the_interactive_docs_render_with_the_network_cut_off(tmp_path: Path) -> None:
     """A real browser that can reach nothing but the service renders every operation and
     offers to send a token."""
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        if os.environ.get("TEST_REQUIRE_BROWSER"):
-            pytest.fail("TEST_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    chromium = require_chromium()
     from playwright import sync_api
 
-    elsewhere: list[str] = []
     with serve(tmp_path, clean_env()) as base, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=BROWSER_ARGS)
         page = browser.new_page()
-
-        def only_the_service(route: Any) -> None:
-            if route.request.url.startswith(base):
-                route.continue_()
-            else:
-                elsewhere.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_the_service)
+        elsewhere = only_the_service(page, base)
         page.goto(f"{base}/docs")
         page.wait_for_selector(".opblock-summary-path", timeout=20_000)
         paths = page.locator(".opblock-summary-path").all_inner_texts()
         assert any("/products/images/sync" in p for p in paths), paths
         assert page.locator("button.authorize").count() == 1
-        page.screenshot(path=str(tmp_path / "docs.png"))
         browser.close()
     assert elsewhere == []
-
-
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]

@@ -35,16 +35,22 @@ class Api:
         return AsyncClient(self.base, self.token)
 
 
-@pytest.fixture
-async def api(tmp_path: Path, image_server: ImageServer) -> AsyncIterator[Api]:
-    env = {
+def served_env(tmp_path: Path, image_server: ImageServer, **settings: str) -> dict[str, str]:
+    """A served process's settings: SQLite and files here, fetching from `image_server`."""
+    return {
         **clean_env(),
         "IMAGESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'imagesync.db'}",
         "IMAGESYNC_STORAGE_URL": str(tmp_path / "files"),
         "IMAGESYNC_FETCH_ALLOW": image_server.base.removeprefix("http://"),
         "IMAGESYNC_RENDITION_WIDTHS": "",
         "IMAGESYNC_LOG_LEVEL": "warning",
+        **settings,
     }
+
+
+@pytest.fixture
+async def api(tmp_path: Path, image_server: ImageServer) -> AsyncIterator[Api]:
+    env = served_env(tmp_path, image_server)
     token = create_token(tmp_path, env)
     with serve(tmp_path, env) as base:
         api = Api(base, token)
@@ -282,14 +288,7 @@ def test_the_blocking_client_carries_traedes_error_objects(api: Api) -> None:
 async def test_a_batch_over_the_body_limit_is_sent_in_halves(
     tmp_path: Path, image_server: ImageServer
 ) -> None:
-    env = {
-        **clean_env(),
-        "IMAGESYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'imagesync.db'}",
-        "IMAGESYNC_STORAGE_URL": "memory://",
-        "IMAGESYNC_FETCH_ALLOW": image_server.base.removeprefix("http://"),
-        "IMAGESYNC_MAX_BODY_BYTES": "4096",
-        "IMAGESYNC_RENDITION_WIDTHS": "",
-    }
+    env = served_env(tmp_path, image_server, IMAGESYNC_MAX_BODY_BYTES="4096")
     token = create_token(tmp_path, env)
     with serve(tmp_path, env) as base:
         api = Api(base, token)

@@ -20,20 +20,10 @@ from PIL import Image
 
 from imagesync.client import Client
 from imagesync.sync.schemas import SyncJobRead
+from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
 from tests.served import clean_env, create_token, free_port, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # What sticks out past the screen's right edge, to say why a page is too wide.
 WIDE = """[...document.querySelectorAll('body *')]
   .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > window.innerWidth + 1)
@@ -52,10 +42,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    if not CHROMIUM.exists():
-        if os.environ.get("TEST_REQUIRE_BROWSER"):
-            pytest.fail("TEST_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    require_chromium()
     root = tmp_path_factory.mktemp("admin")
     pictures = root / "pictures"
     pictures.mkdir()
@@ -173,7 +160,9 @@ def browser(site: Site) -> Iterator[Any]:  # noqa: ARG001 (chromium is checked t
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(require_chromium()), args=BROWSER_ARGS
+        )
         yield browser
         browser.close()
 
@@ -181,16 +170,7 @@ def browser(site: Site) -> Iterator[Any]:  # noqa: ARG001 (chromium is checked t
 def _page(browser: Any, site: Site, *, width: int = 1280, height: int = 900) -> Any:
     context = browser.new_context(viewport={"width": width, "height": height}, base_url=site.base)
     page = context.new_page()
-    elsewhere: list[str] = []
-
-    def only_the_service(route: Any) -> None:
-        if route.request.url.startswith(site.base):
-            route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            route.abort()
-
-    page.route("**/*", only_the_service)
+    elsewhere = only_the_service(page, site.base)
     page.elsewhere = elsewhere
     return page
 
