@@ -40,3 +40,24 @@ async def test_products_are_searched_and_paged(
     assert "1 product matching" in found
     assert 'href="/admin/products/cap-01"' in found
     assert "shirt-" not in found
+
+
+async def test_the_dashboard_and_jobs_read_on_both_databases(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    headers = await create_account(sessionmaker)
+    await sync_ok(client, headers, "/products/sync", {"products": [{"item_number": "p1"}]})
+    body = {
+        "products": [{"item_number": "p1", "images": []}, {"item_number": "nope", "images": []}]
+    }
+    job = await client.post("/products/images/sync", json=body, headers=headers)
+    assert job.status_code == 200, job.text  # nothing to download: finished at once
+    await sign_in(client, headers["Authorization"].removeprefix("Bearer "))
+
+    board = " ".join((await client.get("/admin")).text.split())
+    assert "partially failed</span></a> 1" in board
+    assert "product_not_found" in board
+    jobs = (await client.get("/admin/jobs?status=partially_failed")).text
+    assert f'href="/admin/jobs/{job.json()["id"]}"' in jobs
+    page = (await client.get(f"/admin/jobs/{job.json()['id']}")).text
+    assert "the account has no product &#39;nope&#39;" in page
