@@ -61,3 +61,22 @@ async def test_the_dashboard_and_jobs_read_on_both_databases(
     assert f'href="/admin/jobs/{job.json()["id"]}"' in jobs
     page = (await client.get(f"/admin/jobs/{job.json()['id']}")).text
     assert "the account has no product &#39;nope&#39;" in page
+
+
+async def test_signing_in_follows_only_a_path_of_these_pages(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    token = (await create_account(sessionmaker))["Authorization"].removeprefix("Bearer ")
+    for target, expected in [
+        ("https://evil.test/admin", "/admin"),
+        ("//evil.test/admin", "/admin"),
+        ("/administrator", "/admin"),
+        ("/admin/jobs?status=failed", "/admin/jobs?status=failed"),
+    ]:
+        form = await client.get("/admin/sign-in")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        answer = await client.post(
+            "/admin/sign-in", data={"csrf": csrf[1], "token": token, "next": target}
+        )
+        assert answer.headers["location"] == expected, target

@@ -101,12 +101,12 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _safe_next(target: str | None) -> str:
     """Only a path of these pages is followed after signing in."""
-    if target and target.startswith("/admin") and not target.startswith("//"):
+    if target and (target == "/admin" or target.startswith(("/admin/", "/admin?"))):
         return target
     return "/admin"
 
 
-# -- signing in and out ----------------------------------------------------------------
+# -- the dashboard -----------------------------------------------------------------------
 
 
 @router.get("")
@@ -119,6 +119,9 @@ async def dashboard(request: Request, session: SessionDep) -> Response:
         {"board": board, "statuses": queries.JOB_STATUSES, "active": "dashboard"},
         me=me,
     )
+
+
+# -- signing in and out ----------------------------------------------------------------
 
 
 @router.get("/sign-in")
