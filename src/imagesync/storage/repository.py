@@ -37,17 +37,18 @@ async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: dat
     return set((await session.scalars(stmt)).all())
 
 
-async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
-    """Insert these blob rows, each once its object is stored (the collector deletes the
-    object before the row, so a row not being collected always has its object); one
-    whose bytes have a row already (recorded at once by another worker) is left out."""
+async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) -> set[str]:
+    """Insert these blob rows, each once its object is stored; one whose bytes have a row
+    already (recorded at once by another worker) is left out. The sha256s of the rows
+    this call added."""
     if not rows:
-        return
+        return set()
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     # One statement with the rows as its parameters: compiled once and cached, sent as
-    # one multi-row INSERT (a VALUES list built from the rows would compile every time).
-    stmt = insert(Blob).on_conflict_do_nothing(index_elements=["sha256"])
-    await session.execute(stmt, list(rows))
+    # one multi-row INSERT (a VALUES list built from the rows would compile every time);
+    # RETURNING names only the rows inserted, not those left out by the conflict.
+    stmt = insert(Blob).on_conflict_do_nothing(index_elements=["sha256"]).returning(Blob.sha256)
+    return set((await session.execute(stmt, list(rows))).scalars())
 
 
 async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> dict[str, Blob]:

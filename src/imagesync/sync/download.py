@@ -124,8 +124,7 @@ async def record(
         return {}
     now = utcnow()
     shas = {f.sha256 for f in fetched.values()}
-    before = set(await blob_repository.blobs_by_sha256(session, shas))
-    await blob_repository.add_blobs(
+    inserted = await blob_repository.add_blobs(
         session,
         [
             {
@@ -148,7 +147,7 @@ async def record(
     # a file before its row, and a row of ours could only be added once that old row was
     # gone: whether the file is there now is final. A row added for a lost file is
     # dropped again, and the download repeated (`store_conflict` below).
-    added = [b for sha, b in live.items() if sha not in before]
+    added = [b for sha, b in live.items() if sha in inserted]
     present = await asyncio.gather(*(store.exists(b.storage_key) for b in added))
     lost = [b for b, there in zip(added, present, strict=True) if not there]
     if lost:
