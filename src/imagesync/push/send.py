@@ -173,10 +173,7 @@ def error_codes(tally: Tally) -> Counter[str]:
     """How often each code failed a product or an image."""
     codes: Counter[str] = Counter()
     for result in tally.results:
-        failed_images = [i.error.code for i in result.images if i.error is not None]
-        codes.update(failed_images)
-        if result.error is not None and not failed_images:
-            codes[result.error.code] += 1
+        codes.update(result.failure_codes())
     for plan in tally.plans:
         if plan.error is not None:
             codes[plan.error.code] += 1

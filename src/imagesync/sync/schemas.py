@@ -319,6 +319,11 @@ class ProductResult(BaseModel):
     counts: SyncCounts = Field(default_factory=SyncCounts)
     images: list[ImageResult] = Field(default_factory=list)
 
+    def failure_codes(self) -> list[str]:
+        """The codes that failed it: each failed image's, else the product's own."""
+        codes = [image.error.code for image in self.images if image.error is not None]
+        return codes or ([self.error.code] if self.error is not None else [])
+
 
 class SyncJobRead(BaseModel):
     id: str

@@ -234,11 +234,8 @@ async def dashboard(session: AsyncSession, account_id: int) -> Dashboard:
             mine, SyncJobProduct.status == "failed", SyncJobProduct.finished_at > day_ago
         )
     ):
-        parsed = ProductResult.model_validate(result) if result else None
-        if parsed is None:
-            continue
-        image_codes = [i.error.code for i in parsed.images if i.error is not None]
-        codes.update(image_codes or ([parsed.error.code] if parsed.error else []))
+        if result:
+            codes.update(ProductResult.model_validate(result).failure_codes())
     pending = await session.scalar(
         select(func.count(func.distinct(Rendition.id)))
         .join(Image, Image.blob_id == Rendition.blob_id)
