@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from imagesync.client import Client
-from imagesync.sync.schemas import SyncJobRead
+from imagesync.sync.schemas import TRAEDE_EXAMPLE, SyncJobRead
 from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
 from tests.served import clean_env, create_token, free_port, serve
 
@@ -105,27 +105,15 @@ def _example(base: str, token: str, files: str) -> None:
                 {"item_number": "broken-product", "name": "A product whose image is missing"},
             ]
         )
-        images: list[dict[str, Any]] = []
-        for sort, (color, side, alt) in enumerate(
-            [
-                ("black", "01", "A black t-shirt front"),
-                ("black", "02", "A black t-shirt back"),
-                ("white", "01", "A white t-shirt front"),
-                ("white", "02", "A white t-shirt back"),
-            ],
-            start=1,
-        ):
-            images.append(
-                {
-                    "url": f"{files}/{color}-product-{side}.jpg",
-                    "sort": sort,
-                    "sort_b2c": 5 - sort,
-                    "alt": alt,
-                    "attach_to_variants_matching_attribute_code": {
-                        "Color": COLORS[color.title()][0]
-                    },
-                }
-            )
+        # TRAEDE's documented request, its pictures served here, in reverse for B2C.
+        images: list[dict[str, Any]] = [
+            {
+                **image,
+                "url": image["url"].replace("https://imageserver.com", files),
+                "sort_b2c": 5 - image["sort"],
+            }
+            for image in TRAEDE_EXAMPLE["products"][0]["images"]
+        ]
         images.append(
             {
                 "url": f"{files}/green-product-01.jpg",
