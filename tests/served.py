@@ -46,6 +46,15 @@ def create_token(cwd: Path, env: dict[str, str], account: str = "acme") -> str:
 @contextmanager
 def serve(cwd: Path, env: dict[str, str], *args: str) -> Iterator[str]:
     """Run `imagesync serve` until the block ends; yields its base URL once it answers."""
+    with serve_process(cwd, env, *args) as (base, _process):
+        yield base
+
+
+@contextmanager
+def serve_process(
+    cwd: Path, env: dict[str, str], *args: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`serve`, yielding its process too."""
     port = free_port()
     log = cwd / "serve.log"
     with log.open("wb") as output:
@@ -68,7 +77,7 @@ def serve(cwd: Path, env: dict[str, str], *args: str) -> Iterator[str]:
             assert process.poll() is None, log.read_text()
         else:
             pytest.fail("server did not come up within 30 s")
-        yield base
+        yield base, process
     finally:
         process.terminate()
         process.wait(timeout=20)

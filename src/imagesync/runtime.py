@@ -17,6 +17,7 @@ from imagesync.catalog import events
 from imagesync.fetch.downloader import FetchLimits, SafeFetcher
 from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
+from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
 from imagesync.queue import QUEUES, Queue
 from imagesync.queue import procrastinate as queue_tasks
@@ -101,14 +102,18 @@ async def open_context(
             proxy=settings.fetch_proxy or None,
         ) as fetcher:
             sessionmaker = create_sessionmaker(engine)
+            media = MediaLimits(
+                max_pixels=settings.image_max_pixels,
+                max_frames=settings.image_max_frames,
+                max_decoded_bytes=settings.max_decoded_mb * 2**20,
+            )
             blobs = Blobs(
                 sessionmaker,
                 store,
                 queue,
                 BLOB_USERS,
-                media=MediaLimits(
-                    max_pixels=settings.image_max_pixels, max_frames=settings.image_max_frames
-                ),
+                media=media,
+                decode_budget=DecodeBudget(media.max_decoded_bytes),
                 rendition_widths=settings.rendition_width_set,
                 max_attempts=settings.task_max_attempts,
             )

@@ -126,3 +126,48 @@ SVG_DOCTYPE_FIRST = b"""<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x.dtd">
 
 HTML = b"<!doctype html><html><body><h1>404 Not Found</h1></body></html>"
 TEXT = b"Access denied\n"
+
+
+# The bomb corpus: small files whose decoding costs far more than their size says.
+
+
+def png16(width: int, height: int, *, text: bytes = b"") -> bytes:
+    """A 16-bit RGBA PNG (8 bytes a pixel), all zeros: 7000 x 7000 is 381 KB of file
+    and 392 MB of pixels. `text` adds a tEXt chunk, so that copies differ in bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (1 + width * 8)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    chunks = _chunk(b"IHDR", header)
+    if text:
+        chunks += _chunk(b"tEXt", b"Comment\x00" + text)
+    return b"\x89PNG\r\n\x1a\n" + chunks + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
+def progressive_jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), BLUE).save(buffer, "JPEG", progressive=True, quality=90)
+    return buffer.getvalue()
+
+
+def png_with_chunk_bomb(kind: bytes) -> bytes:
+    """A tiny valid PNG carrying a zTXt or iCCP chunk that inflates to 200 MB."""
+    body = zlib.compress(b"\x00" * (200 * 2**20), 9)
+    bomb = _chunk(kind, (b"Comment\x00\x00" if kind == b"zTXt" else b"icc\x00\x00") + body)
+    data = png(8, 8)
+    at = data.index(b"IDAT") - 4
+    return data[:at] + bomb + data[at:]
+
+
+def png_with_huge_palette() -> bytes:
+    """A palette PNG whose PLTE chunk claims 4096 entries (256 at most are allowed)."""
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 3, 0, 0, 0)
+    palette = bytes(range(256)) * 48  # 4096 RGB entries
+    body = zlib.compress(b"".join(b"\x00" + bytes(range(16)) for _ in range(16)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"PLTE", palette)
+        + _chunk(b"IDAT", body)
+        + _chunk(b"IEND", b"")
+    )

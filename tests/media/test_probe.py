@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagesync.media.probe import MediaError, MediaLimits, probe
+from imagesync.media.probe import MediaError, MediaLimits, probe, read_header
 from tests.media import samples
 
 
@@ -67,6 +67,56 @@ def test_images_are_identified_by_their_bytes(
 )
 def test_hostile_files_are_refused_with_a_code(tmp_path: Path, data: bytes, code: str) -> None:
     assert probe_bytes(tmp_path, data) == code
+
+
+def header_of(tmp_path: Path, data: bytes) -> int:
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    return read_header(path).decoded_bytes
+
+
+@pytest.mark.parametrize(
+    ("data", "decoded"),
+    [
+        # What the file stores: 16-bit RGBA is 8 bytes a pixel, not Pillow's 4.
+        pytest.param(samples.png16(70, 50), 70 * 50 * 8, id="16-bit-rgba-png"),
+        # libjpeg holds every coefficient of a progressive JPEG: 2 bytes x 3 components.
+        pytest.param(samples.progressive_jpeg(64, 48), 64 * 48 * 6, id="progressive-jpeg"),
+        # Pillow holds RGB as 4 bytes a pixel.
+        pytest.param(samples.jpeg(64, 48), 64 * 48 * 4, id="baseline-jpeg"),
+        pytest.param(samples.png(32, 20, "L"), 32 * 20, id="grey-png"),
+        # Every frame counts.
+        pytest.param(samples.gif(10, 32), 32 * 32 * 10, id="animation"),
+    ],
+)
+def test_an_image_is_judged_by_its_decoded_bytes(tmp_path: Path, data: bytes, decoded: int) -> None:
+    assert header_of(tmp_path, data) == decoded
+    assert probe_bytes(tmp_path, data, max_decoded_bytes=decoded) == "ok"
+    assert probe_bytes(tmp_path, data, max_decoded_bytes=decoded - 1) == "too_much_decoded"
+
+
+def test_a_small_file_of_deep_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    # 381 KB of file, 392 MB of pixels: refused from the header, so nothing is decoded.
+    data = samples.png16(7000, 7000)
+    assert len(data) < 400_000
+    start = time.perf_counter()
+    assert probe_bytes(tmp_path, data, max_decoded_bytes=256 * 2**20) == "too_much_decoded"
+    assert time.perf_counter() - start < 0.5
+    assert header_of(tmp_path, data) == 7000 * 7000 * 8
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(samples.png_with_chunk_bomb(b"zTXt"), id="ztxt-bomb"),
+        pytest.param(samples.png_with_chunk_bomb(b"iCCP"), id="iccp-bomb"),
+        pytest.param(samples.png_with_huge_palette(), id="huge-palette"),
+    ],
+)
+def test_chunk_bombs_are_refused_without_inflating_them(tmp_path: Path, data: bytes) -> None:
+    start = time.perf_counter()
+    assert probe_bytes(tmp_path, data) == "corrupt_image"
+    assert time.perf_counter() - start < 0.5  # 200 MB were not inflated
 
 
 def test_a_pixel_bomb_is_refused_from_its_header_in_no_time(tmp_path: Path) -> None:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
+from imagesync.media import renditions
 from imagesync.media.probe import MediaError
 from imagesync.media.renditions import make_renditions, target_widths
 from tests.media import samples
@@ -109,3 +116,70 @@ def test_damaged_originals_fail_with_a_code() -> None:
 def _near(pixel: object, color: tuple[int, int, int]) -> bool:
     assert isinstance(pixel, tuple)
     return all(abs(int(a) - b) < 40 for a, b in zip(pixel, color, strict=True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(1, 400),
+    height=st.integers(1, 400),
+    factor=st.integers(2, 9),
+    mode=st.sampled_from(["L", "LA", "RGB", "RGBA"]),
+)
+def test_reducing_a_strip_at_a_time_is_one_reduce(
+    width: int, height: int, factor: int, mode: str
+) -> None:
+    image = Image.effect_noise((width, height), 80).convert(mode)
+    with patch.object(renditions, "STRIP_BYTES", 4 * width * factor):  # a strip per block row
+        reduced = renditions._reduced(image, factor)
+    expected = image.reduce(factor)
+    assert reduced.size == expected.size
+    assert reduced.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_large_png_is_reduced_then_oriented(orientation: int) -> None:
+    # 2400 px wide for a 200 px rendition: reduced by 4 before anything else.
+    shown = Image.new("RGB", (2400, 1600), samples.BLUE)
+    shown.paste(samples.RED, (0, 0, 1200, 800))
+    inverse = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90}.get(
+        orientation, Image.Transpose.ROTATE_270
+    )
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    shown.transpose(inverse).save(buffer, "PNG", exif=exif)
+    made = make_renditions(buffer.getvalue(), [200])
+    image = opened(made[200].data).convert("RGB")
+    assert image.size == (200, 133)
+    assert image.getpixel((20, 20)) == pytest.approx(samples.RED, abs=12)
+    assert image.getpixel((180, 110)) == pytest.approx(samples.BLUE, abs=12)
+
+
+MEASURE = """
+import resource, sys
+from pathlib import Path
+from imagesync.media.probe import probe
+from imagesync.media.renditions import make_renditions
+path = Path(sys.argv[1])
+probe(path)
+made = make_renditions(path.read_bytes(), [200, 400, 800])
+assert sorted(made) == [200, 400, 800]
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_deep_png_is_rendered_holding_one_copy_of_its_pixels(tmp_path: Path) -> None:
+    """7000 x 7000 x 16-bit RGBA: Pillow holds 196 MB of pixels. Probing and rendering
+    it in a fresh process peaked at 639 MB before renditions reduced it first (a
+    transposed copy, a converted copy and a premultiplied copy of the full size)."""
+    path = tmp_path / "deep.png"
+    path.write_bytes(samples.png16(7000, 7000))
+    measured = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    peak_mb = int(measured.stdout.split()[-1])
+    assert peak_mb < 360, peak_mb

@@ -30,6 +30,7 @@ def make_image(
 
 
 MAX_BYTES = 100_000  # small limits, so tests can cross them cheaply
+MAX_DECODED_MB = 64
 MAX_IMAGES = 30
 
 
@@ -120,6 +121,7 @@ def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Se
         fetch_retries=2,
         fetch_max_bytes=MAX_BYTES,
         max_images_per_product=MAX_IMAGES,
+        max_decoded_mb=MAX_DECODED_MB,
     )
 
 

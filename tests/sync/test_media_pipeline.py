@@ -54,6 +54,8 @@ HOSTILE = [
     pytest.param(samples.png_with_bad_crc(), "image/png", "corrupt_image", id="bad-crc-png"),
     pytest.param(samples.png_pixel_bomb(), "image/png", "too_many_pixels", id="pixel-bomb"),
     pytest.param(samples.gif(101), "image/gif", "too_many_frames", id="many-frame-gif"),
+    # 70 KB of file, 72 MB of 16-bit pixels: over the tests' decode budget of 64 MB.
+    pytest.param(samples.png16(3000, 3000), "image/png", "too_much_decoded", id="deep-png"),
     pytest.param(samples.SVG_SCRIPT, "image/svg+xml", "unsupported_format", id="svg-script"),
     pytest.param(samples.SVG_XXE, "image/jpeg", "unsupported_format", id="svg-xxe"),
     pytest.param(b"\xff\xd8\xff" + b"\x00" * (MAX_BYTES + 1), "image/jpeg", "too_large", id="big"),

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         default=50_000_000, ge=1, description="Largest image (pixels per frame), from its header."
     )
     image_max_frames: int = Field(default=100, ge=1, description="Most frames of an animation.")
+    max_decoded_mb: int = Field(
+        default=512,
+        ge=16,
+        description="Megabytes of decoded pixels one image may take (pixels x bytes per pixel "
+        "x frames, from its header), and the most this process decodes at once: a decode "
+        "waits for its share; a larger image is refused (`too_much_decoded`).",
+    )
     rendition_widths: str = Field(
         default="200,400,800",
         description="Comma-separated widths of the WebP renditions (empty: none). An image "

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
 from imagesync.media.renditions import DEFAULT_WIDTHS
 from imagesync.queue import Queue
@@ -32,6 +33,10 @@ class Blobs:
     queue: Queue
     users: BlobUsers
     media: MediaLimits = field(default_factory=MediaLimits)
+    # Shared by the probe of every download and every rendition of this process.
+    decode_budget: DecodeBudget = field(
+        default_factory=lambda: DecodeBudget(MediaLimits().max_decoded_bytes)
+    )
     rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
     # Runs of a rendition task before its renditions end `failed`.
     max_attempts: int = 5

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.media.probe import MediaError
-from imagesync.media.renditions import make_renditions, target_widths
+from imagesync.media.renditions import decoded_bytes, make_renditions, target_widths
 from imagesync.queue import RENDITIONS
 from imagesync.storage import repository
 from imagesync.storage.context import Blobs
@@ -135,9 +135,12 @@ async def render_blob(ctx: Blobs, blob_id: int) -> bool:
     else:
         try:
             original = await ctx.store.read(storage_key)
-            renditions = await asyncio.to_thread(
-                make_renditions, original, widths, limits=ctx.media
-            )
+            budget = ctx.decode_budget
+            # One over the whole budget is refused by `make_renditions` from its header.
+            async with budget.reserve(min(decoded_bytes(original), budget.total)):
+                renditions = await asyncio.to_thread(
+                    make_renditions, original, widths, limits=ctx.media
+                )
             for width, rendered in renditions.items():
                 key = rendition_key(sha256, width)
                 await ctx.store.put_bytes(key, rendered.data)

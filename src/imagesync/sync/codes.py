@@ -26,6 +26,8 @@ RESULT_CODES: dict[str, str] = {
     "unsupported_format": "An image format other than JPEG, PNG, GIF, WebP or AVIF.",
     "too_many_pixels": "More pixels than the limit (50 megapixels by default).",
     "too_many_frames": "More frames than the limit (100 by default).",
+    "too_much_decoded": "Decodes to more memory than the limit (512 MB by default): pixels "
+    "x bytes per pixel x frames.",
     "corrupt_image": "A truncated or damaged file.",
     "invalid_image": "The image cannot be read for another reason (the detail says which).",
     # The service: worth another try, and tried again by itself first.

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.fetch.downloader import SafeFetcher
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import utcnow
-from imagesync.media.probe import MediaError, ProbedImage, probe
+from imagesync.media.probe import MediaError, ProbedImage, probe, read_header
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob
@@ -76,7 +76,9 @@ async def download(
     except FetchError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     try:
-        probed = await asyncio.to_thread(probe, fetched.path, limits=blobs.media)
+        header = await asyncio.to_thread(read_header, fetched.path, limits=blobs.media)
+        async with blobs.decode_budget.reserve(header.decoded_bytes):
+            probed = await asyncio.to_thread(probe, fetched.path, limits=blobs.media, header=header)
         waits = iter(store_waits)
         while True:
             try:
