@@ -12,6 +12,7 @@ from imagesync.app import create_app
 from imagesync.cli import app as cli
 from imagesync.kit.settings import Settings
 from tests.factories import auth
+from tests.web.test_admin_lists import sign_in
 
 runner = CliRunner()
 
@@ -73,6 +74,48 @@ def test_tokens_create_list_and_revoke(env: str) -> None:
     assert second[:12] in output
     assert first not in output
     assert second not in output
+
+
+@pytest.mark.parametrize("length", [8, 16, 30])
+def test_tokens_are_revoked_by_any_prefix_of_eight_or_more(env: str, length: int) -> None:
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+    code, output = invoke("tokens", "revoke", token[:length])
+    assert code == 0, output  # longer than the 12 characters kept was "no active token"
+    assert "revoked" in output
+    assert asyncio.run(status_with(env, token)) == 401
+    assert invoke("tokens", "revoke", token[:7])[0] == 1  # too short to name one
+
+
+def test_admin_sessions_are_listed_and_ended(env: str) -> None:
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+    assert asyncio.run(admin_status_after_sign_in(env, token, revoke=False)) == 200
+    code, output = invoke("sessions", "list", "acme")
+    assert code == 0, output
+    assert token[:12] in output
+    code, output = invoke("sessions", "revoke", "acme")
+    assert code == 0, output
+    assert "1 admin session of acme ended" in output
+    code, output = invoke("sessions", "list", "acme")
+    assert token[:12] not in output
+    assert invoke("sessions", "list", "nobody")[0] == 1
+
+
+async def admin_status_after_sign_in(database_url: str, token: str, *, revoke: bool) -> int:
+    """Sign in to the admin pages with `token`, then read a page (after revoking it)."""
+    app = create_app(Settings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await sign_in(client, token)
+            if revoke:
+                # The command runs its own event loop: in a thread, as from another shell.
+                assert (await asyncio.to_thread(invoke, "tokens", "revoke", token))[0] == 0
+            return (await client.get("/admin/products")).status_code
+
+
+def test_revoking_a_token_by_command_ends_its_admin_sessions(env: str) -> None:
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+    assert asyncio.run(admin_status_after_sign_in(env, token, revoke=True)) == 303
 
 
 def test_revoking_an_unknown_token_fails(env: str) -> None:  # noqa: ARG001

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.catalog import repository, service
 from imagesync.kit.db import create_engine, create_sessionmaker, migrate, session_scope
-from imagesync.kit.errors import ImageSyncError, NotFound
+from imagesync.kit.errors import ImageSyncError
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, SettingsError, ensure_sqlite_directory, load_settings
+from imagesync.web import sessions
 
 
 def _default(setting: str) -> Any:
@@ -37,6 +38,8 @@ accounts_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(tokens_app, name="tokens")
+sessions_app = typer.Typer(help="See and end admin page sessions.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
 
 err = Console(stderr=True)
 out = Console()
@@ -332,16 +335,14 @@ def tokens_list(account: str) -> None:
     """List ACCOUNT's tokens by prefix (the tokens themselves are not stored)."""
 
     async def work(session: AsyncSession) -> list[tuple[str, str, str]]:
-        found = await repository.get_account_by_name(session, account)
-        if found is None:
-            raise NotFound(f"No account {account!r}")
+        found = await service.get_account(session, account)
         return [
             (
                 t.prefix,
                 t.created_at.isoformat(timespec="seconds"),
                 t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
             )
-            for t in await repository.list_tokens(session, found.id)
+            for t in await service.list_tokens(session, found)
         ]
 
     table = Table("prefix", "created", "revoked")
@@ -352,6 +353,30 @@ def tokens_list(account: str) -> None:
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_prefix: str) -> None:
-    """Revoke the token starting with TOKEN_PREFIX (at least 8 characters)."""
+    """Revoke the token starting with TOKEN_PREFIX (at least 8 characters; the whole token
+    will do). The admin sessions opened with it end too."""
     token = _in_transaction(_settings(), lambda s: service.revoke_token(s, token_prefix))
-    out.print(f"token {token.prefix}… of account {token.account.name} revoked")
+    out.print(
+        f"token {token.prefix}… of account {token.account.name} revoked, "
+        "and the admin sessions opened with it ended"
+    )
+
+
+@sessions_app.command("list")
+def sessions_list(account: str) -> None:
+    """List ACCOUNT's signed-in admin sessions."""
+    table = Table("opened", "expires", "token")
+    for found in _in_transaction(_settings(), lambda s: sessions.list_sessions(s, account)):
+        table.add_row(
+            found.created_at.isoformat(timespec="seconds"),
+            found.expires_at.isoformat(timespec="seconds"),
+            f"{found.token_prefix}…",
+        )
+    out.print(table)
+
+
+@sessions_app.command("revoke")
+def sessions_revoke(account: str) -> None:
+    """End every admin session of ACCOUNT (its users sign in again)."""
+    ended = _in_transaction(_settings(), lambda s: sessions.revoke_sessions(s, account))
+    out.print(f"{ended} admin session{'' if ended == 1 else 's'} of {account} ended")

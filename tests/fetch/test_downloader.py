@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from imagesync.fetch.downloader import parse_retry_after
 from imagesync.fetch.errors import FetchError
@@ -103,10 +104,38 @@ async def test_names_resolving_to_forbidden_addresses_are_refused(
     answers: list[str], tmp_path: Path, tripwire: Tripwire
 ) -> None:
     dns = FakeDNS({"images.example": answers})
-    error = await failure(fetcher(None, tmp_path, dns=dns), "http://images.example/x.jpg")
+    with capture_logs() as logs:
+        error = await failure(fetcher(None, tmp_path, dns=dns), "http://images.example/x.jpg")
     assert error.code == "address_refused"
     assert tripwire.attempts == []
     assert dns.lookups["images.example"] == 1  # refusals are never retried
+    # The tenant reads no DNS answer (no mapping of internal names); the operator does.
+    assert error.detail == "images.example resolves to an address that is not public"
+    assert not any(answer in error.detail for answer in answers if answer)
+    refused = [e for e in logs if e["event"] == "fetch.address_refused"]
+    assert refused
+    assert refused[0]["address"] in answers
+
+
+async def test_a_failed_connect_names_no_address(
+    origin: Origin, tmp_path: Path, tripwire: Tripwire
+) -> None:
+    # Nobody listens on 127.0.0.3 (a stand-in for a public address).
+    dns = FakeDNS({"down.example": ["127.0.0.3"]})
+    f = fetcher(
+        origin,
+        tmp_path,
+        dns=dns,
+        forbidden=treat_as_public("127.0.0.3"),
+        retries=0,
+        ports=frozenset({origin.port}),
+    )
+    error = await failure(f, f"http://down.example:{origin.port}/x.jpg")
+    assert error.code == "connection_error"
+    assert error.detail == "could not connect to down.example: connection refused"
+    assert error.internal is not None
+    assert "127.0.0.3" in error.internal
+    assert tripwire.hosts() == {"127.0.0.3"}
 
 
 @pytest.mark.parametrize(

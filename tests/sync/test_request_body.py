@@ -106,3 +106,55 @@ def test_where_counts_lines_and_characters_from_one() -> None:
     assert where(b"", 0) == "line 1, column 1"
     with pytest.raises(InvalidJson):
         parse_json(b"\xff")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 1000, id="1000-open-brackets"),  # was a 500 (RecursionError)
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="100000-deep-array"),
+        pytest.param(b'{"a":' * 5000 + b"1" + b"}" * 5000, id="5000-deep-object"),
+        pytest.param(
+            b'{"products": [{"item_number": "p", "images": [], "x": '
+            + b"[" * 40
+            + b"]" * 40
+            + b"}]}",
+            id="valid-json-nested-40-deep",
+        ),
+    ],
+)
+async def test_a_body_nested_too_deep_is_400_at_any_depth(
+    client: httpx.AsyncClient, headers: dict[str, str], body: bytes
+) -> None:
+    response = await post(client, headers, body, "application/json")
+    assert response.status_code == 400, response.text
+    error = only_error(response)
+    assert error["code"] == "invalid_json"
+    assert "nested more than 32 levels" in str(error["detail"]) or "not valid JSON" in str(
+        error["detail"]
+    )
+
+
+def test_the_depth_cap_lets_every_real_request_through() -> None:
+    value = parse_json(b"[" * 32 + b"]" * 32)
+    for _ in range(31):
+        (value,) = value
+    assert value == []
+    with pytest.raises(InvalidJson, match="nested more than 32"):
+        parse_json(b"[" * 33 + b"]" * 33)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer   "],
+)
+async def test_without_a_token_the_body_is_not_read(
+    client: httpx.AsyncClient, authorization: str | None
+) -> None:
+    # Not JSON at all: read, it would be a 400; unread, the missing token is the answer.
+    sent = {"Content-Type": "application/json"}
+    if authorization is not None:
+        sent["Authorization"] = authorization
+    response = await client.post(PATH, content=b"[" * 1000, headers=sent)
+    assert response.status_code == 401, response.text
+    assert only_error(response)["code"] == "unauthorized"

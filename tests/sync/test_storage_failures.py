@@ -4,6 +4,8 @@ again with backoff and recovers when the store comes back, downloading nothing t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -171,6 +173,7 @@ async def test_a_refused_write_is_shown_at_once_and_waited_for_with_the_bytes_in
 
 
 async def test_a_product_whose_store_stays_down_is_retried_then_fails_with_storage_error(
+    tmp_path: Path,
     app: FastAPI,
     client: httpx.AsyncClient,
     headers: dict[str, str],
@@ -178,7 +181,8 @@ async def test_a_product_whose_store_stays_down_is_retried_then_fails_with_stora
     refusal: Refusal,
 ) -> None:
     app.state.sync_context.store_waits = ()  # give up on the store at once
-    url = image_server.add("new.jpg", samples.jpeg(300, 200))
+    body = samples.jpeg(300, 200)
+    url = image_server.add("new.jpg", body)
     refusal.refuse()
     try:
         job_id = await post(client, headers, [url])
@@ -194,10 +198,15 @@ async def test_a_product_whose_store_stays_down_is_retried_then_fails_with_stora
     assert product["error"]["code"] == "storage_error"
     assert product["images"][0]["error"]["code"] == "storage_error"
     assert await images_of(client, headers) == []
+    # The tenant reads the code and the kind of store, never a server path or a key.
+    assert "the " in product["images"][0]["error"]["detail"]
+    assert str(tmp_path) not in json.dumps(read)
+    assert hashlib.sha256(body).hexdigest() not in json.dumps(read)  # nor its key
 
 
 @pytest.mark.parametrize("refusal", ["local"], indirect=True)  # staging is on a local disk
 async def test_a_read_only_staging_folder_costs_no_download(
+    tmp_path: Path,
     client: httpx.AsyncClient,
     headers: dict[str, str],
     image_server: ImageServer,
@@ -209,6 +218,7 @@ async def test_a_read_only_staging_folder_costs_no_download(
         job_id = await post(client, headers, [url])
         product = await shown(client, headers, job_id)
         assert "could not stage a download" in product["error"]["detail"]
+        assert str(tmp_path) not in json.dumps(product)  # the path is the operator's
         assert image_server.hits["new.jpg"] == 0  # refused before asking the origin
     finally:
         refusal.allow()

@@ -50,6 +50,15 @@ async def get_active_token(session: AsyncSession, token_hash: str) -> ApiToken |
     return await session.scalar(stmt)
 
 
+async def account_of_active_token(session: AsyncSession, token_id: int) -> Account | None:
+    stmt = (
+        select(Account)
+        .join(ApiToken, ApiToken.account_id == Account.id)
+        .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+    )
+    return await session.scalar(stmt)
+
+
 async def find_tokens_by_prefix(session: AsyncSession, prefix: str) -> Sequence[ApiToken]:
     # The stored prefix is a fixed-length head of the token; a shorter one given by a
     # person matches every token starting with it.

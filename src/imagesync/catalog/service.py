@@ -88,22 +88,35 @@ async def issue_token(session: AsyncSession, account: Account) -> IssuedToken:
     return IssuedToken(account=account.name, token=token, prefix=prefix)
 
 
-async def create_token(session: AsyncSession, account_name: str) -> IssuedToken:
-    account = await repository.get_account_by_name(session, account_name)
+async def get_account(session: AsyncSession, name: str) -> Account:
+    account = await repository.get_account_by_name(session, name)
     if account is None:
-        raise NotFound(f"No account {account_name!r}")
-    return await issue_token(session, account)
+        raise NotFound(f"No account {name!r}")
+    return account
+
+
+async def list_tokens(session: AsyncSession, account: Account) -> Sequence[ApiToken]:
+    return await repository.list_tokens(session, account.id)
+
+
+async def create_token(session: AsyncSession, account_name: str) -> IssuedToken:
+    return await issue_token(session, await get_account(session, account_name))
 
 
 async def revoke_token(session: AsyncSession, prefix_or_token: str) -> ApiToken:
-    """Revoke the one token that the given prefix (or whole token) names."""
+    """Revoke the one token that the given prefix (at least 8 characters, of any length)
+    or whole token names. Only the first 12 characters are kept of a token, so a longer
+    prefix is matched by those."""
+    if len(prefix_or_token) < len(TOKEN_SCHEME) + 4:
+        raise ValidationFailed("Give at least the first 8 characters of the token")
+    active = None
     if len(prefix_or_token) > TOKEN_PREFIX_LENGTH:
         active = await repository.get_active_token(session, hash_token(prefix_or_token))
-        matches: Sequence[ApiToken] = [active] if active else []
-    else:
-        if len(prefix_or_token) < len(TOKEN_SCHEME) + 4:
-            raise ValidationFailed("Give at least the first 8 characters of the token")
-        matches = await repository.find_tokens_by_prefix(session, prefix_or_token)
+    matches: Sequence[ApiToken] = (
+        [active]
+        if active
+        else await repository.find_tokens_by_prefix(session, prefix_or_token[:TOKEN_PREFIX_LENGTH])
+    )
     active_matches = [t for t in matches if t.revoked_at is None]
     if not active_matches:
         raise NotFound(f"No active token starts with {prefix_or_token[:TOKEN_PREFIX_LENGTH]!r}")
@@ -118,6 +131,11 @@ async def revoke_token(session: AsyncSession, prefix_or_token: str) -> ApiToken:
 
 async def authenticate(session: AsyncSession, authorization: str | None) -> Account:
     """The account of a `Bearer` token; 401 when missing, unknown or revoked."""
+    return (await authenticate_token(session, authorization)).account
+
+
+async def authenticate_token(session: AsyncSession, authorization: str | None) -> ApiToken:
+    """The active token of a `Bearer` header, with its account; 401 otherwise."""
     if not authorization:
         raise Unauthorized("Send an API token: Authorization: Bearer <token>")
     scheme, _, token = authorization.partition(" ")
@@ -127,7 +145,12 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Acco
     api_token = await repository.get_active_token(session, hash_token(token))
     if api_token is None:
         raise Unauthorized("The API token is unknown or revoked")
-    return api_token.account
+    return api_token
+
+
+async def account_of_active_token(session: AsyncSession, token_id: int) -> Account | None:
+    """The account of token `token_id`, unless it was revoked."""
+    return await repository.account_of_active_token(session, token_id)
 
 
 # -- attributes ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import os
 import random
+import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -173,7 +175,9 @@ class SafeFetcher:
         try:
             handle = tempfile.NamedTemporaryFile(dir=self.temp_dir, prefix="dl-", delete=False)
         except OSError as exc:
-            raise StagingFailed(f"could not stage a download in {self.temp_dir}: {exc}") from exc
+            raise StagingFailed(
+                "could not stage a download on the server", internal=f"{self.temp_dir}: {exc}"
+            ) from exc
         handle.close()
         return Path(handle.name)
 
@@ -215,7 +219,8 @@ class SafeFetcher:
                 if isinstance(exc.os_error, RefusedByGuard):
                     raise AddressRefused(str(exc.os_error)) from exc
                 raise ConnectionFailed(
-                    f"could not connect to {current.host}: {exc.os_error}"
+                    f"could not connect to {current.host}: {_reason(exc.os_error)}",
+                    internal=str(exc.os_error),
                 ) from exc
             except TimeoutError as exc:  # connect or read: the total deadline is fetch's
                 raise DownloadTimeout(f"{current.host} did not answer in time") from exc
@@ -249,7 +254,9 @@ class SafeFetcher:
             except RefusedByGuard as exc:
                 raise AddressRefused(str(exc)) from exc
             except OSError as exc:
-                raise ConnectionFailed(f"could not resolve {host}: {exc}") from exc
+                raise ConnectionFailed(
+                    f"could not resolve {host}: {_reason(exc)}", internal=str(exc)
+                ) from exc
 
     async def _save(self, response: aiohttp.ClientResponse, final_url: str, path: Path) -> Download:
         limit = self.limits.max_bytes
@@ -260,7 +267,9 @@ class SafeFetcher:
         try:
             handle = await asyncio.to_thread(path.open, "wb")
         except OSError as exc:
-            raise StagingFailed(f"could not write {path}: {exc}") from exc
+            raise StagingFailed(
+                "could not stage a download on the server", internal=f"{path}: {exc}"
+            ) from exc
         # The body is hashed and written a few chunks at a time in a thread (hashlib lets
         # go of the GIL): the event loop only reads the socket.
         pending: list[bytes] = []
@@ -296,7 +305,27 @@ def _hash_and_write(
         if close:
             handle.close()
     except OSError as exc:
-        raise StagingFailed(f"could not write {path}: {exc}") from exc
+        raise StagingFailed(
+            "could not stage a download on the server", internal=f"{path}: {exc}"
+        ) from exc
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong in a connect or a name look-up, in words that name no address (an
+    `OSError`'s text often names the address it tried)."""
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, socket.gaierror):
+        return "no such host" if error.errno == socket.EAI_NONAME else "name look-up failed"
+    if isinstance(error, ssl.SSLError):
+        return "TLS handshake failed"
+    if isinstance(error, OSError) and error.errno is not None:
+        return os.strerror(error.errno).lower()
+    return type(error).__name__
 
 
 class HostSlots:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 
 class FetchError(Exception):
+    """`detail` is for the tenant (job results): never a server path, a DNS answer or an
+    internal address. `internal`, when given, is what the operator's log gets besides."""
+
     code = "download_failed"
     retryable = False
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, internal: str | None = None) -> None:
         self.detail = detail
+        self.internal = internal
         super().__init__(detail)
 
 

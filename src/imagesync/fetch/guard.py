@@ -14,11 +14,14 @@ import re
 import socket
 from collections.abc import Callable
 
+import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from imagesync.fetch.errors import AddressRefused, InvalidUrl, PortRefused
+
+log = structlog.get_logger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -240,7 +243,10 @@ class GuardedResolver(AbstractResolver):
             raise RefusedByGuard(f"{host} has no addresses")
         for result in results:
             if self._forbidden(ipaddress.ip_address(result["host"].split("%", 1)[0])):
-                raise RefusedByGuard(f"{host} resolves to {result['host']}, which is not public")
+                # The answer goes to the operator's log only: a tenant must not map internal
+                # names by reading refusals.
+                log.warning("fetch.address_refused", host=host, address=result["host"])
+                raise RefusedByGuard(f"{host} resolves to an address that is not public")
         return results
 
     async def close(self) -> None:

@@ -12,6 +12,9 @@ from typing import Any
 from imagesync.kit.errors import ErrorResponse, InvalidJson
 
 _BOM = b"\xef\xbb\xbf"
+# Arrays and objects in arrays and objects: no request of the API nests deeper than 5
+# (products, a product, its images, an image, its rule); 32 leaves room for any.
+MAX_DEPTH = 32
 
 
 def is_json(content_type: str | None) -> bool:
@@ -46,11 +49,36 @@ def parse_json(data: bytes) -> Any:
             f"The body is not UTF-8 text: byte 0x{bad} at {where(data, exc.start)}"
         ) from None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidJson(
             f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:  # deeper than the parser can go
+        raise InvalidJson(_too_deep()) from None
+    if _depth_over(value, MAX_DEPTH):
+        raise InvalidJson(_too_deep())
+    return value
+
+
+def _too_deep() -> str:
+    return f"The body is nested more than {MAX_DEPTH} levels deep"
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` in `value` (no recursion)."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        children = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            children += [item for item in items if isinstance(item, dict | list)]
+        level = children
+    return False
 
 
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -3,6 +3,8 @@
 - A JSON body is read by `kit.body` (415, 400 `invalid_json`, 413) and documented so.
 - A query parameter the route does not take is a 422 naming it, like an unknown body
   field: `?wiat=30` is a typo a client should hear about, not a wait that never happens.
+- A route that takes a bearer token refuses a request without one (401) before reading
+  its body.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from starlette.requests import Request
 from starlette.responses import Response
 
 from imagesync.kit.body import BODY_ERRORS, is_json, parse_json
-from imagesync.kit.errors import Problem, UnsupportedMediaType, ValidationFailed
+from imagesync.kit.errors import Problem, Unauthorized, UnsupportedMediaType, ValidationFailed
 
 
 class StrictRoute(APIRoute):
@@ -25,6 +28,7 @@ class StrictRoute(APIRoute):
         if self.body_field is not None:
             self.responses = {**BODY_ERRORS, **self.responses}
         self.query_names = _query_names(self.dependant)
+        self.needs_token = _takes_bearer(self.dependant)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -34,6 +38,12 @@ class StrictRoute(APIRoute):
             unknown = [name for name in request.query_params if name not in self.query_names]
             if unknown:
                 raise ValidationFailed(problems=[_unknown_parameter(name) for name in unknown])
+            if takes_body and self.needs_token:
+                # Before the body is read: a caller without a token makes the server parse
+                # nothing. (The token itself is checked by the route's dependency.)
+                scheme, _, token = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    raise Unauthorized("Send an API token: Authorization: Bearer <token>")
             if takes_body:
                 content_type = request.headers.get("content-type")
                 if not is_json(content_type):
@@ -54,6 +64,13 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     for dependency in dependant.dependencies:
         names |= _query_names(dependency)
     return frozenset(names)
+
+
+def _takes_bearer(dependant: Dependant) -> bool:
+    """Whether a route, or one of its dependencies, takes a bearer token."""
+    return isinstance(dependant.call, HTTPBearer) or any(
+        _takes_bearer(dependency) for dependency in dependant.dependencies
+    )
 
 
 def _unknown_parameter(name: str) -> Problem:

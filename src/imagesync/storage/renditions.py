@@ -101,14 +101,14 @@ async def render_queued(ctx: Blobs, blob_id: int, *, final_attempt: bool) -> Non
             raise RenditionsPending(blob_id)
     except RenditionsPending:
         raise
-    except Exception as exc:
+    except Exception:
         if not final_attempt:
             raise
         log.exception("renditions.gave_up", blob=blob_id)
         async with session_scope(ctx.sessionmaker) as session:
             for rendition in await repository.claimed_renditions(session, blob_id, utcnow()):
                 rendition.state = "failed"
-                rendition.error = f"internal_error: {type(exc).__name__}: {exc}"[:500]
+                rendition.error = "internal_error: the renditions could not be made"
                 rendition.lease_expires_at = None
                 rendition.updated_at = utcnow()
 
@@ -149,7 +149,7 @@ async def render_blob(ctx: Blobs, blob_id: int) -> bool:
             error = f"{exc.code}: {exc.detail}"
         except Exception as exc:  # the store failed: worth another try
             log.exception("renditions.store_failed", blob=blob_id)
-            error = f"storage_error: {exc}"
+            error = f"storage_error: {getattr(exc, 'detail', 'the store failed')}"
             transient = True
     retry = False
     async with session_scope(ctx.sessionmaker) as session:

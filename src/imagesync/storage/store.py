@@ -45,9 +45,15 @@ class S3Options:
 
 class StorageError(Exception):
     """The store refused or failed a write: a read-only or full disk, a bucket that
-    refuses writes, an unreachable endpoint. Worth another try later."""
+    refuses writes, an unreachable endpoint. Worth another try later. Its text is for
+    the tenant (no path, no endpoint); `internal` is the operator's."""
 
     code = "storage_error"
+
+    def __init__(self, detail: str, *, internal: str | None = None) -> None:
+        self.detail = detail
+        self.internal = internal
+        super().__init__(detail)
 
 
 class BlobStore(Protocol):
@@ -109,8 +115,11 @@ class _ObjectStore:
             await obstore.put_async(self._store, key, data)
         except Exception as exc:  # obstore's errors, or an OSError from a local disk
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            number = _errno(exc)
+            reason = f" ({os.strerror(number).lower()})" if number else ""
             raise StorageError(
-                f"the {self.kind} store refused {key}: {type(exc).__name__} {detail}".strip()
+                f"the {self.kind} store refused the file{reason}",
+                internal=f"{key}: {type(exc).__name__} {detail}".strip(),
             ) from exc
 
     async def exists(self, key: str) -> bool:
@@ -273,3 +282,12 @@ def _older_than(path: Path, seconds: float) -> bool:
         return time.time() - path.stat().st_mtime > seconds
     except FileNotFoundError:
         return False
+
+
+def _errno(exc: BaseException) -> int | None:
+    """The errno of an OS error, also when a library wrapped it."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno:
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None

@@ -74,6 +74,8 @@ async def download(
     try:
         fetched = await fetcher.fetch(spec.url)
     except FetchError as exc:
+        if exc.internal is not None:
+            log.warning("sync.download.failed", url=spec.url, code=exc.code, internal=exc.internal)
         return ImageError(code=exc.code, detail=exc.detail)
     try:
         header = await asyncio.to_thread(read_header, fetched.path, limits=blobs.media)
@@ -86,11 +88,13 @@ async def download(
                 await blobs.store.put_file(blob_key(fetched.sha256), fetched.path)
                 return Fetched(spec, fetched.sha256, fetched.size, probed)
             except StorageError as exc:
-                error = ImageError(code=exc.code, detail=str(exc))
+                error = ImageError(code=exc.code, detail=exc.detail)
                 wait = next(waits, None)
+                log.warning(
+                    "sync.store_refused", url=spec.url, internal=exc.internal, retry_in=wait
+                )
                 if wait is None:
                     return error
-                log.warning("sync.store_refused", url=spec.url, error=str(exc), retry_in=wait)
                 if on_store_refused is not None:
                     await on_store_refused(error)
                     on_store_refused = None

@@ -74,14 +74,14 @@ async def record_crash(ctx: SyncContext, seq: int, exc: BaseException, *, backof
         if entry is None or entry.status not in ("queued", "running"):
             return True
         if entry.attempts >= ctx.max_attempts:
-            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            # What went wrong is in the operator's log (above), not in the tenant's job.
             finish(
                 entry,
                 failed_with(
                     entry,
                     "internal_error",
                     f"gave up after {entry.attempts} attempts; the product's images were left "
-                    f"as they were ({detail})",
+                    "as they were",
                 ),
             )
             return True
@@ -107,7 +107,14 @@ async def run_entry(
     backoff: bool = False,
 ) -> None:
     """Run one product of a job. Raises `StorageUnavailable` after queueing the product
-    again (with `backoff`, not to be claimed for a while)."""
+    again (with `backoff`, not to be claimed for a while). Every event logged meanwhile
+    names the product's `seq` and its `job`: the operator's details (a refused address,
+    a server path) are found by the job a tenant asks about."""
+    with structlog.contextvars.bound_contextvars(seq=seq, job=None):
+        await _run_entry(ctx, seq, fetches, backoff=backoff)
+
+
+async def _run_entry(ctx: SyncContext, seq: int, fetches: FetchDeduper, *, backoff: bool) -> None:
     async with session_scope(ctx.sessionmaker) as session:
         started = await _start(session, seq)
         if started is None:
@@ -202,6 +209,7 @@ async def _start(session: AsyncSession, seq: int) -> tuple[Planned, dict[str, St
     entry = await repository.get_entry(session, seq)
     if entry is None or entry.status != "running":
         return None
+    structlog.contextvars.bind_contextvars(job=entry.job_id)
     payload = ProductImagesIn.model_validate(entry.request)
     product = await repository.get_product(session, entry.account_id, entry.item_number)
     if product is None:

@@ -18,6 +18,10 @@ class AdminSession(Base):
     account_id: Mapped[int] = mapped_column(
         ForeignKey("account.id", ondelete="CASCADE"), index=True
     )
+    # The token it was opened with: revoking that token ends the session.
+    api_token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_token.id", ondelete="CASCADE"), index=True
+    )
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -7,18 +7,22 @@ import math
 import secrets
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import AfterValidator, StringConstraints
 from starlette.responses import RedirectResponse, Response
 
 from imagesync.catalog import service as catalog_service
 from imagesync.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
+from imagesync.kit.pagination import MAX_PAGE
+from imagesync.kit.schemas import Identifier, Key, storable
 from imagesync.sync import images as sync_images
 from imagesync.sync import jobs as sync_jobs
 from imagesync.web import queries, sessions
@@ -40,6 +44,15 @@ SECURITY_HEADERS = {
 templates = Jinja2Templates(directory=HERE / "templates")
 
 
+# What a search box may send: text both databases can compare, of a sensible length.
+SearchText = Annotated[str, StringConstraints(max_length=255), AfterValidator(storable)]
+
+
+def _bounded(page: int) -> int:
+    """A page number both databases can take an offset of (an unbounded one overflowed)."""
+    return min(max(page, 1), MAX_PAGE)
+
+
 class _SignInFirst(Exception):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -57,6 +70,11 @@ class PageRoute(APIRoute):
                 response = await handler(request)
             except NotFound as exc:
                 response = render(request, "not_found.html", {"detail": exc.detail}, status=404)
+            except RequestValidationError:
+                # A path or parameter no page takes (a NUL in an id, a page that is not a
+                # number): no such page, never a crash nor the API's JSON.
+                detail = "There is no such page."
+                response = render(request, "not_found.html", {"detail": detail}, status=404)
             except _SignInFirst as exc:
                 target = "/admin/sign-in?next=" + quote(exc.path, safe="/")
                 response = RedirectResponse(target, status_code=303)
@@ -171,10 +189,9 @@ async def sign_in(request: Request, session: SessionDep) -> Response:
 
 @router.post("/sign-out")
 async def sign_out(request: Request, session: SessionDep) -> Response:
-    me = await _me(session, request)
-    form = await _form(request)
-    if sessions.same_token(form.get("csrf"), me.csrf_token):
-        await sessions.sign_out(session, request)
+    # No CSRF check: signing out is harmless, and a form without its token (an old tab)
+    # must still end the session on the server, not only drop the cookie.
+    await sessions.sign_out(session, request)
     response = RedirectResponse("/admin/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path=sessions.PATH)
     return response
@@ -184,9 +201,11 @@ async def sign_out(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/products")
-async def products(request: Request, session: SessionDep, q: str = "", page: int = 1) -> Response:
+async def products(
+    request: Request, session: SessionDep, q: SearchText = "", page: int = 1
+) -> Response:
     me = await _me(session, request)
-    page = max(page, 1)
+    page = _bounded(page)
     rows, total = await queries.product_rows(
         session, me.account.id, search=q.strip(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
@@ -208,7 +227,7 @@ async def products(request: Request, session: SessionDep, q: str = "", page: int
 
 @router.get("/products/{item_number:path}")
 async def product(
-    request: Request, item_number: str, session: SessionDep, order: str = "b2b"
+    request: Request, item_number: Key, session: SessionDep, order: str = "b2b"
 ) -> Response:
     me = await _me(session, request)
     found = await catalog_service.get_product(session, me.account, item_number)
@@ -248,7 +267,7 @@ async def product(
 @router.get("/jobs")
 async def jobs(request: Request, session: SessionDep, status: str = "", page: int = 1) -> Response:
     me = await _me(session, request)
-    page = max(page, 1)
+    page = _bounded(page)
     wanted = status if status in queries.JOB_STATUSES else None
     counts = await queries.job_counts(session, me.account.id)
     rows = await queries.job_rows(
@@ -272,7 +291,7 @@ async def jobs(request: Request, session: SessionDep, status: str = "", page: in
 
 
 @router.get("/jobs/{job_id}")
-async def job(request: Request, job_id: str, session: SessionDep) -> Response:
+async def job(request: Request, job_id: Identifier, session: SessionDep) -> Response:
     me = await _me(session, request)
     read = sync_jobs.job_read(await sync_jobs.get_job(session, me.account, job_id))
     return render(request, "job.html", {"job": read, "active": "jobs"}, me=me)

@@ -7,9 +7,9 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,13 +38,15 @@ def _digest(token: str) -> str:
 async def sign_in(session: AsyncSession, api_token: str) -> tuple[str, Account]:
     """A new session for the account of `api_token`: the cookie's token and the account.
     Raises `Unauthorized` for a token that is unknown or revoked."""
-    account = await catalog_service.authenticate(session, f"Bearer {api_token.strip()}")
+    opened_with = await catalog_service.authenticate_token(session, f"Bearer {api_token.strip()}")
+    account = opened_with.account
     token = secrets.token_urlsafe(32)
     now = utcnow()
     session.add(
         AdminSession(
             id=_digest(token),
             account_id=account.id,
+            api_token_id=opened_with.id,
             csrf_token=secrets.token_urlsafe(32),
             created_at=now,
             expires_at=now + LIFETIME,
@@ -56,7 +58,8 @@ async def sign_in(session: AsyncSession, api_token: str) -> tuple[str, Account]:
 
 
 async def signed_in(session: AsyncSession, request: Request) -> SignedIn | None:
-    """The account of the request's session cookie, if it names a live session."""
+    """The account of the request's session cookie, if it names a live session whose
+    token is still active: revoking the token ends its sessions at once."""
     token = request.cookies.get(COOKIE)
     if not token:
         return None
@@ -67,7 +70,7 @@ async def signed_in(session: AsyncSession, request: Request) -> SignedIn | None:
     )
     if row is None:
         return None
-    account = await session.get(Account, row.account_id)
+    account = await catalog_service.account_of_active_token(session, row.api_token_id)
     return None if account is None else SignedIn(account, row.csrf_token)
 
 
@@ -75,6 +78,34 @@ async def sign_out(session: AsyncSession, request: Request) -> None:
     token = request.cookies.get(COOKIE)
     if token:
         await session.execute(delete(AdminSession).where(AdminSession.id == _digest(token)))
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    created_at: datetime
+    expires_at: datetime
+    token_prefix: str
+
+
+async def list_sessions(session: AsyncSession, account_name: str) -> list[SessionInfo]:
+    """The account's live sessions, newest first."""
+    account = await catalog_service.get_account(session, account_name)
+    tokens = {t.id: t.prefix for t in await catalog_service.list_tokens(session, account)}
+    rows = await session.scalars(
+        select(AdminSession)
+        .where(AdminSession.account_id == account.id, AdminSession.expires_at > utcnow())
+        .order_by(AdminSession.created_at.desc())
+    )
+    return [SessionInfo(r.created_at, r.expires_at, tokens.get(r.api_token_id, "")) for r in rows]
+
+
+async def revoke_sessions(session: AsyncSession, account_name: str) -> int:
+    """End every session of the account; how many there were."""
+    account = await catalog_service.get_account(session, account_name)
+    result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        delete(AdminSession).where(AdminSession.account_id == account.id)
+    )
+    return result.rowcount
 
 
 def same_token(sent: str | None, expected: str | None) -> bool:
