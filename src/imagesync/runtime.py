@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import procrastinate
@@ -25,6 +26,7 @@ from imagesync.queue.embedded import EmbeddedQueue
 from imagesync.queue.procrastinate import ProcrastinateQueue, conninfo
 from imagesync.storage import tasks as storage_tasks
 from imagesync.storage.context import Blobs
+from imagesync.storage.staging import Staging, default_parent
 from imagesync.storage.store import store_from_settings
 from imagesync.sync import tasks as sync_tasks
 from imagesync.sync.context import SyncContext
@@ -94,11 +96,12 @@ async def open_context(
         per_host_concurrency=settings.download_concurrency_per_host,
         ports=settings.fetch_port_set,
     )
+    staging = Staging(Path(settings.staging_dir) if settings.staging_dir else default_parent())
     try:
         async with SafeFetcher(
             allow=settings.fetch_allow_pairs,
             limits=limits,
-            temp_dir=store.temp_dir,
+            temp_dir=staging.in_flight,
             proxy=settings.fetch_proxy or None,
         ) as fetcher:
             sessionmaker = create_sessionmaker(engine)
@@ -114,6 +117,7 @@ async def open_context(
                 BLOB_USERS,
                 media=media,
                 decode_budget=DecodeBudget(media.max_decoded_bytes),
+                staging=staging,
                 rendition_widths=settings.rendition_width_set,
                 max_attempts=settings.task_max_attempts,
             )

@@ -8,6 +8,7 @@ import email.utils
 import hashlib
 import os
 import random
+import shutil
 import socket
 import ssl
 import tempfile
@@ -170,9 +171,16 @@ class SafeFetcher:
         return delay
 
     def _stage(self) -> Path:
-        """The file the body will go to, made before any byte is asked for: a read-only
-        or full disk then costs no download."""
+        """The file the body will go to, made before any byte is asked for, on a disk
+        with room for the largest download: a read-only or full disk then costs no
+        download."""
         try:
+            free = shutil.disk_usage(self.temp_dir or tempfile.gettempdir()).free
+            if free < self.limits.max_bytes:
+                raise StagingFailed(
+                    "not enough free space on the server to stage a download",
+                    internal=f"{self.temp_dir}: {free} bytes free, {self.limits.max_bytes} needed",
+                )
             handle = tempfile.NamedTemporaryFile(dir=self.temp_dir, prefix="dl-", delete=False)
         except OSError as exc:
             raise StagingFailed(
@@ -321,6 +329,8 @@ def _reason(error: BaseException) -> str:
         return "timed out"
     if isinstance(error, socket.gaierror):
         return "no such host" if error.errno == socket.EAI_NONAME else "name look-up failed"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed ({error.verify_message})"
     if isinstance(error, ssl.SSLError):
         return "TLS handshake failed"
     if isinstance(error, OSError) and error.errno is not None:

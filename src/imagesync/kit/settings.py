@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         default="./data/files",
         description="Where image files are stored: a directory, s3://BUCKET[/PREFIX] or memory://.",
     )
+    staging_dir: str = Field(
+        default="",
+        description="Where downloads are staged before they are stored, apart from the store "
+        "(empty: imagesync-UID in the system's temporary folder). Put it on a file system of "
+        "its own so that a full store cannot fill it.",
+    )
     s3_endpoint: str = Field(
         default="", description="S3-compatible endpoint URL (empty: AWS, or AWS_ENDPOINT_URL)."
     )

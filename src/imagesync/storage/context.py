@@ -11,6 +11,7 @@ from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
 from imagesync.media.renditions import DEFAULT_WIDTHS
 from imagesync.queue import Queue
+from imagesync.storage.staging import Staging, default_parent
 from imagesync.storage.store import BlobStore
 
 
@@ -40,3 +41,5 @@ class Blobs:
     rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
     # Runs of a rendition task before its renditions end `failed`.
     max_attempts: int = 5
+    # Downloads in flight, and those kept while the store refuses them.
+    staging: Staging = field(default_factory=lambda: Staging(default_parent()))

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,11 +53,10 @@ class StorageError(Exception):
 
 
 class BlobStore(Protocol):
-    """Where blobs and renditions are kept. `temp_dir` is where downloads are staged
-    (on the same file system as the blobs, for a local directory)."""
+    """Where blobs and renditions are kept. Downloads are staged elsewhere
+    (`storage.staging`), so that a full or failing store leaves staging alone."""
 
     kind: str
-    temp_dir: Path
 
     async def put_file(self, key: str, path: Path) -> None:
         """Store the file at `path` under `key`, atomically. The file stays.
@@ -97,9 +92,8 @@ class _ObjectStore:
 
     kind = "object"
 
-    def __init__(self, store: Any, *, temp_dir: Path) -> None:
+    def __init__(self, store: Any) -> None:
         self._store = store
-        self.temp_dir = temp_dir
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -173,7 +167,7 @@ class DirectoryStore(_ObjectStore):
     def __init__(self, root: Path) -> None:
         root = root.resolve()
         root.mkdir(parents=True, exist_ok=True)
-        super().__init__(LocalStore(root, mkdir=True), temp_dir=staging_dir(root / ".tmp"))
+        super().__init__(LocalStore(root, mkdir=True))
         self.root = root
 
     def local_path(self, key: str) -> Path | None:
@@ -205,7 +199,7 @@ class S3BlobStore(_ObjectStore):
             client_options={"allow_http": options.endpoint.startswith("http://")},
             **config,
         )
-        super().__init__(store, temp_dir=_process_temp_dir())
+        super().__init__(store)
 
 
 class MemoryBlobStore(_ObjectStore):
@@ -214,7 +208,7 @@ class MemoryBlobStore(_ObjectStore):
     kind = "memory"
 
     def __init__(self) -> None:
-        super().__init__(MemoryStore(), temp_dir=_process_temp_dir())
+        super().__init__(MemoryStore())
 
 
 def open_store(url: str, s3: S3Options | None = None) -> BlobStore:
@@ -243,45 +237,6 @@ def store_from_settings(settings: Settings) -> BlobStore:
             secret_access_key=settings.s3_secret_access_key,
         ),
     )
-
-
-def _process_temp_dir() -> Path:
-    return staging_dir(Path(tempfile.gettempdir()) / "imagesync-staging")
-
-
-def staging_dir(parent: Path) -> Path:
-    """This process's folder for downloads in flight, `parent/HOST-PID`. What processes of
-    this host that are gone left there (a kill mid-download) is removed now, so a
-    restart cleans up after the process it replaces."""
-    host = socket.gethostname()
-    mine = parent / f"{host}-{os.getpid()}"
-    mine.mkdir(parents=True, exist_ok=True)
-    for entry in parent.iterdir():
-        if entry == mine:
-            continue
-        owner_host, _, pid = entry.name.rpartition("-")
-        if entry.is_dir() and owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_file() and entry.name.startswith("dl-") and _older_than(entry, 3600):
-            entry.unlink(missing_ok=True)  # left by a version that staged here directly
-    return mine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _older_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.stat().st_mtime > seconds
-    except FileNotFoundError:
-        return False
 
 
 def _errno(exc: BaseException) -> int | None:

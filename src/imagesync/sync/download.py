@@ -70,23 +70,35 @@ async def download(
     on_store_refused: StoreRefused | None = None,
 ) -> Fetched | ImageError:
     """Fetch, probe and store one identity. `on_store_refused` is told the first time
-    the store refuses the bytes."""
+    the store refuses the bytes. Bytes the store still refuses after its waits are kept
+    in staging, and the next attempt stores them without downloading them again."""
+    identity = spec.identity.digest
+    kept = blobs.staging.kept(identity)
+    if kept is not None:
+        path, sha256 = kept
+        size = path.stat().st_size
+        log.info("sync.download.kept_bytes_used", url=spec.url)
+    else:
+        try:
+            fetched = await fetcher.fetch(spec.url)
+        except FetchError as exc:
+            if exc.internal is not None:
+                log.warning(
+                    "sync.download.failed", url=spec.url, code=exc.code, internal=exc.internal
+                )
+            return ImageError(code=exc.code, detail=exc.detail)
+        path, sha256, size = fetched.path, fetched.sha256, fetched.size
+    keep = False
     try:
-        fetched = await fetcher.fetch(spec.url)
-    except FetchError as exc:
-        if exc.internal is not None:
-            log.warning("sync.download.failed", url=spec.url, code=exc.code, internal=exc.internal)
-        return ImageError(code=exc.code, detail=exc.detail)
-    try:
-        header = await asyncio.to_thread(read_header, fetched.path, limits=blobs.media)
+        header = await asyncio.to_thread(read_header, path, limits=blobs.media)
         async with blobs.decode_budget.reserve(header.decoded_bytes):
-            probed = await asyncio.to_thread(probe, fetched.path, limits=blobs.media, header=header)
+            probed = await asyncio.to_thread(probe, path, limits=blobs.media, header=header)
         waits = iter(store_waits)
         while True:
             try:
                 # Stored before any row points to it; a row never points to nothing.
-                await blobs.store.put_file(blob_key(fetched.sha256), fetched.path)
-                return Fetched(spec, fetched.sha256, fetched.size, probed)
+                await blobs.store.put_file(blob_key(sha256), path)
+                return Fetched(spec, sha256, size, probed)
             except StorageError as exc:
                 error = ImageError(code=exc.code, detail=exc.detail)
                 wait = next(waits, None)
@@ -94,6 +106,7 @@ async def download(
                     "sync.store_refused", url=spec.url, internal=exc.internal, retry_in=wait
                 )
                 if wait is None:
+                    keep = True
                     return error
                 if on_store_refused is not None:
                     await on_store_refused(error)
@@ -102,8 +115,12 @@ async def download(
     except MediaError as exc:
         return ImageError(code=exc.code, detail=exc.detail)
     finally:
-        # In a thread: even if this task is cancelled meanwhile, the file goes.
-        await asyncio.to_thread(fetched.path.unlink, missing_ok=True)
+        # In a thread: even if this task is cancelled meanwhile, the file goes (or stays
+        # kept for the next attempt).
+        if keep:
+            await asyncio.to_thread(blobs.staging.keep, identity, sha256, path)
+        else:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
 async def reuse(
