@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
-from imagesync.kit.errors import Conflict, error_response, install_error_handlers
+from imagesync.kit.errors import Conflict
+from imagesync.kit.handlers import error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.settings import Settings, load_settings

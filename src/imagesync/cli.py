@@ -252,7 +252,7 @@ def queue(
     """Show the work: products of sync jobs waiting, running, stuck or failed (last 24 h),
     renditions by state and, with IMAGESYNC_QUEUE=procrastinate, the queue's jobs per
     queue, the stalled ones and the live workers."""
-    from imagesync.status import queue_status
+    from imagesync.sync.status import queue_status
 
     settings = _settings()
     found = _in_transaction(

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from imagesync.deps import SessionDep
+from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.routes import StrictRoute
 

@@ -14,12 +14,11 @@ from structlog.testing import capture_logs
 from imagesync.fetch.errors import FetchError
 from imagesync.fetch.guard import (
     DEFAULT_PORTS,
-    GuardedResolver,
-    RefusedByGuard,
     check_url,
     is_forbidden,
     parse_ipv4_number,
 )
+from imagesync.fetch.resolver import GuardedResolver, RefusedByGuard
 from imagesync.kit.settings import parse_allow_list, parse_ports
 
 FORBIDDEN = [

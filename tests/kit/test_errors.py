@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import event, text
 
-from imagesync.deps import SessionDep
+from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import json_pointer
 
 

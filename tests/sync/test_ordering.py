@@ -48,15 +48,12 @@ async def submit(
 async def run_job(
     app: FastAPI, job_id: str, account_headers: dict[str, str], client: httpx.AsyncClient
 ) -> dict[str, Any]:
-    """Claim and run the job's products now, as a worker would."""
+    """Run the job's products now, as a worker would (each run claims its product)."""
     maker = app.state.sessionmaker
     async with session_scope(maker) as session:
         seqs = [e.seq for e in (await repository.get_job_any(session, job_id)).products]
-        now = utcnow()
-        for seq in seqs:
-            assert await repository.claim_entry(session, seq, now, now + LEASE)
     for seq in seqs:
-        await run_entry(app.state.sync_context, seq, FetchDeduper())
+        await run_entry(app.state.sync_context, seq, FetchDeduper(), lease=LEASE)
     read = await client.get(f"/products/images/sync/{job_id}", headers=account_headers)
     result: dict[str, Any] = read.json()
     return result

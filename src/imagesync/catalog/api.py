@@ -11,7 +11,7 @@ from imagesync.catalog.schemas import (
     ProductSyncRequest,
     ProductSyncResult,
 )
-from imagesync.deps import SessionDep
+from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.routes import StrictRoute
 

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import service
 from imagesync.catalog.models import Account
-from imagesync.deps import SessionDep
+from imagesync.kit.deps import SessionDep
 
 # Declares the scheme in the OpenAPI document (so the interactive docs can send a token);
 # the header itself is judged below, with a message for each way it can be wrong.

@@ -70,6 +70,9 @@ class Product(Base):
     use_sort_b2c: Mapped[bool] = mapped_column(Boolean, default=False)
     # The seq of the newest image sync applied; an older one arriving later is superseded.
     last_applied_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Moves whenever the product's images or variants may have changed (an applied sync,
+    # a catalog change): a run planned at one version re-plans at apply only if it moved.
+    images_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -39,13 +39,12 @@ from imagesync.fetch.errors import (
 )
 from imagesync.fetch.guard import (
     DEFAULT_PORTS,
-    GuardedResolver,
     IPAddress,
-    RefusedByGuard,
     check_url,
     host_address,
     is_forbidden,
 )
+from imagesync.fetch.resolver import GuardedResolver, RefusedByGuard
 
 log = structlog.get_logger(__name__)
 

@@ -1,25 +1,21 @@
-"""The error hierarchy and its one renderer, in TRAEDE's error shape:
+"""The error hierarchy, in TRAEDE's error shape:
 
     {"errors": [{"status": 422, "code": "validation_error", "title": "...",
                  "detail": "...", "source": {"pointer": "/products/0/sku"}}]}
 
-Raise an `ImageSyncError` (or a subclass) anywhere below a route; the handler turns it
-into that shape. Validation of a request reports every problem at once.
+Raise an `ImageSyncError` (or a subclass) anywhere below a route; `kit.handlers` turns
+it into that shape. Validation of a request reports every problem at once. No web
+framework here: `imagesync.client` reads the same error objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
 
@@ -195,55 +191,3 @@ def problems_from_validation(errors: Sequence[Any]) -> list[Problem]:
             name = str(path[0]) if path else str(where)
             problems.append(Problem(detail=str(error.get("msg")), parameter=name, title=title))
     return problems
-
-
-def error_response(exc: ImageSyncError, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorResponse(errors=exc.to_objects())
-    return JSONResponse(
-        body.model_dump(mode="json", exclude_none=True), status_code=exc.status, headers=headers
-    )
-
-
-async def _on_imagesync_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImageSyncError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return error_response(exc, headers)
-
-
-async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return error_response(ValidationFailed(problems=problems_from_validation(exc.errors())))
-
-
-class _HTTPError(ImageSyncError):
-    def __init__(self, status: int, detail: str) -> None:
-        self.status = status
-        phrase = HTTPStatus(status).phrase
-        self.title = phrase
-        self.code = phrase.lower().replace(" ", "_").replace("-", "_")
-        super().__init__(detail)
-
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    if exc.status_code == 404 and detail == "Not Found":
-        detail = f"No route {request.url.path}"
-    elif exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
-    response = error_response(_HTTPError(exc.status_code, detail))
-    for key, value in (exc.headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("http.unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
-    return error_response(ImageSyncError("The server failed; the error is logged."))
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ImageSyncError, _on_imagesync_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagesync.kit.errors import PayloadTooLarge, error_response
+from imagesync.kit.errors import PayloadTooLarge
+from imagesync.kit.handlers import error_response
 
 
 class BodyTooLarge(Exception):

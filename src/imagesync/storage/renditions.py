@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,16 +73,42 @@ async def queue_missing(ctx: Blobs, *, batch: int = 200) -> int:
             return queued
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """A blob's pending renditions, taken, and what making them needs of the blob."""
+
+    blob_id: int
+    widths: list[int]
+    sha256: str
+    storage_key: str
+    collecting: bool
+
+
+async def _claim(session: AsyncSession, blob_id: int, now: datetime) -> _Claimed | None:
+    """Take the blob's pending renditions and read the blob, in one transaction."""
+    widths = await repository.claim_renditions(session, blob_id, now, now + LEASE)
+    if not widths:
+        return None
+    blob = await session.get(Blob, blob_id)
+    if blob is None:
+        return None
+    return _Claimed(
+        blob_id, widths, blob.sha256, blob.storage_key, blob.collecting_since is not None
+    )
+
+
 async def render_next(ctx: Blobs) -> bool:
-    """Claim one blob with pending renditions and make them; false when none wait."""
+    """Claim one blob with pending renditions and make them; false when none wait. Two
+    transactions: one takes them and reads the blob, one records what was made."""
     now = utcnow()
     async with session_scope(ctx.sessionmaker) as session:
         for blob_id in await repository.blobs_needing_renditions(session, now, 5):
-            if await repository.claim_renditions(session, blob_id, now, now + LEASE):
+            claimed = await _claim(session, blob_id, now)
+            if claimed is not None:
                 break
         else:
             return False
-    await render_blob(ctx, blob_id)
+    await render_blob(ctx, claimed)
     return True
 
 
@@ -89,12 +116,12 @@ async def render_queued(ctx: Blobs, blob_id: int, *, final_attempt: bool) -> Non
     """Make one blob's pending renditions as a queue's task (procrastinate). An
     unexpected error is raised for the queue to retry, but on the final attempt the
     renditions end `failed` with the reason."""
-    now = utcnow()
     async with session_scope(ctx.sessionmaker) as session:
-        if not await repository.claim_renditions(session, blob_id, now, now + LEASE):
-            return  # made already, or another runner holds them
+        claimed = await _claim(session, blob_id, utcnow())
+    if claimed is None:
+        return  # made already, or another runner holds them
     try:
-        if await render_blob(ctx, blob_id):
+        if await render_blob(ctx, claimed):
             # The queue's retry is the backoff: the next run may take them at once.
             async with session_scope(ctx.sessionmaker) as session:
                 await repository.release_renditions(session, blob_id)
@@ -117,20 +144,15 @@ class RenditionsPending(Exception):
     """The store failed; the renditions are tried again after a backoff."""
 
 
-async def render_blob(ctx: Blobs, blob_id: int) -> bool:
+async def render_blob(ctx: Blobs, claimed: _Claimed) -> bool:
     """Make the claimed renditions of one blob; true when some are left pending for
     another try (the store failed)."""
-    async with session_scope(ctx.sessionmaker) as session:
-        blob = await session.get(Blob, blob_id)
-        pending = await repository.claimed_renditions(session, blob_id, utcnow())
-        if blob is None or not pending:
-            return False
-        sha256, storage_key, collecting = blob.sha256, blob.storage_key, blob.collecting_since
-        widths = [r.width for r in pending]
+    blob_id, widths = claimed.blob_id, claimed.widths
+    sha256, storage_key, collecting = claimed.sha256, claimed.storage_key, claimed.collecting
     made: dict[int, tuple[int, int, str]] = {}
     error: str | None = None
     transient = False
-    if collecting is not None:
+    if collecting:
         error = "the original is being deleted"
     else:
         try:

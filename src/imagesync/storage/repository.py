@@ -126,15 +126,17 @@ async def blobs_needing_renditions(
 
 async def claim_renditions(
     session: AsyncSession, blob_id: int, now: datetime, lease_until: datetime
-) -> bool:
-    """Take the pending renditions of one blob (all made from one decode)."""
+) -> list[int]:
+    """Take the pending renditions of one blob (all made from one decode); their widths,
+    none when another runner holds them or none are pending."""
     stmt = (
         update(Rendition)
         .where(Rendition.blob_id == blob_id, _rendition_claimable(now))
         .values(lease_expires_at=lease_until, attempts=Rendition.attempts + 1)
+        .returning(Rendition.width)
+        .execution_options(synchronize_session=False)
     )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount > 0
+    return sorted((await session.scalars(stmt)).all())
 
 
 async def release_renditions(session: AsyncSession, blob_id: int) -> None:

@@ -11,8 +11,8 @@ from fastapi.responses import Response as RawResponse
 
 from imagesync.catalog import service as catalog_service
 from imagesync.catalog.deps import AccountDep
-from imagesync.deps import SessionDep, SettingsDep
 from imagesync.kit.db import session_scope, utcnow
+from imagesync.kit.deps import SessionDep, SettingsDep
 from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute

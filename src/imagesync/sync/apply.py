@@ -36,7 +36,7 @@ class Requeue(Exception):
 @dataclass(frozen=True)
 class Planned:
     """A product's plan, with what it was made from: applying re-plans only when the
-    product's images or variants changed meanwhile."""
+    product's images or variants changed meanwhile (its `images_version` moved)."""
 
     account_id: int
     specs: list[ImageSpec]
@@ -44,6 +44,7 @@ class Planned:
     current: list[CurrentImage]
     variants: list[VariantCodes]
     plan: ProductPlan
+    version: int
 
 
 async def plan_products(
@@ -77,7 +78,9 @@ async def plan_products(
         plan = plan_product_sync(mine, specs, codes, use_sort_b2c=use_sort_b2c)
         plans[product.id] = (
             blob_ids[product.id],
-            Planned(product.account_id, specs, use_sort_b2c, mine, codes, plan),
+            Planned(
+                product.account_id, specs, use_sort_b2c, mine, codes, plan, product.images_version
+            ),
         )
     return plans
 
@@ -102,14 +105,12 @@ async def apply_plan(
     """Make the product's images exactly the plan's, inside the caller's transaction,
     which already holds the product (see `take_product_for_seq`) and planned from its
     images as they are now (`blob_ids`: their blobs by image id). `stored` has the blob
-    of every identity the plan creates, by its digest. Raises `Requeue`, before changing
-    anything, when one of them is being collected. The changes are written when the
-    caller flushes or commits: one batch for all the products of a request."""
+    of every identity the plan creates, by its digest, each marked in use in this same
+    transaction (`touch_blobs`), so the collector cannot take it. The changes are
+    written when the caller flushes or commits: one batch for all the products of a
+    request."""
     plan = planned.plan
     now = utcnow()
-    linked = {stored[c.spec.identity.digest].blob_id for c in plan.creates}
-    if await blob_repository.touch_blobs(session, linked, now) != linked:
-        raise Requeue  # the collector took one between the plan and now
     released = {blob_ids[i] for i in plan.deletes}
     changing = [k.image_id for k in plan.keeps if k.changed] + list(plan.deletes)
     images = {i.id: i for i in await repository.images_by_id(session, changing)}

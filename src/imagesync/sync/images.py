@@ -34,9 +34,12 @@ class CatalogImages:
         await release_images(session, product_ids)
 
     async def products_changed(self, session: AsyncSession, product_ids: Sequence[int]) -> None:
+        # A run planned before this change re-plans at apply (`run._apply`).
+        await repository.bump_images_version(session, product_ids=product_ids)
         await relink_products(session, product_ids)
 
     async def codes_changed(self, session: AsyncSession, account: Account) -> None:
+        await repository.bump_images_version(session, account_id=account.id)
         await relink_account(session, account)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,32 +45,60 @@ async def get_product(session: AsyncSession, account_id: int, item_number: str) 
     return await session.scalar(stmt.execution_options(populate_existing=True))
 
 
-async def take_product_for_seq(session: AsyncSession, product_id: int, seq: int) -> bool:
-    """Mark `seq` as the product's newest applied sync, if no newer one was applied.
+async def take_product_for_seq(
+    session: AsyncSession, product_id: int, seq: int, *, version: int
+) -> bool:
+    """Mark `seq` as the product's newest applied sync, if no newer one was applied and
+    its images are still at `version` (what the sync planned from); the version moves on.
 
-    Run it first in the applying transaction: the UPDATE holds the product's row (and on
-    SQLite the write lock) until commit, so appliers of one product go one at a time,
-    and an older sync that arrives after a newer one finds nothing to update.
+    The UPDATE holds the product's row (and on SQLite the write lock) until commit, so
+    appliers of one product go one at a time, and an older sync that arrives after a
+    newer one finds nothing to update.
     """
     stmt = (
         update(Product)
-        .where(Product.id == product_id, Product.last_applied_seq < seq)
-        .values(last_applied_seq=seq)
+        .where(
+            Product.id == product_id,
+            Product.last_applied_seq < seq,
+            Product.images_version == version,
+        )
+        .values(last_applied_seq=seq, images_version=Product.images_version + 1)
+        .execution_options(synchronize_session=False)
     )
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount == 1
 
 
-async def take_products_for_seqs(session: AsyncSession, seqs: dict[int, int]) -> set[int]:
-    """`take_product_for_seq` for several products at once (product id -> seq), in one
-    statement; the ids taken."""
+async def bump_images_version(
+    session: AsyncSession, *, product_ids: Collection[int] = (), account_id: int | None = None
+) -> None:
+    """These products' (or all the account's) images or variants may have changed: a run
+    planned before re-plans at apply."""
+    stmt = update(Product).values(images_version=Product.images_version + 1)
+    if account_id is not None:
+        stmt = stmt.where(Product.account_id == account_id)
+    else:
+        stmt = stmt.where(Product.id.in_(sorted(product_ids)))
+    await session.execute(stmt.execution_options(synchronize_session=False))
+
+
+async def take_products_for_seqs(
+    session: AsyncSession, seqs: dict[int, int], versions: dict[int, int]
+) -> set[int]:
+    """`take_product_for_seq` for several products at once (product id -> seq, and the
+    images version each was planned at), in one statement; the ids taken."""
     if not seqs:
         return set()
     newer = case(seqs, value=Product.id)
+    planned_at = case(versions, value=Product.id)
     stmt = (
         update(Product)
-        .where(Product.id.in_(sorted(seqs)), Product.last_applied_seq < newer)
-        .values(last_applied_seq=newer)
+        .where(
+            Product.id.in_(sorted(seqs)),
+            Product.last_applied_seq < newer,
+            Product.images_version == planned_at,
+        )
+        .values(last_applied_seq=newer, images_version=Product.images_version + 1)
         .returning(Product.id)
         .execution_options(synchronize_session=False)
     )
@@ -267,15 +296,26 @@ async def claimable_entries(session: AsyncSession, now: datetime, limit: int) ->
     return (await session.scalars(stmt)).all()
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What a run needs of the entry it took."""
+
+    job_id: str
+    account_id: int
+    item_number: str
+    request: dict[str, Any]
+
+
 async def claim_entry(
     session: AsyncSession,
     seq: int,
     now: datetime,
     lease_until: datetime | None,
     runner: str | None = None,
-) -> bool:
-    """Take one entry for `runner`; false when another runner took it first. Without a
-    lease (`None`), the queue that runs it (procrastinate) answers for its liveness."""
+) -> Claimed | None:
+    """Take one entry for `runner`, and what its run needs of it; None when another
+    runner took it first. Without a lease (`None`), the queue that runs it
+    (procrastinate) answers for its liveness."""
     stmt = (
         update(SyncJobProduct)
         .where(SyncJobProduct.seq == seq, _claimable(now))
@@ -285,16 +325,27 @@ async def claim_entry(
             attempts=SyncJobProduct.attempts + 1,
             runner=runner,
         )
+        .returning(
+            SyncJobProduct.job_id,
+            SyncJobProduct.account_id,
+            SyncJobProduct.item_number,
+            SyncJobProduct.request,
+        )
+        .execution_options(synchronize_session=False)
     )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount == 1
+    row = (await session.execute(stmt)).one_or_none()
+    return None if row is None else Claimed(*row)
 
 
-async def extend_lease(session: AsyncSession, seq: int, lease_until: datetime) -> bool:
-    """Renew a running entry's lease; false when it is no longer running."""
+async def extend_lease(session: AsyncSession, seq: int, lease_until: datetime, runner: str) -> bool:
+    """Renew `runner`'s lease of a running entry; false when it no longer holds it."""
     stmt = (
         update(SyncJobProduct)
-        .where(SyncJobProduct.seq == seq, SyncJobProduct.status == "running")
+        .where(
+            SyncJobProduct.seq == seq,
+            SyncJobProduct.status == "running",
+            SyncJobProduct.runner == runner,
+        )
         .values(lease_expires_at=lease_until)
     )
     result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]

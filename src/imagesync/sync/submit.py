@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -179,11 +180,15 @@ async def _apply_quick(
         if all(c.spec.identity.digest in stored for c in plans[product.id][1].plan.creates)
     ]  # the others need a download first: the queue runs them
     taken = await repository.take_products_for_seqs(
-        session, {product.id: entry.seq for entry, product in ready}
+        session,
+        {product.id: entry.seq for entry, product in ready},
+        {product.id: plans[product.id][1].version for _, product in ready},
     )
     for entry, product in ready:
         if product.id not in taken:
-            continue  # not newer than what was applied: the queue finds it superseded
+            # Not newer than what was applied (the queue finds it superseded), or changed
+            # since it was planned (the queue plans it again).
+            continue
         blob_ids, planned = plans[product.id]
         entry.attempts = 1
         result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, 0)
@@ -202,3 +207,23 @@ def spec_of(image: ImageIn) -> ImageSpec:
         attach_rule=dict(rule) if rule else None,
         skip_if_no_variant_matches=image.skip_if_no_variant_matches_attribute_code,
     )
+
+
+def specs_of_request(request: dict[str, Any]) -> list[ImageSpec]:
+    """The specs of a product's request as its job entry keeps it (`model_dump(mode=
+    "json")` of a validated `ProductImagesIn`): taken by value, not validated again."""
+    return [
+        ImageSpec(
+            url=image["url"],
+            sort=image["sort"],
+            sort_b2c=image.get("sort_b2c"),
+            existance_key=image.get("existance_key"),
+            alt=image.get("alt"),
+            filename=image.get("filename"),
+            attach_rule=dict(rule)
+            if (rule := image.get("attach_to_variants_matching_attribute_code"))
+            else None,
+            skip_if_no_variant_matches=bool(image.get("skip_if_no_variant_matches_attribute_code")),
+        )
+        for image in request["images"]
+    ]

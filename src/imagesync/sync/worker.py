@@ -1,8 +1,9 @@
-"""The embedded worker: claims queued products of jobs from the database and runs them
+"""The embedded worker: finds queued products of jobs in the database and runs them
 inside `imagesync serve`.
 
-Durable by construction: the queue is the `sync_job_product` table. A claim is a lease,
-renewed while the product runs, and names the process that holds it (`runner`). A
+Durable by construction: the queue is the `sync_job_product` table. A run claims its
+product in its first transaction (`run.run_entry`); the claim is a lease, renewed while
+the product runs, and names the process that holds it (`runner`). A
 process that dies is noticed at once, not when its leases run out: on SQLite the one
 process that starts again takes back everything; on PostgreSQL each process holds an
 advisory lock while it lives, and any process that finds a runner's lock free takes
@@ -23,7 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
 from imagesync.sync.context import SyncContext
-from imagesync.sync.run import LEASE, StorageUnavailable, record_crash, run_entry
+from imagesync.sync.run import (
+    LEASE,
+    ProductBusy,
+    StorageUnavailable,
+    record_crash,
+    run_entry,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +53,7 @@ class SyncWorker:
         self.lease = lease
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._inflight: set[int] = set()  # seqs of the runs of this process
         self._loop_task: asyncio.Task[None] | None = None
         self._liveness: AsyncConnection | None = None
         self._reclaimed_at = 0.0
@@ -106,15 +114,16 @@ class SyncWorker:
                     time.monotonic() - self._reclaimed_at > RECLAIM_SECONDS
                 ):
                     await self._reclaim()
-                claimed = await self._claim(self.concurrency - len(self._running))
+                found = await self._candidates(self.concurrency - len(self._running))
             except Exception:
                 log.exception("sync.worker.claim_failed")
-                claimed = []
-            for seq in claimed:
+                found = []
+            for seq in found:
+                self._inflight.add(seq)
                 task = asyncio.create_task(self._run(seq), name=f"sync-product-{seq}")
                 self._running.add(task)
                 task.add_done_callback(self._done)
-            if not claimed or len(self._running) >= self.concurrency:
+            if not found or len(self._running) >= self.concurrency:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
@@ -123,35 +132,34 @@ class SyncWorker:
         self._running.discard(task)
         self._wake.set()
 
-    async def _claim(self, slots: int) -> list[int]:
+    async def _candidates(self, slots: int) -> list[int]:
+        """Products that may be claimed now, other than this process's own runs."""
         if slots <= 0:
             return []
-        now = utcnow()
         async with session_scope(self.ctx.sessionmaker) as session:
-            candidates = await repository.claimable_entries(session, now, slots)
-            return [
-                seq
-                for seq in candidates
-                if await repository.claim_entry(
-                    session, seq, now, now + self.lease, self.ctx.runner
-                )
-            ]
+            found = await repository.claimable_entries(
+                session, utcnow(), slots + len(self._inflight)
+            )
+        return [seq for seq in found if seq not in self._inflight][:slots]
 
     async def _run(self, seq: int) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(seq), name=f"lease-{seq}")
         try:
-            await run_entry(self.ctx, seq, self.ctx.fetches, backoff=True)
+            await run_entry(self.ctx, seq, self.ctx.fetches, lease=self.lease, backoff=True)
         except asyncio.CancelledError:
             raise
+        except ProductBusy:
+            pass  # another runner took it first
         except StorageUnavailable:
             pass  # queued again, not to be claimed before its backoff
         except Exception as exc:
             try:
-                await record_crash(self.ctx, seq, exc, backoff=True)
+                await record_crash(self.ctx, seq, exc, backoff=True, runner=self.ctx.runner)
             except Exception:
                 # Left running: the lease expires and the product is tried again.
                 log.exception("sync.product.crash_not_recorded", seq=seq)
         finally:
+            self._inflight.discard(seq)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -164,6 +172,8 @@ class SyncWorker:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             try:
                 async with session_scope(self.ctx.sessionmaker) as session:
-                    await repository.extend_lease(session, seq, utcnow() + self.lease)
+                    await repository.extend_lease(
+                        session, seq, utcnow() + self.lease, self.ctx.runner
+                    )
             except Exception:
                 log.exception("sync.lease.renew_failed", seq=seq)

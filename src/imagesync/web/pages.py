@@ -19,13 +19,14 @@ from pydantic import AfterValidator, StringConstraints
 from starlette.responses import RedirectResponse, Response
 
 from imagesync.catalog import service as catalog_service
-from imagesync.deps import SessionDep
+from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
 from imagesync.kit.pagination import MAX_PAGE
 from imagesync.kit.schemas import Identifier, Key, storable
 from imagesync.sync import images as sync_images
 from imagesync.sync import jobs as sync_jobs
-from imagesync.web import queries, sessions
+from imagesync.sync import overview
+from imagesync.web import sessions
 from imagesync.web.sessions import COOKIE, SIGN_IN_COOKIE, SignedIn
 
 HERE = Path(__file__).parent
@@ -130,11 +131,11 @@ def _safe_next(target: str | None) -> str:
 @router.get("")
 async def dashboard(request: Request, session: SessionDep) -> Response:
     me = await _me(session, request)
-    board = await queries.dashboard(session, me.account.id)
+    board = await overview.dashboard(session, me.account.id)
     return render(
         request,
         "dashboard.html",
-        {"board": board, "statuses": queries.JOB_STATUSES, "active": "dashboard"},
+        {"board": board, "statuses": overview.JOB_STATUSES, "active": "dashboard"},
         me=me,
     )
 
@@ -206,7 +207,7 @@ async def products(
 ) -> Response:
     me = await _me(session, request)
     page = _bounded(page)
-    rows, total = await queries.product_rows(
+    rows, total = await overview.product_rows(
         session, me.account.id, search=q.strip(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
     pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -237,7 +238,7 @@ async def product(
     images = await sync_images.list_images(
         session, me.account, item_number, channel=channel, base_url=str(request.base_url)
     )
-    last = await queries.last_sync(session, me.account.id, item_number)
+    last = await overview.last_sync(session, me.account.id, item_number)
     attribute_names = sorted({name for v in variants for name in v.attributes})
     skipped = (
         [i for i in last.result.images if i.outcome == "skipped"]
@@ -268,9 +269,9 @@ async def product(
 async def jobs(request: Request, session: SessionDep, status: str = "", page: int = 1) -> Response:
     me = await _me(session, request)
     page = _bounded(page)
-    wanted = status if status in queries.JOB_STATUSES else None
-    counts = await queries.job_counts(session, me.account.id)
-    rows = await queries.job_rows(
+    wanted = status if status in overview.JOB_STATUSES else None
+    counts = await overview.job_counts(session, me.account.id)
+    rows = await overview.job_rows(
         session, me.account.id, status=wanted, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
     total = counts.get(wanted, 0) if wanted else sum(counts.values())
@@ -280,7 +281,7 @@ async def jobs(request: Request, session: SessionDep, status: str = "", page: in
         {
             "rows": rows,
             "counts": counts,
-            "statuses": queries.JOB_STATUSES,
+            "statuses": overview.JOB_STATUSES,
             "status": wanted or "",
             "page": page,
             "pages": max(1, math.ceil(total / PAGE_SIZE)),

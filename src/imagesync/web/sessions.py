@@ -8,6 +8,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,9 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagesync.catalog import service as catalog_service
-from imagesync.catalog.models import Account
 from imagesync.kit.db import utcnow
 from imagesync.web.models import AdminSession
+
+if TYPE_CHECKING:
+    from imagesync.catalog.models import Account
 
 COOKIE = "imagesync_admin"
 SIGN_IN_COOKIE = "imagesync_sign_in"  # the sign-in form's CSRF token, before a session

@@ -1,4 +1,5 @@
-"""What the pages read, each query scoped to the signed-in account."""
+"""What the admin pages read of image sync and the catalog: the dashboard, the lists of
+products and jobs, a product's last sync. Each query is scoped to the signed-in account."""
 
 from __future__ import annotations
 

@@ -1,0 +1,50 @@
+"""Counting what a path spends on the database, as Django's `assertNumQueries` does: each
+statement sent, and each transaction begun, on one engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+
+@dataclass
+class Spent:
+    statements: list[str] = field(default_factory=list)
+    transactions: int = 0
+
+    def __str__(self) -> str:
+        listed = "\n".join(
+            f"  {i}. {' '.join(s.split())[:160]}" for i, s in enumerate(self.statements, 1)
+        )
+        return f"{len(self.statements)} statements in {self.transactions} transactions:\n{listed}"
+
+
+def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    engine: AsyncEngine = sessionmaker.kw["bind"]
+    return engine
+
+
+@contextmanager
+def counting(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
+    """What the block spends on the sessionmaker's engine."""
+    spent = Spent()
+    engine = engine_of(sessionmaker).sync_engine
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        spent.statements.append(sql)
+
+    def begin(_conn: Any) -> None:
+        spent.transactions += 1
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "begin", begin)
+    try:
+        yield spent
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "begin", begin)

@@ -1,0 +1,255 @@
+"""What each path of image sync spends on the database, pinned as budgets: a change that
+adds a round trip or a transaction fails here, whatever else it does.
+
+The runners of `serve` are off (`embedded_worker=False`), so that only the path under
+test touches the database; each path is driven as its runner drives it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from imagesync.kit.db import session_scope
+from imagesync.kit.settings import Settings
+from imagesync.storage.renditions import render_next
+from imagesync.sync import run
+from imagesync.sync.context import SyncContext
+from imagesync.sync.models import SyncJobProduct
+from tests.queries import Spent, counting
+from tests.sync.conftest import ImageServer, make_image, server_settings
+
+ITEMS = [f"p-{n}" for n in range(10)]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
+    return server_settings(database_url, tmp_path, image_server, embedded_worker=False)
+
+
+@pytest.fixture
+async def headers(
+    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> dict[str, str]:
+    from tests.factories import create_account
+
+    headers = await create_account(sessionmaker)
+    products = [
+        {
+            "item_number": item,
+            "variants": [
+                {"sku": f"{item}-{c}", "attributes": {"Color": colour}}
+                for c, colour in (("100", "Black"), ("900", "White"))
+            ],
+        }
+        for item in ITEMS
+    ]
+    attributes = {
+        "attributes": [
+            {
+                "name": "Color",
+                "values": [{"value": "Black", "code": "100"}, {"value": "White", "code": "900"}],
+            }
+        ]
+    }
+    for path, body in (
+        ("/attributes/sync", attributes),
+        ("/products/sync", {"products": products}),
+    ):
+        answer = await client.post(path, json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+    return headers
+
+
+def images(
+    image_server: ImageServer, item: str, *, alt: str = "front", delay: float = 0.0
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "url": image_server.add(
+                f"{item}-{n}.jpg", make_image((n * 40, 0, 0), (900, 600)), delay=delay
+            ),
+            "sort": n,
+            "alt": alt,
+            "attach_to_variants_matching_attribute_code": {"Color": "100"},
+        }
+        for n in range(3)
+    ]
+
+
+async def post(
+    client: httpx.AsyncClient, headers: dict[str, str], products: list[dict[str, Any]]
+) -> httpx.Response:
+    return await client.post("/products/images/sync", json={"products": products}, headers=headers)
+
+
+async def run_all(ctx: SyncContext, job_id: str) -> list[Spent]:
+    """Run each queued product of the job as the queue runs it; what each spent."""
+    async with session_scope(ctx.sessionmaker) as session:
+        seqs = (
+            await session.scalars(
+                select(SyncJobProduct.seq)
+                .where(SyncJobProduct.job_id == job_id, SyncJobProduct.status == "queued")
+                .order_by(SyncJobProduct.seq)
+            )
+        ).all()
+    spent = []
+    for seq in seqs:
+        with counting(ctx.sessionmaker) as one:
+            await run.run_queued(ctx, seq)
+        spent.append(one)
+    return spent
+
+
+# (statements, transactions) per path and database: PostgreSQL sends the rows of one
+# INSERT together, SQLite one by one. A request's first transaction is its token's.
+BUDGETS = {
+    "submit": {"sqlite": (20, 2), "postgresql": (11, 2)},
+    "run": {"sqlite": (21, 2), "postgresql": (21, 2)},
+    "noop": {"sqlite": (21, 2), "postgresql": (12, 2)},
+    "no_download": {"sqlite": (17, 2), "postgresql": (17, 2)},
+    "rendition": {"sqlite": (5, 2), "postgresql": (5, 2)},
+}
+
+
+def variant_codes_read(spent: Spent) -> int:
+    """How often the variants' codes were read: once per plan (and per relink)."""
+    marker = "SELECT variant.product_id, variant.id, attribute.name, attribute_value.code"
+    return sum(" ".join(s.split()).startswith(marker) for s in spent.statements)
+
+
+def within(spent: Spent, path: str, dialect: str) -> None:
+    statements, transactions = BUDGETS[path][dialect]
+    assert (len(spent.statements), spent.transactions) == (statements, transactions), (
+        f"{path} on {dialect} spent {spent}\nits budget is {statements} statements in "
+        f"{transactions} transactions"
+    )
+
+
+@pytest.fixture
+def dialect(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+async def first_import(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> tuple[list[dict[str, Any]], Spent, list[Spent]]:
+    """Ten products of three new images each, submitted and then run."""
+    ctx: SyncContext = app.state.sync_context
+    products = [{"item_number": item, "images": images(image_server, item)} for item in ITEMS]
+    with counting(ctx.sessionmaker) as submitted:
+        answer = await post(client, headers, products)
+    assert answer.status_code == 202, answer.text
+    runs = await run_all(ctx, answer.json()["id"])
+    job = await client.get(f"/products/images/sync/{answer.json()['id']}", headers=headers)
+    assert job.json()["status"] == "succeeded", job.text
+    return products, submitted, runs
+
+
+async def test_a_product_that_needs_downloads_is_run_in_two_transactions(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    """One takes it and reads all its run needs; one records its downloads, applies it and
+    queues its renditions. It is planned once in its run."""
+    _, submitted, runs = await first_import(app, client, headers, image_server)
+    within(submitted, "submit", dialect)
+    assert len(runs) == 10
+    for spent in runs:
+        within(spent, "run", dialect)
+        assert variant_codes_read(spent) == 1, spent  # planned once
+
+
+async def test_a_no_op_request_of_ten_products(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    products, _, _ = await first_import(app, client, headers, image_server)
+    with counting(app.state.sessionmaker) as spent:
+        again = await post(client, headers, products)
+    assert again.status_code == 200, again.text
+    within(spent, "noop", dialect)
+
+
+async def test_a_product_that_needs_no_download_is_applied_in_its_request(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    await first_import(app, client, headers, image_server)
+    changed = [{"item_number": ITEMS[0], "images": images(image_server, ITEMS[0], alt="new")}]
+    with counting(app.state.sessionmaker) as spent:
+        answer = await post(client, headers, changed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["products"][0]["counts"]["updated"] == 3
+    within(spent, "no_download", dialect)
+
+
+async def test_a_rendition_is_made_in_two_transactions(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    await first_import(app, client, headers, image_server)
+    with counting(app.state.sessionmaker) as spent:
+        assert await render_next(app.state.sync_context.blobs)
+    within(spent, "rendition", dialect)
+
+
+async def test_a_catalog_change_meanwhile_makes_the_run_plan_again(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+) -> None:
+    """Planned once, and again at apply only when the product's images version moved: a
+    variant added while the product downloads gets its images all the same."""
+    ctx: SyncContext = app.state.sync_context
+    item = ITEMS[0]
+    slow = images(image_server, item, delay=1.0)  # the catalog changes while they download
+    answer = await post(client, headers, [{"item_number": item, "images": slow}])
+    assert answer.status_code == 202, answer.text
+    async with session_scope(ctx.sessionmaker) as session:
+        (seq,) = (
+            await session.scalars(
+                select(SyncJobProduct.seq).where(SyncJobProduct.job_id == answer.json()["id"])
+            )
+        ).all()
+    with counting(ctx.sessionmaker) as spent:
+        run_task = asyncio.create_task(run.run_queued(ctx, seq))
+        await asyncio.sleep(0.3)
+        added = {
+            "products": [
+                {
+                    "item_number": item,
+                    "variants": [
+                        {"sku": f"{item}-{c}", "attributes": {"Color": colour}}
+                        for c, colour in (("100", "Black"), ("900", "White"), ("100-XL", "Black"))
+                    ],
+                }
+            ]
+        }
+        changed = await client.post("/products/sync", json=added, headers=headers)
+        assert changed.status_code == 200, changed.text
+        await run_task
+    # Planned, the catalog's relink, and planned again at apply: the version had moved.
+    assert variant_codes_read(spent) == 3, spent
+    read = await client.get(f"/products/{item}/images", headers=headers)
+    skus = [sorted(i["variants"]) for i in read.json()["images"]]
+    assert skus == [[f"{item}-100", f"{item}-100-XL"]] * 3
