@@ -74,7 +74,10 @@ async def bump_images_version(
 ) -> None:
     """These products' (or all the account's) images or variants may have changed: a run
     planned before re-plans at apply."""
-    stmt = update(Product).values(images_version=Product.images_version + 1)
+    # updated_at stays: the product itself did not change (its column would stamp it).
+    stmt = update(Product).values(
+        images_version=Product.images_version + 1, updated_at=Product.updated_at
+    )
     if account_id is not None:
         stmt = stmt.where(Product.account_id == account_id)
     else:

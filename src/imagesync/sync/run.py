@@ -182,48 +182,68 @@ async def _run_entry(
         1 for (outcome, started) in results if started and not isinstance(outcome, ImageError)
     )
 
-    async with session_scope(ctx.sessionmaker) as session:
-        # Recorded whatever becomes of the product: a download is never repeated, even
-        # when the product fails or is tried again.
-        stored = dict(known)
+    try:
+        async with session_scope(ctx.sessionmaker) as session:
+            # Recorded whatever becomes of the product: a download is never repeated, even
+            # when the product fails or is tried again.
+            stored = dict(known)
+            if fetched:
+                recorded = await record(session, ctx.blobs.store, planned.account_id, fetched)
+                for identity, outcome in recorded.items():
+                    if isinstance(outcome, Stored):
+                        stored[identity.digest] = outcome
+                    else:
+                        failures[identity] = outcome
+            entry = await repository.get_entry(session, seq)
+            if entry is None or entry.status != "running":
+                return
+            if (
+                failures
+                and all(f.code in TRANSIENT for f in failures.values())
+                and entry.attempts < ctx.max_attempts
+            ):
+                error = next(iter(failures.values()))
+                delay = retry_delay(entry.attempts).total_seconds()
+                note_error(
+                    entry,
+                    ImageError(
+                        code=error.code,
+                        detail=f"{error.detail}; tried again in {delay:g} s "
+                        f"(attempt {entry.attempts} of {ctx.max_attempts})",
+                    ),
+                )
+                _queue_again(entry, backoff=backoff)
+                log.warning("sync.product.retrying", code=error.code, attempts=entry.attempts)
+            elif failures:
+                finish(entry, failed(entry, planned.specs, failures, downloaded))
+                log.info("sync.product.failed", item_number=entry.item_number)
+                return
+            elif await _apply(ctx, session, entry, planned, taken.blob_ids, stored, downloaded):
+                return
+            else:
+                _queue_again(entry, backoff=False)
+                log.info(
+                    "sync.product.requeued", reason="a blob being collected, or a busy product"
+                )
+                return
+    except Exception:
         if fetched:
-            recorded = await record(session, ctx.blobs.store, planned.account_id, fetched)
-            for identity, outcome in recorded.items():
-                if isinstance(outcome, Stored):
-                    stored[identity.digest] = outcome
-                else:
-                    failures[identity] = outcome
-        entry = await repository.get_entry(session, seq)
-        if entry is None or entry.status != "running":
-            return
-        if (
-            failures
-            and all(f.code in TRANSIENT for f in failures.values())
-            and entry.attempts < ctx.max_attempts
-        ):
-            error = next(iter(failures.values()))
-            delay = retry_delay(entry.attempts).total_seconds()
-            note_error(
-                entry,
-                ImageError(
-                    code=error.code,
-                    detail=f"{error.detail}; tried again in {delay:g} s "
-                    f"(attempt {entry.attempts} of {ctx.max_attempts})",
-                ),
-            )
-            _queue_again(entry, backoff=backoff)
-            log.warning("sync.product.retrying", code=error.code, attempts=entry.attempts)
-        elif failures:
-            finish(entry, failed(entry, planned.specs, failures, downloaded))
-            log.info("sync.product.failed", item_number=entry.item_number)
-            return
-        elif await _apply(ctx, session, entry, planned, taken.blob_ids, stored, downloaded):
-            return
-        else:
-            _queue_again(entry, backoff=False)
-            log.info("sync.product.requeued", reason="a blob being collected, or a busy product")
-            return
+            await _record_alone(ctx, planned.account_id, fetched)
+        raise
     raise StorageUnavailable(seq)
+
+
+async def _record_alone(
+    ctx: SyncContext, account_id: int, fetched: dict[Identity, Fetched]
+) -> None:
+    """The transaction that was to record these downloads and apply the product failed
+    (the apply crashed, the database went away): record them on their own, so that the
+    next run does not download them again."""
+    try:
+        async with session_scope(ctx.sessionmaker) as session:
+            await record(session, ctx.blobs.store, account_id, fetched)
+    except Exception:
+        log.exception("sync.downloads.not_recorded", downloads=len(fetched))
 
 
 async def _take(
