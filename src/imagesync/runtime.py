@@ -94,6 +94,7 @@ async def open_context(
         backoff_base=settings.fetch_retry_base_seconds,
         concurrency=settings.download_concurrency,
         per_host_concurrency=settings.download_concurrency_per_host,
+        per_share_concurrency=settings.account_max_downloads,
         ports=settings.fetch_port_set,
     )
     staging = Staging(Path(settings.staging_dir) if settings.staging_dir else default_parent())
@@ -121,7 +122,13 @@ async def open_context(
                 rendition_widths=settings.rendition_width_set,
                 max_attempts=settings.task_max_attempts,
             )
-            yield SyncContext(sessionmaker, fetcher, blobs, max_attempts=settings.task_max_attempts)
+            yield SyncContext(
+                sessionmaker,
+                fetcher,
+                blobs,
+                max_attempts=settings.task_max_attempts,
+                account_max_products=settings.account_max_products,
+            )
     finally:
         await engine.dispose()
 

@@ -116,7 +116,9 @@ async def test_a_product_cut_off_while_running_is_resumed(
     async with session_scope(app.state.sessionmaker) as session:
         seq = (await repository.get_job_any(session, job["id"])).products[0].seq
         now = utcnow()
-        assert await repository.claim_entry(session, seq, now, now + LEASE)  # then "crash"
+        assert await repository.claim_entry(
+            session, seq, now, now + LEASE, account_max=3
+        )  # then "crash"
 
     worker = SyncWorker(app.state.sync_context, sole_worker=True)
     await worker.start()  # a restarted embedded process

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +334,43 @@ async def test_sigterm_drains_the_work_in_hand_and_exits_0(
     read = await job(api, job_id)
     assert read["status"] == "succeeded", read  # finished before it exited
     assert image_server.hits["slowish.jpg"] == 1
+
+
+async def test_a_slow_origin_of_one_account_does_not_hold_up_another(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    """Under procrastinate too: a worker of four slots runs at most three products of
+    one account; the others wait for their turn (looked at again a second later) while
+    another account's product runs at once."""
+    cluster.worker("w1", "--concurrency", "4")
+    token = json.loads(cluster.run("accounts", "create", "slow", "--json"))["token"]
+    slow = {"Authorization": f"Bearer {token}"}
+    items = [{"item_number": f"b-{n}"} for n in range(5)]
+    created = await api.post("/products/sync", json={"products": items}, headers=slow)
+    assert created.status_code == 200, created.text
+    products = [
+        {
+            "item_number": f"b-{n}",
+            "images": [
+                {"url": image_server.add(f"b-{n}-{i}.jpg", delay=30.0), "sort": i} for i in range(3)
+            ],
+        }
+        for n in range(5)
+    ]
+    waiting = await api.post("/products/images/sync", json={"products": products}, headers=slow)
+    assert waiting.status_code == 202, waiting.text
+    await asyncio.sleep(2.0)  # the worker has taken what the slow account may run
+
+    start = time.monotonic()
+    mine = {"item_number": "p1", "images": [{"url": image_server.add("p1.jpg"), "sort": 1}]}
+    answer = await api.post("/products/images/sync?wait=15", json={"products": [mine]})
+    elapsed = time.monotonic() - start
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "succeeded"
+    assert elapsed < 5, f"waited {elapsed:.1f} s behind the slow account"
+    read = await api.get(f"/products/images/sync/{waiting.json()['id']}", headers=slow)
+    running = [p for p in read.json()["products"] if p["status"] == "running"]
+    assert len(running) <= 3
 
 
 def test_the_worker_refuses_to_run_the_embedded_queue(tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ class FetchLimits:
     retry_after_cap: float = 30.0
     concurrency: int = 8
     per_host_concurrency: int = 4
+    # Downloads at once of one share (an account): another share always finds room.
+    per_share_concurrency: int = 8
     ports: frozenset[int] = DEFAULT_PORTS
 
 
@@ -108,7 +110,8 @@ class SafeFetcher:
         self._tls: ssl.SSLContext | bool = tls if tls is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(self.limits.concurrency)
-        self._host_slots = HostSlots(self.limits.per_host_concurrency)
+        self._host_slots = KeyedSlots(self.limits.per_host_concurrency)
+        self._share_slots = KeyedSlots(self.limits.per_share_concurrency)
 
     async def __aenter__(self) -> SafeFetcher:
         connector = aiohttp.TCPConnector(
@@ -136,15 +139,23 @@ class SafeFetcher:
         if self._session is not None:
             await self._session.close()
 
-    async def fetch(self, url: str) -> Download:
+    async def fetch(self, url: str, *, share: str = "") -> Download:
         """Download `url`, retrying transient failures with capped, jittered backoff
-        (or the origin's `Retry-After`, up to a cap)."""
+        (or the origin's `Retry-After`, up to a cap). Downloads of one `share` (an
+        account) take at most `per_share_concurrency` slots, and at most
+        `per_host_concurrency` from one host: a share's slow origin holds only its own
+        slots, and the slots are taken in that order, so a share waiting for its own
+        holds none of the others'."""
         first = check_url(url, allow=self.allow, ports=self.limits.ports)
         host = first.raw_host or ""
         attempt = 0
         while True:
             try:
-                async with self._host_slots.slot(host), self._slots:
+                async with (
+                    self._share_slots.slot(share),
+                    self._host_slots.slot(f"{share}|{host}"),
+                    self._slots,
+                ):
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
                             staged = await asyncio.to_thread(self._stage)
@@ -337,9 +348,10 @@ def _reason(error: BaseException) -> str:
     return type(error).__name__
 
 
-class HostSlots:
-    """At most `size` downloads at once per origin host. A host's semaphore exists only
-    while someone holds or waits for it, so the table never grows with the hosts seen."""
+class KeyedSlots:
+    """At most `size` holders at once per key (an origin host, a share). A key's
+    semaphore exists only while someone holds or waits for it, so the table never grows
+    with the keys seen."""
 
     def __init__(self, size: int) -> None:
         self.size = size

@@ -73,9 +73,21 @@ class Settings(BaseSettings):
     )
     download_concurrency: int = Field(default=8, ge=1, description="Downloads at once.")
     download_concurrency_per_host: int = Field(
-        default=4, ge=1, description="Downloads at once from one origin host."
+        default=4, ge=1, description="Downloads at once of one account from one origin host."
     )
     worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
+    account_max_products: int = Field(
+        default=3,
+        ge=1,
+        description="Products of one account synced at once, across all processes: below "
+        "the worker concurrency, another account always finds a free slot.",
+    )
+    account_max_downloads: int = Field(
+        default=6,
+        ge=1,
+        description="Downloads at once of one account, per process: below the download "
+        "concurrency, another account's downloads always find room.",
+    )
     queue: Literal["embedded", "procrastinate"] = Field(
         default="embedded",
         description="`embedded`: `serve` runs all work in its own process. `procrastinate`: "

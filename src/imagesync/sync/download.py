@@ -68,10 +68,12 @@ async def download(
     *,
     store_waits: tuple[float, ...] = STORE_WAITS,
     on_store_refused: StoreRefused | None = None,
+    share: str = "",
 ) -> Fetched | ImageError:
     """Fetch, probe and store one identity. `on_store_refused` is told the first time
     the store refuses the bytes. Bytes the store still refuses after its waits are kept
-    in staging, and the next attempt stores them without downloading them again."""
+    in staging, and the next attempt stores them without downloading them again.
+    `share` (the account) is the downloader's fair-share key."""
     identity = spec.identity.digest
     kept = blobs.staging.kept(identity)
     if kept is not None:
@@ -80,7 +82,7 @@ async def download(
         log.info("sync.download.kept_bytes_used", url=spec.url)
     else:
         try:
-            fetched = await fetcher.fetch(spec.url)
+            fetched = await fetcher.fetch(spec.url, share=share)
         except FetchError as exc:
             if exc.internal is not None:
                 log.warning(

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, case, or_, select, text, update
+from sqlalchemy import CursorResult, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from imagesync.catalog.models import (
     Account,
@@ -292,9 +292,36 @@ async def get_entry(session: AsyncSession, seq: int) -> SyncJobProduct | None:
     return await session.get(SyncJobProduct, seq, populate_existing=True)
 
 
-async def claimable_entries(session: AsyncSession, now: datetime, limit: int) -> Sequence[int]:
+async def claimable_entries(
+    session: AsyncSession, now: datetime, limit: int, *, account_max: int
+) -> Sequence[int]:
+    """Entries that may be claimed now, in fair turns: round the accounts that have work
+    waiting, those with fewer products running first, each account's in submission
+    order; none of an account that has `account_max` running already."""
+    running = (
+        select(SyncJobProduct.account_id, func.count().label("n"))
+        .where(SyncJobProduct.status == "running")
+        .group_by(SyncJobProduct.account_id)
+        .subquery()
+    )
+    waiting = (
+        select(
+            SyncJobProduct.seq,
+            SyncJobProduct.account_id,
+            func.row_number()
+            .over(partition_by=SyncJobProduct.account_id, order_by=SyncJobProduct.seq)
+            .label("rank"),
+        )
+        .where(_claimable(now))
+        .subquery()
+    )
+    turn = waiting.c.rank + func.coalesce(running.c.n, 0)
     stmt = (
-        select(SyncJobProduct.seq).where(_claimable(now)).order_by(SyncJobProduct.seq).limit(limit)
+        select(waiting.c.seq)
+        .outerjoin(running, running.c.account_id == waiting.c.account_id)
+        .where(turn <= account_max)
+        .order_by(turn, waiting.c.seq)
+        .limit(limit)
     )
     return (await session.scalars(stmt)).all()
 
@@ -315,13 +342,27 @@ async def claim_entry(
     now: datetime,
     lease_until: datetime | None,
     runner: str | None = None,
+    *,
+    account_max: int,
 ) -> Claimed | None:
     """Take one entry for `runner`, and what its run needs of it; None when another
-    runner took it first. Without a lease (`None`), the queue that runs it
-    (procrastinate) answers for its liveness."""
+    runner took it first, or when its account has `account_max` products running
+    already (so that no account holds every runner; two claims racing on PostgreSQL may
+    pass it by one). Without a lease (`None`), the queue that runs it (procrastinate)
+    answers for its liveness."""
+    other = aliased(SyncJobProduct)
+    running_of_account = (
+        select(func.count())
+        .where(
+            other.account_id == SyncJobProduct.account_id,
+            other.status == "running",
+            other.seq != SyncJobProduct.seq,
+        )
+        .scalar_subquery()
+    )
     stmt = (
         update(SyncJobProduct)
-        .where(SyncJobProduct.seq == seq, _claimable(now))
+        .where(SyncJobProduct.seq == seq, _claimable(now), running_of_account < account_max)
         .values(
             status="running",
             lease_expires_at=lease_until,

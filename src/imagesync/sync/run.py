@@ -42,7 +42,9 @@ REPLANS = 3
 
 
 class ProductBusy(Exception):
-    """Another runner holds the product's entry (an API process applying it inline)."""
+    """The product cannot be taken now: another runner holds its entry, or its account
+    has as many products running as it may (`account_max_products`). It is looked at
+    again soon."""
 
 
 class StorageUnavailable(Exception):
@@ -161,6 +163,7 @@ async def _run_entry(
                     spec,
                     store_waits=ctx.store_waits,
                     on_store_refused=note,
+                    share=str(planned.account_id),
                 ),
             )
             for identity, spec in missing.items()
@@ -254,7 +257,12 @@ async def _take(
     now = utcnow()
     runner = ctx.runner if lease is not None else None
     claimed = await repository.claim_entry(
-        session, seq, now, now + lease if lease is not None else None, runner
+        session,
+        seq,
+        now,
+        now + lease if lease is not None else None,
+        runner,
+        account_max=ctx.account_max_products,
     )
     if claimed is None:
         entry = await repository.get_entry(session, seq)

@@ -138,7 +138,10 @@ class SyncWorker:
             return []
         async with session_scope(self.ctx.sessionmaker) as session:
             found = await repository.claimable_entries(
-                session, utcnow(), slots + len(self._inflight)
+                session,
+                utcnow(),
+                slots + len(self._inflight),
+                account_max=self.ctx.account_max_products,
             )
         return [seq for seq in found if seq not in self._inflight][:slots]
 
