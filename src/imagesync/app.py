@@ -18,10 +18,11 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
+from imagesync.kit.docs_csp import DocsPolicy
 from imagesync.kit.errors import Conflict
 from imagesync.kit.handlers import error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
-from imagesync.kit.logging import configure_logging
+from imagesync.kit.logging import configure_logging, redact_access_log
 from imagesync.kit.settings import Settings, load_settings
 from imagesync.queue.embedded import EmbeddedQueue
 from imagesync.runtime import make_queue, open_context, serve_connections
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_access_log()  # after the server configured its loggers
         queue = make_queue(settings)
         async with open_context(settings, queue, connections=serve_connections(settings)) as ctx:
             app.state.sync_context = ctx
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DocsPolicy)
     install_error_handlers(app)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     routes = api_router()

@@ -102,7 +102,10 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        proxy_headers=False,
+        # Behind a TLS proxy the scheme and client address come from its headers, and
+        # only from the addresses allowed: the admin cookie is then Secure, URLs https.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
 
 

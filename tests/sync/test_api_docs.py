@@ -165,10 +165,32 @@ def test_the_interactive_docs_render_with_the_network_cut_off(tmp_path: Path) ->
         browser = playwright.chromium.launch(executable_path=str(chromium), args=BROWSER_ARGS)
         page = browser.new_page()
         elsewhere = only_the_service(page, base)
+        refused: list[str] = []  # what the pages' Content-Security-Policy blocked
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.goto(f"{base}/docs")
         page.wait_for_selector(".opblock-summary-path", timeout=20_000)
         paths = page.locator(".opblock-summary-path").all_inner_texts()
         assert any("/products/images/sync" in p for p in paths), paths
         assert page.locator("button.authorize").count() == 1
+        page.goto(f"{base}/redoc")
+        page.wait_for_selector("[data-section-id^='operation/']", timeout=20_000)
         browser.close()
     assert elsewhere == []
+    # The policy blocks nothing of the service's own; what it does block is what ReDoc's
+    # bundle would fetch from elsewhere (its footer logo), before any request is made.
+    assert [m for m in refused if "https://cdn.redoc.ly/" not in m] == []
+
+
+async def test_the_docs_pages_allow_their_own_script_only(client: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc"):
+        page = await client.get(path)
+        policy = page.headers["content-security-policy"]
+        script = next(d for d in policy.split(";") if d.strip().startswith("script-src"))
+        assert "'unsafe-inline'" not in script
+        assert "default-src 'none'" in policy
+        assert "frame-ancestors 'none'" in policy
+    assert "'sha256-" in (await client.get("/docs")).headers["content-security-policy"]
+    assert "content-security-policy" not in (await client.get("/healthz")).headers

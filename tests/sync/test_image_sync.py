@@ -78,6 +78,23 @@ async def test_traede_example_downloads_stores_and_attaches(
     assert 'filename="black-product-01.jpg"' in file.headers["content-disposition"]
 
 
+async def test_a_wrong_file_name_is_a_404_that_does_not_tell_the_right_one(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    await sync(client, headers, traede_example(image_server))
+    image = (await images_of(client, headers))[0]
+    right = image["file_url"].removeprefix("http://imagesync.test")
+    wrong = right.rsplit("/", 1)[0] + "/guessed.jpg"
+    assert (await client.get(right)).status_code == 200
+    answer = await client.get(wrong)
+    assert answer.status_code == 404
+    assert image["filename"] not in answer.text  # was "Image ... is named '<the name>'"
+    rendition = f"/images/{image['id']}/w200/guessed.webp"
+    answer = await client.get(rendition)
+    assert answer.status_code == 404
+    assert image["filename"].rsplit(".", 1)[0] not in answer.text
+
+
 async def test_the_product_shows_its_images_and_each_variant_its_own(
     client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:

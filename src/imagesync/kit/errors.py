@@ -116,6 +116,15 @@ class UnsupportedMediaType(ImageSyncError):
     title = "Unsupported media type"
 
 
+class Unavailable(ImageSyncError):
+    """The service cannot answer now (its database went away): send the request again
+    after `Retry-After`. Nothing of it was recorded."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
 class PayloadTooLarge(ImageSyncError):
     status = 413
     code = "payload_too_large"

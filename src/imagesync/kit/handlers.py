@@ -10,12 +10,14 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imagesync.kit.errors import (
     ErrorResponse,
     ImageSyncError,
     Unauthorized,
+    Unavailable,
     ValidationFailed,
     problems_from_validation,
 )
@@ -63,6 +65,26 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+# Seconds a client waits before sending a request again that met a lost database.
+RETRY_AFTER_SECONDS = 2
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database went away mid-request (a connection cut, a failover, SQLite busy for
+    too long): the transaction was rolled back, so the client may simply send it again.
+    Any other database error is the server's fault: a 500."""
+    assert isinstance(exc, DBAPIError)
+    if not (exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+        return await _on_unexpected(request, exc)
+    log.warning(
+        "http.database_unavailable", path=request.url.path, error=str(exc.orig or exc)[:300]
+    )
+    return error_response(
+        Unavailable("The database cannot be reached right now; send the request again."),
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("http.unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
     return error_response(ImageSyncError("The server failed; the error is logged."))
@@ -72,4 +94,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImageSyncError, _on_imagesync_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import structlog
@@ -47,3 +48,31 @@ class _CurrentStderr:
 
     def flush(self) -> None:
         sys.stderr.flush()
+
+
+# A token where it should not be (a query string) is still never written to a log.
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&](?:token|access_token|api_key|apikey|key|password|secret|authorization)=)[^&#\s]*"
+)
+_TOKEN = re.compile(r"isk_[A-Za-z0-9_\-]+")
+
+
+def redact(text: str) -> str:
+    """`text` without the values of secret-looking query parameters or any API token."""
+    return _TOKEN.sub("isk_[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", text))
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts the request line of the server's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_access_log() -> None:
+    """Install `RedactSecrets` on uvicorn's access log, once."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactSecrets) for f in access.filters):
+        access.addFilter(RedactSecrets())

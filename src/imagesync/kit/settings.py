@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default="", description="S3 secret (empty: AWS_SECRET_ACCESS_KEY)."
     )
     host: str = Field(default="127.0.0.1", description="Address `imagesync serve` binds to.")
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated addresses of the TLS proxy in front of `serve` whose "
+        "X-Forwarded-Proto and X-Forwarded-For are trusted (`*`: any). Empty: none are.",
+    )
     port: int = Field(default=8000, ge=1, le=65535, description="Port `imagesync serve` uses.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log events written."
@@ -300,3 +305,6 @@ def ensure_sqlite_directory(settings: Settings) -> None:
         path = url[len(prefix) :].split("?", 1)[0]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Readable by this user alone: it holds the token hashes and every account's
+            # data (SQLite gives its -wal and -shm files the same mode).
+            Path(path).touch(mode=0o600, exist_ok=True)

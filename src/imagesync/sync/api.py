@@ -203,7 +203,8 @@ async def image_file(
     """The stored bytes of an image. The URL is unguessable and its bytes never change."""
     image = await images.get_image_file(session, image_id)
     if filename != image.filename:
-        raise NotFound(f"Image {image_id!r} is named {image.filename!r}")
+        # Saying the right name would hand out a working URL to whoever guesses an id.
+        raise NotFound(f"No file {filename!r} of image {image_id!r}")
     headers = immutable_headers(image.blob.sha256, image.filename)
     return await stored_file(store, image.blob.storage_key, image.blob.content_type, headers)
 

@@ -145,7 +145,8 @@ async def get_rendition_file(
 ) -> tuple[Image, Rendition]:
     image = await get_image_file(session, image_id)
     if filename != rendition_filename(image):
-        raise NotFound(f"Image {image_id!r}'s renditions are named {rendition_filename(image)!r}")
+        # Saying the right name would hand out a working URL to whoever guesses an id.
+        raise NotFound(f"No rendition {filename!r} of image {image_id!r}")
     for rendition in (await blob_repository.renditions_of_blobs(session, [image.blob_id])).get(
         image.blob_id, []
     ):
