@@ -23,6 +23,7 @@ from imagesync.kit.errors import Conflict
 from imagesync.kit.handlers import error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging, redact_access_log
+from imagesync.kit.ratelimit import TokenRateLimit, limit_or_none
 from imagesync.kit.settings import Settings, load_settings
 from imagesync.queue.embedded import EmbeddedQueue
 from imagesync.runtime import make_queue, open_context, serve_connections
@@ -96,6 +97,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsPolicy)
+    # Outermost: a request over its token's limit costs nothing else.
+    app.add_middleware(
+        TokenRateLimit,
+        limit=limit_or_none("token", settings.rate_limit, settings.rate_limit_storage),
+    )
+    app.state.sign_in_limit = limit_or_none(
+        "sign-in", settings.sign_in_rate_limit, settings.rate_limit_storage
+    )
     install_error_handlers(app)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     routes = api_router()
@@ -122,6 +131,8 @@ def _document_as_enforced(app: FastAPI, settings: Settings) -> None:
                     responses = operation["responses"]
                     if operation.get("security"):
                         responses.setdefault("401", UNAUTHORIZED)
+                        if settings.rate_limit.strip() not in ("", "0"):
+                            responses.setdefault("429", RATE_LIMITED)
                     else:
                         responses.pop("401", None)
             schemas = document["components"]["schemas"]
@@ -140,6 +151,13 @@ def _document_as_enforced(app: FastAPI, settings: Settings) -> None:
 
 UNAUTHORIZED = {
     "description": "Missing, unknown or revoked token",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+}
+RATE_LIMITED = {
+    "description": "Over the token's rate limit (`IMAGESYNC_RATE_LIMIT`); send it again after "
+    "`Retry-After`. Every answer to a request with a token carries the IETF draft "
+    "`RateLimit-Policy` and `RateLimit` headers.",
+    "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
 }
 

@@ -150,7 +150,37 @@ class Settings(BaseSettings):
         default=3600.0, gt=0, description="How often unused files are looked for."
     )
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
+    rate_limit: str = Field(
+        default="600/minute",
+        description="Requests per API token, in the `limits` notation (`600/minute`, "
+        "`20/second`); `0`: no limit.",
+    )
+    sign_in_rate_limit: str = Field(
+        default="10/minute",
+        description="Sign-in attempts to the admin pages per client address; `0`: no limit.",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where the counts live: `memory://` (each process its own) or "
+        "`redis://HOST:PORT` (shared by every process; needs `imagesync[redis]`).",
+    )
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request.")
+
+    @field_validator("rate_limit", "sign_in_rate_limit")
+    @classmethod
+    def _rate_rule(cls, value: str) -> str:
+        if value.strip() not in ("", "0"):
+            from limits import parse
+
+            parse(value)  # a ValueError that says what is wrong
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("give memory:// or redis://HOST:PORT")
+        return value
 
     @field_validator("fetch_allow")
     @classmethod

@@ -22,6 +22,7 @@ from imagesync.catalog import service as catalog_service
 from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
 from imagesync.kit.pagination import MAX_PAGE
+from imagesync.kit.ratelimit import Limit
 from imagesync.kit.schemas import Identifier, Key, storable
 from imagesync.sync import images as sync_images
 from imagesync.sync import jobs as sync_jobs
@@ -164,6 +165,18 @@ def _sign_in_page(
 
 @router.post("/sign-in")
 async def sign_in(request: Request, session: SessionDep) -> Response:
+    limit: Limit | None = request.app.state.sign_in_limit
+    if limit is not None:  # tokens are not to be guessed at speed: per client address
+        verdict = await limit.hit(request.client.host if request.client else "")
+        if not verdict.allowed:
+            page = _sign_in_page(
+                request,
+                next=None,
+                error=f"Too many attempts; try again in {verdict.retry_after} s.",
+                status=429,
+            )
+            page.headers["Retry-After"] = str(verdict.retry_after)
+            return page
     form = await _form(request)
     if not sessions.same_token(form.get("csrf"), request.cookies.get(SIGN_IN_COOKIE)):
         return _sign_in_page(
