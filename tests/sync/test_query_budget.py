@@ -111,7 +111,8 @@ async def run_all(ctx: SyncContext, job_id: str) -> list[Spent]:
 # INSERT together, SQLite one by one. A request's first transaction is its token's.
 BUDGETS = {
     "submit": {"sqlite": (20, 2), "postgresql": (11, 2)},
-    "run": {"sqlite": (21, 2), "postgresql": (21, 2)},
+    # PostgreSQL takes the account's claim lock first (an exact per-account cap).
+    "run": {"sqlite": (21, 2), "postgresql": (22, 2)},
     "noop": {"sqlite": (21, 2), "postgresql": (12, 2)},
     "no_download": {"sqlite": (17, 2), "postgresql": (17, 2)},
     "rendition": {"sqlite": (5, 2), "postgresql": (5, 2)},

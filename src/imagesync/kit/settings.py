@@ -80,9 +80,11 @@ class Settings(BaseSettings):
     download_concurrency_per_host: int = Field(
         default=4, ge=1, description="Downloads at once of one account from one origin host."
     )
-    worker_concurrency: int = Field(default=4, ge=1, description="Products synced at once.")
+    # One more than an account may take: a lone account runs four products at once (as
+    # before fair shares), and another account always finds the fifth slot.
+    worker_concurrency: int = Field(default=5, ge=1, description="Products synced at once.")
     account_max_products: int = Field(
-        default=3,
+        default=4,
         ge=1,
         description="Products of one account synced at once, across all processes: below "
         "the worker concurrency, another account always finds a free slot.",

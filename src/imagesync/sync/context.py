@@ -24,7 +24,7 @@ class SyncContext:
     # Runs of a product that crashed, or found the store down, before it ends `failed`.
     max_attempts: int = 5
     # Products of one account running at once, across processes (see `claim_entry`).
-    account_max_products: int = 3
+    account_max_products: int = 4
     store_waits: tuple[float, ...] = STORE_WAITS
     fetches: FetchDeduper = field(default_factory=FetchDeduper)
     # This process, as the runner of the products it holds (see `SyncJobProduct.runner`).

@@ -347,9 +347,18 @@ async def claim_entry(
 ) -> Claimed | None:
     """Take one entry for `runner`, and what its run needs of it; None when another
     runner took it first, or when its account has `account_max` products running
-    already (so that no account holds every runner; two claims racing on PostgreSQL may
-    pass it by one). Without a lease (`None`), the queue that runs it (procrastinate)
-    answers for its liveness."""
+    already (so that no account holds every runner). Without a lease (`None`), the
+    queue that runs it (procrastinate) answers for its liveness.
+
+    The account's claims go one at a time, so that the count is exact: on PostgreSQL a
+    transaction-level advisory lock per account (claims that ran side by side each
+    counted the others' as not yet running), on SQLite its one writer."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(func.pg_advisory_xact_lock(CLAIMS, SyncJobProduct.account_id)).where(
+                SyncJobProduct.seq == seq
+            )
+        )
     other = aliased(SyncJobProduct)
     running_of_account = (
         select(func.count())
@@ -420,6 +429,8 @@ async def release_running(session: AsyncSession, runner: str | None = None) -> i
 
 # PostgreSQL advisory lock space of runner liveness: (RUNNERS, hashtext(runner)).
 RUNNERS = 7412
+# ... and of an account's claims: (CLAIMS, account id).
+CLAIMS = 7413
 
 
 async def hold_runner(connection: AsyncConnection, runner: str) -> None:
