@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagesync.catalog import service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.kit.db import session_scope
 
 
@@ -17,7 +17,7 @@ async def create_account(
 ) -> dict[str, str]:
     """Create an account; returns the Authorization header of its token."""
     async with session_scope(sessionmaker) as session:
-        issued = await service.create_account(session, name)
+        issued = await catalog_auth.create_account(session, name)
     return auth(issued.token)
 
 

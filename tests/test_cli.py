@@ -231,7 +231,7 @@ def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> No
     [
         (["serve"], ["IMAGESYNC_HOST, else 127.0.0.1", "IMAGESYNC_PORT, else 8000"]),
         (["collect"], ["IMAGESYNC_BLOB_GRACE_DAYS, else 7"]),
-        (["worker"], ["IMAGESYNC_WORKER_CONCURRENCY, else 4", "(default: all)"]),
+        (["worker"], ["IMAGESYNC_WORKER_CONCURRENCY, else 5", "(default: all)"]),
     ],
 )
 def test_help_names_each_default(

@@ -31,7 +31,7 @@ from imagesync.storage.collector import Collector
 from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
 from imagesync.sync import api as sync_api
 from imagesync.sync.context import SyncContext
-from imagesync.sync.schemas import RESPONSE_EXAMPLES
+from imagesync.sync.examples import RESPONSE_EXAMPLES
 from imagesync.sync.submit import RUN_PRODUCT
 from imagesync.sync.worker import SyncWorker
 from imagesync.web import pages as web_pages

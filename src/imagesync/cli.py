@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.catalog import repository, service
+from imagesync.catalog import auth as catalog_auth
+from imagesync.catalog import repository
 from imagesync.kit.db import create_engine, create_sessionmaker, migrate, session_scope
 from imagesync.kit.errors import ImageSyncError
 from imagesync.kit.logging import configure_logging
@@ -302,7 +303,7 @@ def accounts_create(
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
 ) -> None:
     """Create an account and print its first API token (shown once)."""
-    issued = _in_transaction(_settings(), lambda s: service.create_account(s, name))
+    issued = _in_transaction(_settings(), lambda s: catalog_auth.create_account(s, name))
     if as_json:
         typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
     else:
@@ -326,7 +327,7 @@ def tokens_create(
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
 ) -> None:
     """Issue another API token for ACCOUNT (shown once)."""
-    issued = _in_transaction(_settings(), lambda s: service.create_token(s, account))
+    issued = _in_transaction(_settings(), lambda s: catalog_auth.create_token(s, account))
     if as_json:
         typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
     else:
@@ -338,14 +339,14 @@ def tokens_list(account: str) -> None:
     """List ACCOUNT's tokens by prefix (the tokens themselves are not stored)."""
 
     async def work(session: AsyncSession) -> list[tuple[str, str, str]]:
-        found = await service.get_account(session, account)
+        found = await catalog_auth.get_account(session, account)
         return [
             (
                 t.prefix,
                 t.created_at.isoformat(timespec="seconds"),
                 t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
             )
-            for t in await service.list_tokens(session, found)
+            for t in await catalog_auth.list_tokens(session, found)
         ]
 
     table = Table("prefix", "created", "revoked")
@@ -358,7 +359,7 @@ def tokens_list(account: str) -> None:
 def tokens_revoke(token_prefix: str) -> None:
     """Revoke the token starting with TOKEN_PREFIX (at least 8 characters; the whole token
     will do). The admin sessions opened with it end too."""
-    token = _in_transaction(_settings(), lambda s: service.revoke_token(s, token_prefix))
+    token = _in_transaction(_settings(), lambda s: catalog_auth.revoke_token(s, token_prefix))
     out.print(
         f"token {token.prefix}… of account {token.account.name} revoked, "
         "and the admin sessions opened with it ended"

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from imagesync.app import create_app
-from imagesync.catalog import service as catalog_service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.kit.db import migrate_async, session_scope
 from imagesync.kit.settings import Settings
 
@@ -129,7 +129,7 @@ async def run_demo(console: Console, workdir: Path | None = None) -> bool:
         try:
             async with app.router.lifespan_context(app):
                 async with session_scope(app.state.sessionmaker) as session:
-                    issued = await catalog_service.create_account(session, "demo")
+                    issued = await catalog_auth.create_account(session, "demo")
                 headers = {"Authorization": f"Bearer {issued.token}"}
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:

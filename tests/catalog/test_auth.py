@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagesync.catalog import service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog.models import ApiToken
 from imagesync.kit.db import session_scope
 from imagesync.kit.errors import NotFound, ValidationFailed
@@ -53,7 +53,7 @@ async def test_tokens_are_stored_only_as_sha256(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     async with session_scope(sessionmaker) as session:
-        issued = await service.create_account(session, "acme")
+        issued = await catalog_auth.create_account(session, "acme")
     async with session_scope(sessionmaker) as session:
         rows = (await session.scalars(select(ApiToken))).all()
     assert len(rows) == 1
@@ -68,10 +68,10 @@ async def test_revoked_token_gets_401_and_others_keep_working(
     client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     async with session_scope(sessionmaker) as session:
-        first = await service.create_account(session, "acme")
-        second = await service.create_token(session, "acme")
+        first = await catalog_auth.create_account(session, "acme")
+        second = await catalog_auth.create_token(session, "acme")
     async with session_scope(sessionmaker) as session:
-        await service.revoke_token(session, first.prefix)
+        await catalog_auth.revoke_token(session, first.prefix)
     assert (await client.get("/products", headers=auth(first.token))).status_code == 401
     assert (await client.get("/products", headers=auth(second.token))).status_code == 200
 
@@ -80,12 +80,12 @@ async def test_revoke_by_whole_token_and_refusals(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     async with session_scope(sessionmaker) as session:
-        issued = await service.create_account(session, "acme")
+        issued = await catalog_auth.create_account(session, "acme")
     async with session_scope(sessionmaker) as session:
-        revoked = await service.revoke_token(session, issued.token)
+        revoked = await catalog_auth.revoke_token(session, issued.token)
         assert revoked.revoked_at is not None
     async with session_scope(sessionmaker) as session:
         with pytest.raises(NotFound):
-            await service.revoke_token(session, issued.prefix)  # already revoked
+            await catalog_auth.revoke_token(session, issued.prefix)  # already revoked
         with pytest.raises(ValidationFailed):
-            await service.revoke_token(session, "isk_")  # too short to name one token
+            await catalog_auth.revoke_token(session, "isk_")  # too short to name one token

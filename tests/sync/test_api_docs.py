@@ -17,14 +17,8 @@ from imagesync.kit.settings import Settings
 from imagesync.media import probe
 from imagesync.storage.store import StorageError
 from imagesync.sync.codes import RESULT_CODES
-from imagesync.sync.schemas import (
-    FINISHED_JOB_EXAMPLE,
-    PLAN_EXAMPLE,
-    TRAEDE_EXAMPLE,
-    ImageSyncRequest,
-    SyncJobRead,
-    SyncPlan,
-)
+from imagesync.sync.examples import FINISHED_JOB_EXAMPLE, PLAN_EXAMPLE, TRAEDE_EXAMPLE
+from imagesync.sync.schemas import ImageSyncRequest, SyncJobRead, SyncPlan
 from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
 from tests.served import clean_env, serve
 

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from imagesync.client import AsyncClient, Client, InvalidRequest, NotFound, Unauthorized
-from imagesync.sync.schemas import FINISHED_JOB_EXAMPLE, SyncJobRead
+from imagesync.sync.examples import FINISHED_JOB_EXAMPLE
+from imagesync.sync.schemas import SyncJobRead
 from tests.served import clean_env, create_token, serve
 from tests.sync.conftest import ImageServer
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagesync.catalog import service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.kit.db import session_scope
 from imagesync.web import sessions
 from tests.factories import create_account, sync_ok
@@ -57,7 +57,7 @@ async def test_revoking_the_token_ends_the_sessions_opened_with_it(
     await sign_in(client, token)
     assert (await client.get("/admin/products")).status_code == 200
     async with session_scope(sessionmaker) as session:
-        await service.revoke_token(session, token[:16])  # any prefix of 8 or more
+        await catalog_auth.revoke_token(session, token[:16])  # any prefix of 8 or more
     answer = await client.get("/admin/products")
     assert answer.status_code == 303
     assert answer.headers["location"].startswith("/admin/sign-in")

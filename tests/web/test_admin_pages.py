@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from imagesync.client import Client
-from imagesync.sync.schemas import TRAEDE_EXAMPLE, SyncJobRead
+from imagesync.sync.examples import TRAEDE_EXAMPLE
+from imagesync.sync.schemas import SyncJobRead
 from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
 from tests.served import clean_env, create_token, free_port, serve
 
@@ -63,6 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         **clean_env(),
         "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{files_port},127.0.0.1:{dead_port}",
         "IMAGESYNC_LOG_LEVEL": "warning",
+        # Every test signs in again from 127.0.0.1 (the limit is tested on its own).
+        "IMAGESYNC_SIGN_IN_RATE_LIMIT": "1000/minute",
     }
     token = create_token(root, env, "acme")
     other = create_token(root, env, "other")

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imagesync.catalog import events, service
+from imagesync.catalog import attributes as catalog_attributes
+from imagesync.catalog import events
+from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
 from imagesync.catalog.schemas import (
     AttributeList,
@@ -27,7 +29,7 @@ async def sync_attributes(
     body: AttributeSyncRequest, session: SessionDep, account: AccountDep
 ) -> AttributeSyncResult:
     """Create or update attributes and their values' codes (image rules match on codes)."""
-    result = await service.sync_attributes(session, account, body)
+    result = await catalog_attributes.sync_attributes(session, account, body)
     await events.codes_changed(session, account)  # codes decide image attachments
     return result
 
@@ -35,7 +37,7 @@ async def sync_attributes(
 @router.get("/attributes", tags=["attributes"])
 async def list_attributes(session: SessionDep, account: AccountDep) -> AttributeList:
     """List the account's attributes with their values and codes."""
-    return AttributeList(attributes=await service.list_attributes(session, account))
+    return AttributeList(attributes=await catalog_attributes.list_attributes(session, account))
 
 
 @router.post("/products/sync", tags=["products"])
@@ -46,9 +48,11 @@ async def sync_products(
     deleting = [p.item_number for p in body.products if p.delete]
     if deleting:  # what hangs on them goes with them
         await events.products_deleting(
-            session, await service.product_ids(session, account, deleting)
+            session, await catalog_products.product_ids(session, account, deleting)
         )
-    result = await service.sync_products(session, account, body)
+    result = await catalog_products.sync_products(session, account, body)
     changed = [p.item_number for p in result.products if p.result in ("created", "updated")]
-    await events.products_changed(session, await service.product_ids(session, account, changed))
+    await events.products_changed(
+        session, await catalog_products.product_ids(session, account, changed)
+    )
     return result

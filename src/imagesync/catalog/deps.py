@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from imagesync.catalog import service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog.models import Account
 from imagesync.kit.deps import SessionDep
 
@@ -25,7 +25,7 @@ async def _account(
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
-    account = await service.authenticate(session, authorization)
+    account = await catalog_auth.authenticate(session, authorization)
     # Hand the connection back before the route runs: a request never holds two, and a
     # route that opens its own transactions holds none while it waits.
     await session.commit()

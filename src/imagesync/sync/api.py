@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 
-from imagesync.catalog import service as catalog_service
+from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.deps import SessionDep, SettingsDep
@@ -214,7 +214,7 @@ async def list_products(
     request: Request, session: SessionDep, account: AccountDep, page: PageDep
 ) -> ProductPage:
     """List products by item number, a page at a time, with their images."""
-    products, total = await catalog_service.list_products(
+    products, total = await catalog_products.list_products(
         session, account, offset=page.offset, limit=page.limit
     )
     found = await images.read_images(session, [p.id for p in products], str(request.base_url))
@@ -229,7 +229,7 @@ async def get_product(
     item_number: Key, request: Request, session: SessionDep, account: AccountDep
 ) -> ProductRead:
     """One product with its variants (each listing its images) and its images."""
-    product = await catalog_service.get_product(session, account, item_number)
+    product = await catalog_products.get_product(session, account, item_number)
     found = await images.read_images(session, [product.id], str(request.base_url))
     return images.product_read(product, found.get(product.id, []))
 

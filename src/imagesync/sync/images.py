@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.catalog.models import Account, Product
-from imagesync.catalog.service import variant_read
+from imagesync.catalog.products import variant_read
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import NotFound
 from imagesync.storage import repository as blob_repository

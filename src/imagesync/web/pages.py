@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator, StringConstraints
 from starlette.responses import RedirectResponse, Response
 
-from imagesync.catalog import service as catalog_service
+from imagesync.catalog import products as catalog_products
 from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
 from imagesync.kit.pagination import MAX_PAGE
@@ -244,9 +244,9 @@ async def product(
     request: Request, item_number: Key, session: SessionDep, order: str = "b2b"
 ) -> Response:
     me = await _me(session, request)
-    found = await catalog_service.get_product(session, me.account, item_number)
+    found = await catalog_products.get_product(session, me.account, item_number)
     # Read before the images: reading them loads the product again, without its variants.
-    variants = [catalog_service.variant_read(v) for v in found.variants]
+    variants = [catalog_products.variant_read(v) for v in found.variants]
     channel = "b2c" if order == "b2c" else None
     images = await sync_images.list_images(
         session, me.account, item_number, channel=channel, base_url=str(request.base_url)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagesync.catalog import service as catalog_service
+from imagesync.catalog import auth as catalog_auth
 from imagesync.kit.db import utcnow
 from imagesync.web.models import AdminSession
 
@@ -41,7 +41,7 @@ def _digest(token: str) -> str:
 async def sign_in(session: AsyncSession, api_token: str) -> tuple[str, Account]:
     """A new session for the account of `api_token`: the cookie's token and the account.
     Raises `Unauthorized` for a token that is unknown or revoked."""
-    opened_with = await catalog_service.authenticate_token(session, f"Bearer {api_token.strip()}")
+    opened_with = await catalog_auth.authenticate_token(session, f"Bearer {api_token.strip()}")
     account = opened_with.account
     token = secrets.token_urlsafe(32)
     now = utcnow()
@@ -73,7 +73,7 @@ async def signed_in(session: AsyncSession, request: Request) -> SignedIn | None:
     )
     if row is None:
         return None
-    account = await catalog_service.account_of_active_token(session, row.api_token_id)
+    account = await catalog_auth.account_of_active_token(session, row.api_token_id)
     return None if account is None else SignedIn(account, row.csrf_token)
 
 
@@ -92,8 +92,8 @@ class SessionInfo:
 
 async def list_sessions(session: AsyncSession, account_name: str) -> list[SessionInfo]:
     """The account's live sessions, newest first."""
-    account = await catalog_service.get_account(session, account_name)
-    tokens = {t.id: t.prefix for t in await catalog_service.list_tokens(session, account)}
+    account = await catalog_auth.get_account(session, account_name)
+    tokens = {t.id: t.prefix for t in await catalog_auth.list_tokens(session, account)}
     rows = await session.scalars(
         select(AdminSession)
         .where(AdminSession.account_id == account.id, AdminSession.expires_at > utcnow())
@@ -104,7 +104,7 @@ async def list_sessions(session: AsyncSession, account_name: str) -> list[Sessio
 
 async def revoke_sessions(session: AsyncSession, account_name: str) -> int:
     """End every session of the account; how many there were."""
-    account = await catalog_service.get_account(session, account_name)
+    account = await catalog_auth.get_account(session, account_name)
     result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
         delete(AdminSession).where(AdminSession.account_id == account.id)
     )

@@ -1,14 +1,9 @@
-"""Catalog use cases: accounts and tokens, attributes, products and variants.
-
-Functions take the session first and only flush; the caller owns the transaction.
-"""
+"""Products and their variants, upserted by item number and SKU. Functions take the
+session first and only flush; the caller owns the transaction."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.catalog import repository
 from imagesync.catalog.models import (
     Account,
-    ApiToken,
     Attribute,
     AttributeValue,
     Product,
@@ -24,10 +18,6 @@ from imagesync.catalog.models import (
     VariantAttribute,
 )
 from imagesync.catalog.schemas import (
-    AttributeRead,
-    AttributeSyncCounts,
-    AttributeSyncRequest,
-    AttributeSyncResult,
     AttributeValueRead,
     Change,
     ChangeCounts,
@@ -40,214 +30,13 @@ from imagesync.catalog.schemas import (
 )
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import (
-    Conflict,
     NotFound,
     Problem,
-    Unauthorized,
     ValidationFailed,
     duplicate_problems,
 )
 
 log = structlog.get_logger(__name__)
-
-TOKEN_SCHEME = "isk_"
-TOKEN_PREFIX_LENGTH = 12  # "isk_" and 8 random characters: enough to tell tokens apart
-
-
-# -- accounts and tokens ------------------------------------------------------------------
-
-
-def hash_token(token: str) -> str:
-    # Tokens carry 192 random bits, so a fast hash is safe: nothing to brute-force.
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    account: str
-    token: str
-    prefix: str
-
-
-async def create_account(session: AsyncSession, name: str) -> IssuedToken:
-    if await repository.get_account_by_name(session, name):
-        raise Conflict(f"Account {name!r} exists already")
-    account = Account(name=name)
-    session.add(account)
-    await session.flush()
-    log.info("catalog.account.created", account=name)
-    return await issue_token(session, account)
-
-
-async def issue_token(session: AsyncSession, account: Account) -> IssuedToken:
-    token = TOKEN_SCHEME + secrets.token_urlsafe(24)
-    prefix = token[:TOKEN_PREFIX_LENGTH]
-    session.add(ApiToken(account_id=account.id, prefix=prefix, token_hash=hash_token(token)))
-    await session.flush()
-    log.info("catalog.token.issued", account=account.name, prefix=prefix)
-    return IssuedToken(account=account.name, token=token, prefix=prefix)
-
-
-async def get_account(session: AsyncSession, name: str) -> Account:
-    account = await repository.get_account_by_name(session, name)
-    if account is None:
-        raise NotFound(f"No account {name!r}")
-    return account
-
-
-async def list_tokens(session: AsyncSession, account: Account) -> Sequence[ApiToken]:
-    return await repository.list_tokens(session, account.id)
-
-
-async def create_token(session: AsyncSession, account_name: str) -> IssuedToken:
-    return await issue_token(session, await get_account(session, account_name))
-
-
-async def revoke_token(session: AsyncSession, prefix_or_token: str) -> ApiToken:
-    """Revoke the one token that the given prefix (at least 8 characters, of any length)
-    or whole token names. Only the first 12 characters are kept of a token, so a longer
-    prefix is matched by those."""
-    if len(prefix_or_token) < len(TOKEN_SCHEME) + 4:
-        raise ValidationFailed("Give at least the first 8 characters of the token")
-    active = None
-    if len(prefix_or_token) > TOKEN_PREFIX_LENGTH:
-        active = await repository.get_active_token(session, hash_token(prefix_or_token))
-    matches: Sequence[ApiToken] = (
-        [active]
-        if active
-        else await repository.find_tokens_by_prefix(session, prefix_or_token[:TOKEN_PREFIX_LENGTH])
-    )
-    active_matches = [t for t in matches if t.revoked_at is None]
-    if not active_matches:
-        raise NotFound(f"No active token starts with {prefix_or_token[:TOKEN_PREFIX_LENGTH]!r}")
-    if len(active_matches) > 1:
-        raise Conflict(f"{len(active_matches)} tokens start with {prefix_or_token!r}; give more")
-    token = active_matches[0]
-    token.revoked_at = utcnow()
-    await session.flush()
-    log.info("catalog.token.revoked", account=token.account.name, prefix=token.prefix)
-    return token
-
-
-async def authenticate(session: AsyncSession, authorization: str | None) -> Account:
-    """The account of a `Bearer` token; 401 when missing, unknown or revoked."""
-    return (await authenticate_token(session, authorization)).account
-
-
-async def authenticate_token(session: AsyncSession, authorization: str | None) -> ApiToken:
-    """The active token of a `Bearer` header, with its account; 401 otherwise."""
-    if not authorization:
-        raise Unauthorized("Send an API token: Authorization: Bearer <token>")
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("Use the Bearer scheme: Authorization: Bearer <token>")
-    api_token = await repository.get_active_token(session, hash_token(token))
-    if api_token is None:
-        raise Unauthorized("The API token is unknown or revoked")
-    return api_token
-
-
-async def account_of_active_token(session: AsyncSession, token_id: int) -> Account | None:
-    """The account of token `token_id`, unless it was revoked."""
-    return await repository.account_of_active_token(session, token_id)
-
-
-# -- attributes ---------------------------------------------------------------------------
-
-
-def attribute_read(attribute: Attribute) -> AttributeRead:
-    return AttributeRead(
-        name=attribute.name,
-        values=[AttributeValueRead(value=v.value, code=v.code) for v in attribute.values],
-    )
-
-
-async def list_attributes(session: AsyncSession, account: Account) -> list[AttributeRead]:
-    return [attribute_read(a) for a in await repository.list_attributes(session, account.id)]
-
-
-async def sync_attributes(
-    session: AsyncSession, account: Account, request: AttributeSyncRequest
-) -> AttributeSyncResult:
-    """Upsert attributes by name and their values by value, setting each value's code."""
-    problems = duplicate_problems(
-        (a.name, f"/attributes/{i}/name") for i, a in enumerate(request.attributes)
-    )
-    for i, a in enumerate(request.attributes):
-        problems += duplicate_problems(
-            (v.value, f"/attributes/{i}/values/{j}/value") for j, v in enumerate(a.values)
-        )
-    if problems:
-        raise ValidationFailed(problems=problems)
-
-    existing = {
-        a.name: a
-        for a in await repository.list_attributes(
-            session, account.id, [a.name for a in request.attributes]
-        )
-    }
-    attr_counts, value_counts = ChangeCounts(), ChangeCounts()
-    synced: list[Attribute] = []
-    for i, incoming in enumerate(request.attributes):
-        attribute = existing.get(incoming.name)
-        if attribute is None:
-            attribute = Attribute(account_id=account.id, name=incoming.name, values=[])
-            session.add(attribute)
-            attr_counts.created += 1
-        else:
-            attr_counts.unchanged += 1
-        by_value = {v.value: v for v in attribute.values}
-        for value_in in incoming.values:
-            value = by_value.get(value_in.value)
-            if value is None:
-                attribute.values.append(AttributeValue(value=value_in.value, code=value_in.code))
-                value_counts.created += 1
-            elif value.code != value_in.code:
-                value.code = value_in.code
-                value_counts.updated += 1
-            else:
-                value_counts.unchanged += 1
-        problems += _code_clashes(attribute, i, [v.value for v in incoming.values])
-        synced.append(attribute)
-    if problems:
-        raise ValidationFailed(problems=problems)
-    await session.flush()
-    log.info(
-        "catalog.attributes.synced",
-        account=account.name,
-        attributes=attr_counts.model_dump(),
-        values=value_counts.model_dump(),
-    )
-    return AttributeSyncResult(
-        attributes=[attribute_read(a) for a in synced],
-        counts=AttributeSyncCounts(attributes=attr_counts, values=value_counts),
-    )
-
-
-def _code_clashes(attribute: Attribute, index: int, sent: list[str]) -> list[Problem]:
-    # Two values of one attribute with one code would make image rules ambiguous.
-    holders: dict[str, list[str]] = {}
-    for value in attribute.values:
-        if value.code is not None:
-            holders.setdefault(value.code, []).append(value.value)
-    problems = []
-    for code, values in holders.items():
-        if len(values) > 1:
-            j = next((sent.index(v) for v in values if v in sent), 0)
-            problems.append(
-                Problem(
-                    detail=f"Code {code!r} of {attribute.name!r} would belong to "
-                    f"{', '.join(repr(v) for v in values)}; codes must be unique per attribute",
-                    pointer=f"/attributes/{index}/values/{j}/code",
-                    code="duplicate_code",
-                    title="Duplicate code",
-                )
-            )
-    return problems
-
-
-# -- products -----------------------------------------------------------------------------
 
 
 def variant_read(variant: Variant) -> VariantRead:
