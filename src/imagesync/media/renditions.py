@@ -52,10 +52,14 @@ def decoded_bytes(original: bytes) -> int:
     header (0 when it has none: `make_renditions` refuses it then)."""
     try:
         with Image.open(io.BytesIO(original)) as image:
-            bpp = max(source_bytes_per_pixel(original[:26]), stored_bytes_per_pixel(image.mode))
-            return image.width * image.height * bpp
+            return _frame_bytes(image, original)
     except Exception:
         return 0
+
+
+def _frame_bytes(image: Image.Image, original: bytes) -> int:
+    bpp = max(source_bytes_per_pixel(original[:26]), stored_bytes_per_pixel(image.mode))
+    return image.width * image.height * bpp
 
 
 def make_renditions(
@@ -78,10 +82,10 @@ def make_renditions(
             with Image.open(io.BytesIO(original)) as image:
                 if image.width * image.height > limits.max_pixels:
                     raise TooManyPixels(f"{image.width}x{image.height} is over the limit")
-                if decoded_bytes(original) > limits.max_decoded_bytes:
+                decoded = _frame_bytes(image, original)
+                if decoded > limits.max_decoded_bytes:
                     raise TooMuchDecoded(
-                        f"{image.width}x{image.height} decodes to "
-                        f"{mib(decoded_bytes(original))}, over the limit"
+                        f"{image.width}x{image.height} decodes to {mib(decoded)}, over the limit"
                     )
                 base, icc = _decoded(image, max(widths), draft_margin)
         out: dict[int, Rendered] = {}
