@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from imagesync.kit.aio import wait_event
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.media.probe import MediaError
 from imagesync.media.renditions import decoded_bytes, make_renditions, target_widths
@@ -247,5 +248,4 @@ class RenditionWorker:
                 busy = False
             if not busy:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                await wait_event(self._wake, IDLE_POLL_SECONDS)

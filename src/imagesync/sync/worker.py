@@ -21,6 +21,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from imagesync.kit.aio import wait_event
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.sync import repository
 from imagesync.sync.context import SyncContext
@@ -125,8 +126,7 @@ class SyncWorker:
                 task.add_done_callback(self._done)
             if not found or len(self._running) >= self.concurrency:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                await wait_event(self._wake, IDLE_POLL_SECONDS)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
