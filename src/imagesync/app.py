@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_context(settings, queue, connections=serve_connections(settings)) as ctx:
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
+            for limit in app.state.limits:
+                limit.open(ctx.sessionmaker.kw["bind"])
             runners = embedded_runners(ctx, settings) if isinstance(queue, EmbeddedQueue) else None
             app.state.runners = runners
             for runner in runners.all() if runners else []:
@@ -98,13 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsPolicy)
     # Outermost: a request over its token's limit costs nothing else.
-    app.add_middleware(
-        TokenRateLimit,
-        limit=limit_or_none("token", settings.rate_limit, settings.rate_limit_storage),
-    )
+    token_limit = limit_or_none("token", settings.rate_limit, settings.rate_counts_in)
+    app.add_middleware(TokenRateLimit, limit=token_limit)
     app.state.sign_in_limit = limit_or_none(
-        "sign-in", settings.sign_in_rate_limit, settings.rate_limit_storage
+        "sign-in", settings.sign_in_rate_limit, settings.rate_counts_in
     )
+    app.state.limits = [x for x in (token_limit, app.state.sign_in_limit) if x is not None]
     install_error_handlers(app)
     app.add_exception_handler(IntegrityError, _on_integrity_error)
     routes = api_router()

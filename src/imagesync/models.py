@@ -9,6 +9,7 @@ from imagesync.catalog.models import (
     Variant,
     VariantAttribute,
 )
+from imagesync.kit.ratelimit import RateWindow
 from imagesync.storage.models import Blob, Rendition
 from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
 from imagesync.web.models import AdminSession
@@ -23,6 +24,7 @@ __all__ = [
     "Image",
     "ImageVariant",
     "Product",
+    "RateWindow",
     "Rendition",
     "Source",
     "SyncJob",

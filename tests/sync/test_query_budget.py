@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.app import create_app
 from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
 from imagesync.storage.renditions import render_next
@@ -30,7 +31,10 @@ ITEMS = [f"p-{n}" for n in range(10)]
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, image_server: ImageServer) -> Settings:
-    return server_settings(database_url, tmp_path, image_server, embedded_worker=False)
+    # The paths alone: what the rate limit adds is pinned on its own, below.
+    return server_settings(
+        database_url, tmp_path, image_server, embedded_worker=False, rate_limit="0"
+    )
 
 
 @pytest.fixture
@@ -116,6 +120,8 @@ BUDGETS = {
     "noop": {"sqlite": (21, 2), "postgresql": (12, 2)},
     "no_download": {"sqlite": (17, 2), "postgresql": (17, 2)},
     "rendition": {"sqlite": (5, 2), "postgresql": (5, 2)},
+    # Counted in its own transaction on PostgreSQL, in memory on SQLite.
+    "rate_limit": {"sqlite": (0, 0), "postgresql": (1, 1)},
 }
 
 
@@ -198,6 +204,35 @@ async def test_a_product_that_needs_no_download_is_applied_in_its_request(
     assert answer.status_code == 200, answer.text
     assert answer.json()["products"][0]["counts"]["updated"] == 3
     within(spent, "no_download", dialect)
+
+
+async def test_what_the_rate_limit_adds_to_a_request(
+    app: FastAPI,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    dialect: str,
+) -> None:
+    limited = create_app(settings.model_copy(update={"rate_limit": "600/minute"}))
+    async with limited.router.lifespan_context(limited):
+        transport = httpx.ASGITransport(app=limited)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as counted:
+            spent = []
+            # The same request without and with the limit; the first count in a window
+            # also forgets the windows before it, so the third is the one compared.
+            for on, each in ((app, client), (limited, counted), (limited, counted)):
+                with counting(on.state.sessionmaker) as one:
+                    answer = await each.get("/products/images/sync/nope", headers=headers)
+                assert answer.status_code == 404, answer.text
+                spent.append(one)
+    assert "ratelimit" in answer.headers
+    bare, _, with_limit = spent
+    added = Spent(
+        [s for s in with_limit.statements if "rate_window" in s],
+        with_limit.transactions - bare.transactions,
+    )
+    assert len(with_limit.statements) - len(bare.statements) == len(added.statements)
+    within(added, "rate_limit", dialect)
 
 
 async def test_a_rendition_is_made_in_two_transactions(

@@ -162,9 +162,10 @@ class Settings(BaseSettings):
         description="Sign-in attempts to the admin pages per client address; `0`: no limit.",
     )
     rate_limit_storage: str = Field(
-        default="memory://",
-        description="Where the counts live: `memory://` (each process its own) or "
-        "`redis://HOST:PORT` (shared by every process; needs `imagesync[redis]`).",
+        default="",
+        description="Where the counts live, shared by every process: unset, the database "
+        "when it is PostgreSQL; `redis://HOST:PORT` (needs `imagesync[redis]`); or "
+        "`memory://`, each process its own (the only choice on SQLite).",
     )
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request.")
 
@@ -180,8 +181,10 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_storage")
     @classmethod
     def _rate_storage(cls, value: str) -> str:
-        if not value.startswith(("memory://", "redis://", "rediss://")):
-            raise ValueError("give memory:// or redis://HOST:PORT")
+        if value and not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(
+                "leave it unset (the database), or give redis://HOST:PORT or memory://"
+            )
         return value
 
     @field_validator("fetch_allow")
@@ -254,6 +257,13 @@ class Settings(BaseSettings):
     @property
     def async_database_url(self) -> str:
         return normalize_database_url(self.database_url)
+
+    @property
+    def rate_counts_in(self) -> str:
+        """Where the rate limits count: `database` (PostgreSQL), or a `limits` storage URL."""
+        if self.rate_limit_storage:
+            return self.rate_limit_storage
+        return "database" if self.async_database_url.startswith("postgresql") else "memory://"
 
 
 def parse_number_list(value: str, *, low: int, high: int, what: str) -> tuple[int, ...]:
