@@ -134,6 +134,24 @@ def test_bad_settings_exit_2_with_the_variable_named(
     assert "IMAGESYNC_PROT" in result.stderr
 
 
+def test_the_clients_variables_live_beside_the_servers(
+    env: str,  # noqa: ARG001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README exports IMAGESYNC_URL and IMAGESYNC_TOKEN for push; the server's
+    commands in that same shell were refused with "IMAGESYNC_TOKEN: unknown setting"."""
+    monkeypatch.setenv("IMAGESYNC_URL", "http://127.0.0.1:8000")
+    monkeypatch.setenv("IMAGESYNC_TOKEN", "isk_whatever")
+    assert invoke("accounts", "create", "acme")[0] == 0
+    code, output = invoke("accounts", "list")
+    assert code == 0, output
+    assert "acme" in output
+    monkeypatch.setenv("IMAGESYNC_TOKNE", "isk_whatever")  # a typo is still refused
+    result = runner.invoke(cli, ["accounts", "list"])
+    assert result.exit_code == 2
+    assert "IMAGESYNC_TOKNE: unknown setting" in result.stderr
+
+
 def test_collect_deletes_files_unused_past_the_grace_period(
     env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,6 +5,9 @@ together (the blob users image sync declares, the catalog's listener, every task
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,10 +15,10 @@ from typing import Any
 
 import procrastinate
 import structlog
-from procrastinate.psycopg_connector import PsycopgConnector
 
 from imagesync.catalog import events
 from imagesync.fetch.downloader import FetchLimits, SafeFetcher
+from imagesync.kit.aio import wait_event
 from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
 from imagesync.media.budget import DecodeBudget
@@ -23,22 +26,38 @@ from imagesync.media.probe import MediaLimits
 from imagesync.queue import QUEUES, Queue
 from imagesync.queue import procrastinate as queue_tasks
 from imagesync.queue.embedded import EmbeddedQueue
-from imagesync.queue.procrastinate import ProcrastinateQueue, conninfo
+from imagesync.queue.procrastinate import ProcrastinateQueue, ResilientConnector, conninfo
 from imagesync.storage import tasks as storage_tasks
 from imagesync.storage.context import Blobs
 from imagesync.storage.staging import Staging, default_parent
 from imagesync.storage.store import store_from_settings
 from imagesync.sync import tasks as sync_tasks
 from imagesync.sync.context import SyncContext
+from imagesync.sync.download import store_waits
 from imagesync.sync.images import CatalogImages
 from imagesync.sync.models import BLOB_USERS
 
 log = structlog.get_logger(__name__)
 
 
+async def _stopped_within(seconds: float) -> bool:
+    """Whether SIGTERM or SIGINT arrives within `seconds` (procrastinate's own handlers
+    are off between its runs)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await wait_event(stop, seconds)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return stop.is_set()
+
+
 def procrastinate_app(settings: Settings, *, pool_size: int = 2) -> procrastinate.App:
     """The procrastinate app with every task of the service registered."""
-    connector = PsycopgConnector(
+    connector = ResilientConnector(
         conninfo=conninfo(settings.async_database_url),
         min_size=1,
         max_size=pool_size,
@@ -128,6 +147,7 @@ async def open_context(
                 blobs,
                 max_attempts=settings.task_max_attempts,
                 account_max_products=settings.account_max_products,
+                store_waits=store_waits(settings.store_wait_seconds),
             )
     finally:
         await engine.dispose()
@@ -142,22 +162,36 @@ async def run_worker(
     context = open_context(settings, ProcrastinateQueue(app), connections=2 * concurrency + 2)
     async with context as ctx, app.open_async():
         log.info("worker.started", concurrency=concurrency, queues=queues or list(QUEUES))
-        await app.run_worker_async(
-            queues=list(queues or QUEUES),
-            concurrency=concurrency,
-            name=name,
-            additional_context={
-                "sync": ctx,
-                "blobs": ctx.blobs,
-                "settings": {
-                    "blob_grace_days": settings.blob_grace_days,
-                    "stalled_worker_seconds": settings.stalled_worker_seconds,
-                },
-            },
-            shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
-            update_heartbeat_interval=settings.worker_heartbeat_seconds,
-            stalled_worker_timeout=settings.stalled_worker_seconds,
-            delete_jobs="successful",
-            install_signal_handlers=True,
-        )
+        lost = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await app.run_worker_async(
+                    queues=list(queues or QUEUES),
+                    concurrency=concurrency,
+                    name=name,
+                    additional_context={
+                        "sync": ctx,
+                        "blobs": ctx.blobs,
+                        "settings": {
+                            "blob_grace_days": settings.blob_grace_days,
+                            "stalled_worker_seconds": settings.stalled_worker_seconds,
+                        },
+                    },
+                    shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
+                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
+                    stalled_worker_timeout=settings.stalled_worker_seconds,
+                    delete_jobs="successful",
+                    install_signal_handlers=True,
+                )
+                break  # asked to stop
+            except procrastinate.exceptions.ConnectorException as exc:
+                # procrastinate's worker ends when its connection is cut (a failover, a
+                # restart of the database): start it again, as a new worker; what the
+                # old one held is taken back as stalled work.
+                lost = 1 if time.monotonic() - started > 60 else lost + 1
+                wait = min(2.0 ** (lost - 1), 30.0)
+                log.warning("worker.database_lost", error=str(exc.__cause__ or exc), retry_in=wait)
+                if await _stopped_within(wait):
+                    break
         log.info("worker.stopped")

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from imagesync.client import AsyncClient as ImagesyncClient
 from imagesync.kit.db import Base
 from tests.conftest import S3Server
 from tests.served import clean_env, free_port
@@ -110,6 +111,7 @@ def cluster(
         "IMAGESYNC_WORKER_HEARTBEAT_SECONDS": "0.5",
         "IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS": "20",
         "IMAGESYNC_RENDITION_WIDTHS": "",
+        "IMAGESYNC_RATE_LIMIT": "0",  # the tests poll; the limit has tests of its own
     }
     found = Cluster(tmp_path, env)
     try:
@@ -288,14 +290,7 @@ async def test_a_poison_product_ends_failed_after_its_attempts(
 async def test_a_bucket_refusing_writes_is_shown_at_once_and_nothing_is_downloaded_twice(
     cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer, s3_server: S3Server
 ) -> None:
-    bucket = cluster.env["IMAGESYNC_STORAGE_URL"].removeprefix("s3://").split("/")[0]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.options.access_key_id,
-        aws_secret_access_key=s3_server.options.secret_access_key,
-        region_name=s3_server.options.region,
-    )
+    s3, bucket = bucket_of(cluster, s3_server)
     s3.delete_bucket(Bucket=bucket)  # every write is refused from now
     urls = [image_server.add("a.jpg"), image_server.add("b.jpg")]
     job_id = await post_sync(api, "p1", [{"url": u, "sort": i} for i, u in enumerate(urls)])
@@ -316,6 +311,113 @@ async def test_a_bucket_refusing_writes_is_shown_at_once_and_nothing_is_download
     assert await urls_of(api, "p1") == urls
     assert image_server.hits["a.jpg"] == 1
     assert image_server.hits["b.jpg"] == 1
+
+
+def bucket_of(cluster: Cluster, s3_server: S3Server) -> tuple[Any, str]:
+    bucket = cluster.env["IMAGESYNC_STORAGE_URL"].removeprefix("s3://").split("/")[0]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.options.access_key_id,
+        aws_secret_access_key=s3_server.options.secret_access_key,
+        region_name=s3_server.options.region,
+    )
+    return s3, bucket
+
+
+async def test_a_store_down_longer_than_an_attempt_waits_costs_no_download_twice(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer, s3_server: S3Server
+) -> None:
+    """The outage outlasts what one attempt waits with the bytes in hand (1.5 s here, 4
+    minutes by default): the attempt ends, its bytes are kept, and the later attempts,
+    on either worker, store them without asking the origin again. It was: after the
+    waits, every product failed for good, or downloaded again."""
+    cluster.env["IMAGESYNC_STORE_WAIT_SECONDS"] = "1.5"
+    s3, bucket = bucket_of(cluster, s3_server)
+    s3.delete_bucket(Bucket=bucket)
+    lists = {
+        item: [{"url": image_server.add(f"{item}-{n}.jpg"), "sort": n} for n in range(3)]
+        for item in ("p1", "p2")
+    }
+    jobs = [await post_sync(api, item, images) for item, images in lists.items()]
+    cluster.worker("w1")
+    cluster.worker("w2")
+
+    async def attempts_spent() -> bool:
+        details = [
+            (p.get("error") or {}).get("detail", "")
+            for j in jobs
+            for p in (await job(api, j))["products"]
+        ]
+        return all("attempt 2 of 5" in d or "attempt 3 of 5" in d for d in details)
+
+    await wait_until(attempts_spent, 30)  # each product's first attempt gave up
+    s3.create_bucket(Bucket=bucket)
+    for job_id in jobs:
+        read = await finished(api, job_id, 60)
+        assert read["status"] == "succeeded", read
+    for item, images in lists.items():
+        assert await urls_of(api, item) == [i["url"] for i in images]
+    assert sorted(image_server.hits.values()) == [1] * 6, image_server.hits
+
+
+async def test_database_connections_cut_while_eight_clients_post_lose_nothing(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer, queue_database: str
+) -> None:
+    """Every backend of the database is terminated, six times over three seconds, while
+    eight clients post a round every half second and two workers run: the clients' calls succeed
+    (a cut request is a 503 they send again), every job ends, and every product has
+    exactly its last list."""
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    items = [f"c-{n}" for n in range(16)]
+    created = await api.post(
+        "/products/sync", json={"products": [{"item_number": i} for i in items]}
+    )
+    assert created.status_code == 200, created.text
+    cluster.worker("w1")
+    cluster.worker("w2")
+    last: dict[str, list[dict[str, Any]]] = {}
+    cutting = asyncio.Event()
+
+    async def cut() -> int:
+        cuts = 0
+        with psycopg.connect(queue_database, autocommit=True) as admin:
+            for _ in range(6):
+                await asyncio.sleep(0.5)
+                row = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+                cuts += int(row[0]) if row else 0
+        cutting.set()
+        return cuts
+
+    async def client(n: int) -> list[str]:
+        jobs = []
+        async with ImagesyncClient(str(api.base_url), token, max_backoff=2) as one:
+            rounds = 0
+            while not cutting.is_set():
+                for item in items[n::8]:
+                    images = [
+                        {"url": image_server.add(f"{item}-{rounds}-{k}.jpg"), "sort": k}
+                        for k in range(2)
+                    ]
+                    jobs.append(
+                        (await one.sync_images([{"item_number": item, "images": images}])).id
+                    )
+                    last[item] = images
+                rounds += 1
+                await asyncio.sleep(0.5)
+        return jobs
+
+    cutter = asyncio.create_task(cut())
+    posted = await asyncio.gather(*(client(n) for n in range(8)))
+    assert await cutter > 0
+    statuses = [(await finished(api, job_id, 60))["status"] for jobs in posted for job_id in jobs]
+    assert set(statuses) <= {"succeeded", "superseded"}, statuses
+    for item, images in last.items():
+        assert await urls_of(api, item) == [i["url"] for i in images], item
+    assert count_rows(queue_database, "image") == 32
 
 
 async def test_sigterm_drains_the_work_in_hand_and_exits_0(

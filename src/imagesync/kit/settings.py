@@ -11,6 +11,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "IMAGESYNC_"
+# The client's variables (`imagesync push`, `imagesync.client`): they live beside the
+# server's in one shell, and the server leaves them alone.
+CLIENT_VARIABLES = frozenset({"IMAGESYNC_URL", "IMAGESYNC_TOKEN"})
 
 
 class SettingsError(Exception):
@@ -117,6 +120,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a worker says it is alive; its work is taken over once it "
         "has been silent for three times this.",
+    )
+    store_wait_seconds: float = Field(
+        default=240.0,
+        ge=0,
+        description="How long one attempt waits, with its downloads in hand, for a store "
+        "that refuses writes (tries after 1, 2, 4 ... 30 s); then the bytes are kept for "
+        "the next attempt.",
     )
     task_max_attempts: int = Field(
         default=5,
@@ -318,8 +328,9 @@ def normalize_database_url(url: str) -> str:
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment; unknown `IMAGESYNC_*` variables are refused,
-    since they are usually typos that would otherwise be silently ignored."""
-    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    since they are usually typos that would otherwise be silently ignored (the client's
+    own variables are known)."""
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields} | CLIENT_VARIABLES
     problems = [
         f"{key}: unknown setting"
         for key in os.environ

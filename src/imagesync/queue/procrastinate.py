@@ -7,13 +7,16 @@ its job commit together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, LiteralString
 
 import procrastinate
+import psycopg
 import structlog
 from procrastinate import JobContext, RetryDecision
 from procrastinate.jobs import Job
+from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.retry import BaseRetryStrategy
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +31,31 @@ def conninfo(async_database_url: str) -> str:
     if not scheme.startswith("postgresql"):
         raise ValueError("procrastinate needs PostgreSQL")
     return f"postgresql://{rest}"
+
+
+# Waits before a job's outcome is sent again on a fresh connection: about 15 s in all,
+# the time a failover takes.
+OUTCOME_RETRIES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class ResilientConnector(PsycopgConnector):
+    """procrastinate's connector (whose pool already replaces connections cut while
+    idle), for a database whose connections get cut under a statement (a failover, a
+    restart, `pg_terminate_backend`): a statement without a result (a job's outcome:
+    finished, failed, to retry) that lost its connection is sent again on a fresh one.
+    Lost, that outcome left the job `doing` under a worker that lived on, and nothing
+    ever took it back."""
+
+    async def execute_query_async(self, query: LiteralString, **arguments: Any) -> None:
+        for wait in (*OUTCOME_RETRIES, None):
+            try:
+                await super().execute_query_async(query, **arguments)
+                return
+            except procrastinate.exceptions.ConnectorException as exc:
+                if wait is None or not isinstance(exc.__cause__, psycopg.OperationalError):
+                    raise
+                log.warning("queue.statement_retried", error=str(exc.__cause__), retry_in=wait)
+                await asyncio.sleep(wait)
 
 
 class ProcrastinateQueue:

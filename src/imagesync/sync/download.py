@@ -31,8 +31,21 @@ from imagesync.sync.schemas import ImageError
 
 log = structlog.get_logger(__name__)
 
-# Seconds between tries of a store that refuses writes: about 4 minutes in all.
-STORE_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0, 30.0)
+
+def store_waits(total: float) -> tuple[float, ...]:
+    """Seconds between tries of a store that refuses writes, `total` in all: 1, 2, 4, 8,
+    15, then every 30 s; the last wait is cut to fit."""
+    waits: list[float] = []
+    step, spent = 1.0, 0.0
+    while spent < total:
+        wait = min(step, total - spent)
+        waits.append(wait)
+        spent += wait
+        step = min(step * 2, 15.0) if step < 15 else 30.0
+    return tuple(waits)
+
+
+STORE_WAITS = store_waits(240.0)  # about 4 minutes
 
 StoreRefused = Callable[[ImageError], Awaitable[None]]
 
