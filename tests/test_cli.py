@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -10,8 +12,10 @@ from typer.testing import CliRunner
 
 from imagesync.app import create_app
 from imagesync.cli import app as cli
+from imagesync.kit.db import current_revision
 from imagesync.kit.settings import Settings
 from tests.factories import auth
+from tests.served import clean_env
 from tests.web.test_admin_lists import sign_in
 
 runner = CliRunner()
@@ -261,3 +265,73 @@ def test_help_names_each_default(
     for words in says:
         assert words in output
     assert " .  " not in output  # a default swallowed as markup left "bind ."
+
+
+def command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`imagesync ARGS` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "imagesync", *args],
+        cwd=cwd,
+        env={**clean_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("args", [("accounts", "list"), ("migrate",), ("serve",), ("queue",)])
+def test_a_database_out_of_reach_is_one_sentence_and_exit_1(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    """It was 700+ lines of traceback."""
+    refused = "postgresql://postgres:secret@127.0.0.1:1/catalog"  # nothing listens on port 1
+    done = command(*args, cwd=tmp_path, IMAGESYNC_DATABASE_URL=refused)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
+    assert "cannot reach the database at postgresql+psycopg://postgres:***@127.0.0.1:1/catalog" in (
+        done.stderr
+    )
+    assert "(IMAGESYNC_DATABASE_URL)" in done.stderr
+    assert "secret" not in done.stderr
+
+    debug = command(*args, cwd=tmp_path, IMAGESYNC_DATABASE_URL=refused, IMAGESYNC_DEBUG="1")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.postgres
+def test_a_database_that_does_not_exist_is_named(postgres_url: str, tmp_path: Path) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    done = command("migrate", cwd=tmp_path, IMAGESYNC_DATABASE_URL=missing)
+    assert done.returncode == 1
+    assert 'database "no_such_database" does not exist' in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_folder_is_an_error_except_for_migrate(tmp_path: Path) -> None:
+    """It was created silently, with a new empty database in it."""
+    url = f"sqlite:///{tmp_path}/typo/imagesync.db"
+    done = command("accounts", "list", cwd=tmp_path, IMAGESYNC_DATABASE_URL=url)
+    assert done.returncode == 2
+    assert f"the folder {tmp_path}/typo does not exist" in " ".join(done.stderr.split())
+    assert not (tmp_path / "typo").exists()
+
+    made = command("migrate", cwd=tmp_path, IMAGESYNC_DATABASE_URL=url)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "typo" / "imagesync.db").exists()
+    # The default folder (./data) is still made by any command: `make run` on a clone.
+    assert command("accounts", "list", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "data" / "imagesync.db").exists()
+
+
+def test_migrate_says_what_it_applied(tmp_path: Path) -> None:
+    """It said "database is up to date" after creating every table."""
+    first = command("migrate", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    head = current_revision(f"sqlite+aiosqlite:///{tmp_path}/data/imagesync.db")
+    assert (
+        first.stdout.strip() == f"applied the migrations from an empty database to revision {head}"
+    )
+    again = command("migrate", cwd=tmp_path)
+    assert again.stdout.strip() == f"database is up to date (revision {head}): nothing to apply"

@@ -1,3 +1,3 @@
-from imagesync.cli import app
+from imagesync.cli import main
 
-app()
+main()

@@ -47,14 +47,73 @@ out = Console()
 T = TypeVar("T")
 
 
-def _settings(**overrides: object) -> Settings:
+def main() -> None:
+    """The `imagesync` command. A part it cannot reach (the database, the queue, Redis)
+    is one sentence naming the setting and what was tried, with exit code 1; the
+    traceback only with `IMAGESYNC_DEBUG=1` (or `--debug` before the command)."""
+    import os
+    import sys
+
+    debug = "--debug" in sys.argv[1:2] or os.environ.get("IMAGESYNC_DEBUG", "").lower() in (
+        "1",
+        "true",
+    )
+    if "--debug" in sys.argv[1:2]:
+        sys.argv.pop(1)
+    try:
+        app()
+    except Exception as exc:
+        sentence = unreachable(exc)
+        if sentence is None or debug:
+            raise
+        err.print(f"[red]error:[/red] {sentence}", highlight=False, soft_wrap=True)
+        err.print("(the whole traceback: IMAGESYNC_DEBUG=1)", style="dim", highlight=False)
+        raise SystemExit(1) from None
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """The sentence for a part that cannot be reached, if `exc` (or its cause) is one."""
+    import psycopg
+    import sqlalchemy.exc
+    from procrastinate.exceptions import ConnectorException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.OperationalError | psycopg.OperationalError):
+            return _database_sentence(seen)
+        if isinstance(seen, ConnectorException) and seen.__cause__ is not None:
+            seen = seen.__cause__
+            continue
+        if type(seen).__module__.startswith("redis"):
+            return f"cannot reach Redis (IMAGESYNC_RATE_LIMIT_STORAGE): {_first_line(seen)}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _database_sentence(exc: BaseException) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(load_settings().async_database_url).render_as_string(hide_password=True)
+    except Exception:
+        url = "the configured database"
+    detail = _first_line(getattr(exc, "orig", None) or exc)
+    return f"cannot reach the database at {url} (IMAGESYNC_DATABASE_URL): {detail}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _settings(*, create_database: bool = False, **overrides: object) -> Settings:
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        ensure_sqlite_directory(settings, create=create_database)
     except SettingsError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from exc
     configure_logging(settings.log_level, settings.log_format)
-    ensure_sqlite_directory(settings)
     return settings
 
 
@@ -292,9 +351,14 @@ def queue(
 @app.command("migrate")
 def migrate_command() -> None:
     """Apply pending database migrations (on PostgreSQL, procrastinate's queue schema too)."""
-    settings = _settings()
-    migrate(settings.async_database_url)
-    out.print("database is up to date")
+    settings = _settings(create_database=True)
+    before, after = migrate(settings.async_database_url)
+    if before == after:
+        out.print(f"database is up to date (revision {after}): nothing to apply")
+    else:
+        out.print(
+            f"applied the migrations from {before or 'an empty database'} to revision {after}"
+        )
 
 
 @accounts_app.command("create")

@@ -108,13 +108,33 @@ def alembic_config(async_url: str) -> Config:
     return config
 
 
-def migrate(async_url: str, revision: str = "head") -> None:
-    """Apply pending migrations (blocking; call it outside a running event loop)."""
+def migrate(async_url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply pending migrations (blocking; call it outside a running event loop); the
+    revision before and after (None: an empty database)."""
+    before = current_revision(async_url)
     command.upgrade(alembic_config(async_url), revision)
+    return before, current_revision(async_url)
 
 
-async def migrate_async(async_url: str, revision: str = "head") -> None:
-    await asyncio.to_thread(migrate, async_url, revision)
+def current_revision(async_url: str) -> str | None:
+    """The database's migration revision (blocking); None for an empty database."""
+    from alembic.migration import MigrationContext
+
+    async def read() -> str | None:
+        engine = create_engine(async_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(
+                    lambda sync: MigrationContext.configure(sync).get_current_revision()
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+async def migrate_async(async_url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    return await asyncio.to_thread(migrate, async_url, revision)
 
 
 def run_migrations_on(connection: Connection) -> None:

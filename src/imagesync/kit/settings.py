@@ -177,6 +177,10 @@ class Settings(BaseSettings):
         "when it is PostgreSQL; `redis://HOST:PORT` (needs `imagesync[redis]`); or "
         "`memory://`, each process its own (the only choice on SQLite).",
     )
+    debug: bool = Field(
+        default=False,
+        description="Commands print the whole traceback of a failure, not only its sentence.",
+    )
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest request.")
 
     @field_validator("rate_limit", "sign_in_rate_limit")
@@ -350,14 +354,26 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
-def ensure_sqlite_directory(settings: Settings) -> None:
-    """Create the folder of a SQLite database file, so the default works on a fresh clone."""
+def ensure_sqlite_directory(settings: Settings, *, create: bool = False) -> None:
+    """Create the SQLite database file (0600) and, for the default data folder or when
+    `create` (`imagesync migrate`), its folder. A missing folder elsewhere is a
+    `SettingsError`: a typo in the path must not leave a new, empty database behind."""
     url = settings.async_database_url
     prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix):
-        path = url[len(prefix) :].split("?", 1)[0]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Readable by this user alone: it holds the token hashes and every account's
-            # data (SQLite gives its -wal and -shm files the same mode).
-            Path(path).touch(mode=0o600, exist_ok=True)
+    if not url.startswith(prefix):
+        return
+    path = url[len(prefix) :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return
+    folder = Path(path).parent
+    default = Path(Settings.model_fields["database_url"].default.removeprefix("sqlite:///"))
+    if not folder.is_dir():
+        if not (create or folder.resolve() == default.parent.resolve()):
+            raise SettingsError(
+                f"IMAGESYNC_DATABASE_URL: the folder {folder} does not exist; create it, "
+                "or run `imagesync migrate`, which does"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+    # Readable by this user alone: it holds the token hashes and every account's data
+    # (SQLite gives its -wal and -shm files the same mode).
+    Path(path).touch(mode=0o600, exist_ok=True)
