@@ -260,7 +260,8 @@ def push(
     CSV: one row per image with item_number, url, sort, and optionally sort_b2c, alt,
     filename, existance_key, skip_if_no_variant_matches, and attr:NAME columns holding
     the attribute codes an image attaches to (attr:Color = 100). JSON: the API's request
-    shape. Exit code 0: all succeeded; 1: something failed; 2: bad input.
+    shape. Exit code 0: all succeeded; 1: something failed, or the service is out of
+    reach; 2: bad input, or a refused token.
     """
     from imagesync.push import PushOptions, run
 

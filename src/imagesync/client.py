@@ -14,6 +14,7 @@ answer raises `ApiError` (or a subclass by status) carrying TRAEDE's error objec
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
@@ -74,6 +75,21 @@ class Unavailable(ApiError):
 
 class ConnectionFailed(Exception):
     """The server could not be reached, still so after the retries."""
+
+    @property
+    def reason(self) -> str:
+        """Why, in a few words: "connection refused", "timed out", "name not known"."""
+        seen: BaseException | None = self.__cause__
+        while seen is not None:
+            if isinstance(seen, httpx.TimeoutException | TimeoutError):
+                return "timed out"
+            if isinstance(seen, OSError) and seen.errno:
+                return os.strerror(seen.errno).lower()
+            if isinstance(seen, OSError) and seen.strerror:
+                return seen.strerror.lower()
+            seen = seen.__cause__ or seen.__context__
+        cause = self.__cause__
+        return str(cause) or type(cause).__name__ if cause is not None else str(self)
 
 
 def chunks(items: Sequence[T], size: int = MAX_PRODUCTS_PER_IMAGE_SYNC) -> Iterator[list[T]]:
@@ -201,18 +217,18 @@ class AsyncClient:
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
                     raise ConnectionFailed(f"{method} {path}: {exc!r}") from exc
-                await asyncio.sleep(self._backoff(attempt, None))
+                await asyncio.sleep(self.backoff(attempt, None))
                 attempt += 1
                 continue
             if response.status_code < 400:
                 return response
             if response.status_code in RETRIED_STATUSES and attempt < self.retries:
-                await asyncio.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
+                await asyncio.sleep(self.backoff(attempt, response.headers.get("Retry-After")))
                 attempt += 1
                 continue
             raise _error(response)
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+    def backoff(self, attempt: int, retry_after: str | None) -> float:
         """Retry-After when the server gives one (capped), else exponential with jitter."""
         if retry_after is not None:
             try:

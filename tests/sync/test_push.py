@@ -19,7 +19,7 @@ from aiohttp import web
 from imagesync.client import AsyncClient, Client, InvalidRequest, NotFound, Unauthorized
 from imagesync.sync.examples import FINISHED_JOB_EXAMPLE
 from imagesync.sync.schemas import SyncJobRead
-from tests.served import clean_env, create_token, serve
+from tests.served import clean_env, create_token, free_port, serve
 from tests.sync.conftest import ImageServer
 
 PRODUCTS = 100
@@ -304,3 +304,32 @@ async def test_a_batch_over_the_body_limit_is_sent_in_halves(
         code, out, err = await push(api, str(export))
         assert code == 0, out + err
         assert "succeeded │       10" in out
+
+
+async def test_a_refused_token_is_said_before_anything_is_sent_and_exits_2(
+    api: Api, tmp_path: Path, image_server: ImageServer
+) -> None:
+    """It was a table row `unauthorized` and exit code 1."""
+    path = write_csv(tmp_path / "catalog.csv", catalog_rows(image_server)[:20])
+    wrong = Api(api.base, "isk_" + "x" * 40)
+    code, stdout, stderr = await push(wrong, str(path))
+    assert code == 2, (stdout, stderr)
+    assert "refused the token (isk_xxxx...): check --token or IMAGESYNC_TOKEN" in stderr
+    assert "Nothing was sent" in stderr
+    assert "unauthorized" not in stdout
+    assert sum(image_server.hits.values()) == 0
+
+
+async def test_a_service_out_of_reach_is_said_while_retrying_and_at_the_end(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    """It retried for 13.5 s in silence and then showed only `not_sent`."""
+    path = write_csv(tmp_path / "catalog.csv", catalog_rows(image_server)[:20])
+    nobody = Api(f"http://127.0.0.1:{free_port()}", "isk_" + "x" * 40)
+    started = time.monotonic()
+    code, _, stderr = await push(nobody, str(path))
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1, stderr
+    assert any("connection refused; trying again in" in line for line in lines), stderr
+    assert lines[-1] == f"cannot reach {nobody.base}: connection refused. Nothing was sent."
+    assert time.monotonic() - started < 30

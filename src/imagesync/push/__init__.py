@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from imagesync.client import AsyncClient
+from imagesync.client import ApiError, AsyncClient, ConnectionFailed, Unauthorized
 from imagesync.push.report import Display, summary, write_report
 from imagesync.push.send import Tally, push
 from imagesync.push.source import Loaded, SourceError, load
@@ -58,6 +58,9 @@ def run(path: str, options: PushOptions, console: Console, errors: Console) -> i
         highlight=False,
         soft_wrap=True,
     )
+    refused = asyncio.run(_check_token(options, errors))
+    if refused is not None:
+        return refused
     tally = Tally(products=len(loaded.products), images=loaded.images)
     display = Display(console, tally, verb="planning" if options.dry_run else "syncing")
     interrupted = False
@@ -81,6 +84,37 @@ def run(path: str, options: PushOptions, console: Console, errors: Console) -> i
         )
         return INTERRUPTED
     return FAILED if tally.failed or loaded.invalid else OK
+
+
+async def _check_token(options: PushOptions, errors: Console) -> int | None:
+    """Before anything is sent: is the service there, and does it take the token? The
+    exit code when not (2 for a refused token: a usage error), None when it does."""
+
+    def say(text: str) -> None:
+        errors.print(text, style="red", highlight=False, markup=False, soft_wrap=True)
+
+    # Retried here, not in the client, so that each failed try is said as it happens.
+    async with AsyncClient(options.url, options.token, retries=0) as client:
+        for attempt in range(options.retries + 1):
+            try:
+                await client.products(limit=1)
+                return None
+            except Unauthorized:
+                say(
+                    f"{options.url} refused the token ({options.token[:8]}...): check --token "
+                    "or IMAGESYNC_TOKEN. Nothing was sent."
+                )
+                return BAD_INPUT
+            except ConnectionFailed as exc:
+                if attempt == options.retries:
+                    say(f"cannot reach {options.url}: {exc.reason}. Nothing was sent.")
+                    return FAILED
+                wait = client.backoff(attempt, None)
+                say(f"cannot reach {options.url}: {exc.reason}; trying again in {wait:.1f} s")
+                await asyncio.sleep(wait)
+            except ApiError:
+                return None  # a reachable service with a token it did not refuse
+    return None
 
 
 async def _push(loaded: Loaded, options: PushOptions, tally: Tally, display: Display) -> None:

@@ -150,6 +150,8 @@ def _refused_products(exc: InvalidRequest, size: int) -> dict[int, list[ImageErr
 def _error_of(exc: ApiError | ConnectionFailed) -> ImageError:
     if isinstance(exc, ApiError) and exc.errors:
         return ImageError(code=exc.errors[0].code, detail=exc.errors[0].detail)
+    if isinstance(exc, ConnectionFailed):
+        return ImageError(code="not_sent", detail=f"cannot reach the service: {exc.reason}")
     return ImageError(code="not_sent", detail=str(exc))
 
 
