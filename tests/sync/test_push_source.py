@@ -88,3 +88,21 @@ def test_standard_input_is_read_by_its_content(monkeypatch: pytest.MonkeyPatch) 
     stdin = io.TextIOWrapper(io.BytesIO("\n".join(lines).encode()))
     monkeypatch.setattr(sys, "stdin", stdin)
     assert [p.item_number for p in load("-").products] == ["p0", "p1"]
+
+
+def test_every_problem_of_a_file_is_reported_in_one_pass(tmp_path: Path) -> None:
+    """A repeated image row was reported only once the product's other errors were
+    fixed: a round per problem."""
+    d = ","
+    text = HEADER.format(d=d) + (
+        f"p1{d}https://cdn.test/a.jpg{d}x{d}{d}{d}\r\n"  # line 2: sort is not a number
+        f"p1{d}https://cdn.test/a.jpg{d}2{d}{d}{d}\r\n"  # line 3: the same url again
+        f"p2{d}https://cdn.test/c.jpg{d}1{d}{d}{d}\r\n"
+    )
+    path = tmp_path / "export.csv"
+    path.write_text(text)
+    loaded = load(str(path))
+    assert loaded.invalid == ["p1"]
+    found = sorted((p.line, p.column) for p in loaded.problems)
+    assert found == [(2, "sort"), (3, "url")], loaded.problems
+    assert "the same url as the image at line 2" in str(loaded.problems[-1])

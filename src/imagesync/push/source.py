@@ -281,15 +281,25 @@ def _validate(drafts: list[_Draft]) -> Loaded:
 
 
 def _problems(draft: _Draft) -> Iterator[Problem]:
+    """Every problem of the product at once: its invalid values and its repeated images
+    (these were reported only once the rest was fixed, a round per problem)."""
     try:
-        product = ProductImagesIn.model_validate(draft.body)
+        ProductImagesIn.model_validate(draft.body)
     except ValidationError as exc:
         for error in exc.errors():
             yield _located(draft, error["loc"], error["msg"])
-        return
+    images = draft.body.get("images") if isinstance(draft.body, dict) else None
     first: dict[object, int] = {}
-    for index, image in enumerate(product.images):
-        identity = identity_of(image.url, image.existance_key)
+    for index, image in enumerate(images if isinstance(images, list) else []):
+        url = image.get("url") if isinstance(image, dict) else None
+        key = (
+            image.get("existance_key", image.get("existence_key"))
+            if isinstance(image, dict)
+            else None
+        )
+        if not isinstance(url, str) or not isinstance(key, str | None):
+            continue  # an invalid value, said above
+        identity = identity_of(url, key or None)
         if identity in first:
             field_name = identity.kind
             other = (
