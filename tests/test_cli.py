@@ -248,6 +248,39 @@ def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> No
     assert "product_not_found" in output
 
 
+def test_queue_shows_what_fails_now_apart_from_the_days_history(env: str, tmp_path: Path) -> None:
+    """A product that failed and has since succeeded is history, not failing now: the
+    last day's failures were counted as if they still were."""
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+
+    async def sync(*bodies: tuple[str, dict[str, object]]) -> None:
+        settings = Settings(
+            database_url=env, storage_url=str(tmp_path / "files"), embedded_worker=False
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                for path, body in bodies:
+                    answer = await client.post(path, json=body, headers=auth(token))
+                    assert answer.status_code == 200, answer.text
+
+    images = ("/products/images/sync", {"products": [{"item_number": "p1", "images": []}]})
+    asyncio.run(sync(images))  # p1 is not in the catalog yet
+    failing = json.loads(invoke("queue", "--json")[1])
+    assert failing["failing_codes"] == {"product_not_found": 1}
+    assert failing["failed_codes"] == {"product_not_found": 1}
+
+    asyncio.run(sync(("/products/sync", {"products": [{"item_number": "p1"}]}), images))
+    fixed = json.loads(invoke("queue", "--json")[1])
+    assert fixed["failing_codes"] == {}
+    assert fixed["failed_codes"] == {"product_not_found": 1}
+    code, output = invoke("queue")
+    assert code == 0
+    assert "failed in the last 24 h: product_not_found" in output
+    assert "failing now" not in output
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [

@@ -313,7 +313,8 @@ def collect(
 def queue(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
-    """Show the work: products of sync jobs waiting, running, stuck or failed (last 24 h),
+    """Show the work: products of sync jobs waiting, running, stuck, failing now (their
+    last sync failed) or failed in the last 24 h,
     renditions by state and, with IMAGESYNC_QUEUE=procrastinate, the queue's jobs per
     queue, the stalled ones and the live workers."""
     from imagesync.sync.status import queue_status
@@ -336,8 +337,10 @@ def queue(
     if found.oldest_queued_seconds is not None:
         table.add_row("products", "oldest queued (s)", f"{found.oldest_queued_seconds:.0f}")
     table.add_row("products", "running past their lease", str(found.products_past_lease))
+    for code, n in sorted(found.failing_codes.items()):
+        table.add_row("products", f"failing now: {code}", str(n))
     for code, n in sorted(found.failed_codes.items()):
-        table.add_row("products", f"failed: {code}", str(n))
+        table.add_row("products", f"failed in the last 24 h: {code}", str(n))
     for state, n in sorted(found.renditions.items()):
         table.add_row("renditions", state, str(n))
     for name, statuses in found.jobs.items():

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from imagesync.kit.db import utcnow
 from imagesync.storage.models import Rendition
@@ -20,8 +21,11 @@ class QueueStatus:
     oldest_queued_seconds: float | None
     # Running past their lease: held by an embedded process that is gone.
     products_past_lease: int
-    failed_codes: dict[str, int]  # the last day's failures, by code
+    failed_codes: dict[str, int]  # the last day's failures, by code (history)
     renditions: dict[str, int]  # by state
+    # Products whose last finished sync failed, by code: what is failing now, however
+    # old, and no longer once a later sync of the product succeeded.
+    failing_codes: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, dict[str, int]] = field(default_factory=dict)  # queue -> status -> n
     stalled_jobs: int = 0
     workers: int = 0
@@ -31,6 +35,7 @@ class QueueStatus:
             "products": self.products,
             "oldest_queued_seconds": self.oldest_queued_seconds,
             "products_past_lease": self.products_past_lease,
+            "failing_codes": self.failing_codes,
             "failed_codes": self.failed_codes,
             "renditions": self.renditions,
             "jobs": self.jobs,
@@ -71,13 +76,34 @@ async def queue_status(
             .group_by(code)
         )
     }
+    later = aliased(SyncJobProduct)
+    failing_codes = {
+        found or "unknown": int(n)
+        for found, n in await session.execute(
+            select(code, func.count())
+            .where(
+                SyncJobProduct.status == "failed",
+                ~select(later.seq)
+                .where(
+                    later.account_id == SyncJobProduct.account_id,
+                    later.item_number == SyncJobProduct.item_number,
+                    later.seq > SyncJobProduct.seq,
+                    later.status.in_(("succeeded", "failed")),
+                )
+                .exists(),
+            )
+            .group_by(code)
+        )
+    }
     renditions = {
         state: int(n)
         for state, n in await session.execute(
             select(Rendition.state, func.count()).group_by(Rendition.state)
         )
     }
-    status = QueueStatus(products, oldest_seconds, int(past_lease or 0), failed_codes, renditions)
+    status = QueueStatus(
+        products, oldest_seconds, int(past_lease or 0), failed_codes, renditions, failing_codes
+    )
     if procrastinate:
         for queue, job_status, n in await session.execute(
             text(
