@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -253,7 +254,7 @@ def test_queue_shows_what_fails_now_apart_from_the_days_history(env: str, tmp_pa
     last day's failures were counted as if they still were."""
     token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
 
-    async def sync(*bodies: tuple[str, dict[str, object]]) -> None:
+    async def sync(*bodies: tuple[str, dict[str, Any]]) -> None:
         settings = Settings(
             database_url=env, storage_url=str(tmp_path / "files"), embedded_worker=False
         )
