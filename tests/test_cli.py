@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,15 +291,31 @@ def test_queue_shows_what_fails_now_apart_from_the_days_history(env: str, tmp_pa
         (["worker"], ["IMAGESYNC_WORKER_CONCURRENCY, else 5", "(default: all)"]),
     ],
 )
-def test_help_names_each_default(
-    command: list[str], says: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "200")  # one line per option
-    code, output = invoke(*command, "--help")
+def test_help_names_each_default(command: list[str], says: list[str]) -> None:
+    # One line per option.
+    result = runner.invoke(cli, [*command, "--help"], terminal_width=200, max_content_width=200)
+    code, output = result.exit_code, result.stdout
     assert code == 0, output
     for words in says:
         assert words in output
     assert " .  " not in output  # a default swallowed as markup left "bind ."
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["push"], ["serve"], ["worker"], ["collect"], ["demo"], ["accounts", "create"]],
+)
+def test_help_reads_as_sentences_with_named_placeholders(command: list[str]) -> None:
+    """Help wrapped mid-sentence where the docstrings break lines, and options read
+    `--help <bool>`, `--url <str>`, `<list[str]>`."""
+    result = runner.invoke(cli, [*command, "--help"], terminal_width=200, max_content_width=200)
+    output = result.stdout
+    assert result.exit_code == 0, output
+    options = output.split("Options:", 1)[1]  # (Typer itself marks arguments `{FILE} <str>`)
+    assert not re.search(r"<(bool|str|int|float|path|list)", options), output
+    description = output.split("\n\n")[1]  # the docstring's first paragraph
+    lines = description.strip().splitlines()
+    assert all(len(line) > 150 for line in lines[:-1]), description  # broken only when full
 
 
 def command(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -369,3 +386,14 @@ def test_migrate_says_what_it_applied(tmp_path: Path) -> None:
     )
     again = command("migrate", cwd=tmp_path)
     assert again.stdout.strip() == f"database is up to date (revision {head}): nothing to apply"
+
+
+@pytest.mark.parametrize("args", [("accounts", "create", "acme"), ("tokens", "create", "acme")])
+def test_json_output_comes_alone(args: tuple[str, ...], tmp_path: Path) -> None:
+    """`accounts create --json` also printed log lines on stderr."""
+    if args[0] == "tokens":
+        assert command("accounts", "create", "acme", cwd=tmp_path).returncode == 0
+    done = command(*args, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["account"] == "acme"
+    assert done.stderr == ""

@@ -34,6 +34,7 @@ app = typer.Typer(
     help="imagesync: keeps product images in sync with an external source.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 accounts_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
@@ -106,14 +107,20 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _settings(*, create_database: bool = False, **overrides: object) -> Settings:
+def _settings(
+    *, create_database: bool = False, quiet: bool = False, **overrides: object
+) -> Settings:
+    """The settings; `quiet`: only warnings are logged (output meant for a program)."""
     try:
         settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
         ensure_sqlite_directory(settings, create=create_database)
     except SettingsError as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from exc
-    configure_logging(settings.log_level, settings.log_format)
+    level = settings.log_level
+    if quiet and level in ("debug", "info"):
+        level = "warning"
+    configure_logging(level, settings.log_format)
     return settings
 
 
@@ -139,10 +146,14 @@ def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable
 @app.command()
 def serve(
     host: str | None = typer.Option(
-        None, help=f"Address to bind (default: IMAGESYNC_HOST, else {_default('host')})."
+        None,
+        metavar="HOST",
+        help=f"Address to bind (default: IMAGESYNC_HOST, else {_default('host')}).",
     ),
     port: int | None = typer.Option(
-        None, help=f"Port to bind (default: IMAGESYNC_PORT, else {_default('port')})."
+        None,
+        metavar="PORT",
+        help=f"Port to bind (default: IMAGESYNC_PORT, else {_default('port')}).",
     ),
     run_migrations: bool = typer.Option(
         True, "--migrate/--no-migrate", help="Apply pending migrations first."
@@ -173,16 +184,18 @@ def serve(
 def worker(
     concurrency: int | None = typer.Option(
         None,
+        metavar="N",
         help="Jobs run at once (default: IMAGESYNC_WORKER_CONCURRENCY, else "
         f"{_default('worker_concurrency')}).",
     ),
     queue: list[str] | None = typer.Option(
         None,
         "--queue",
+        metavar="QUEUE",
         help="Take jobs from this queue only (repeat for several): sync, renditions, "
         "maintenance (default: all).",
     ),
-    name: str = typer.Option("worker", help="Worker name in logs."),
+    name: str = typer.Option("worker", metavar="NAME", help="Worker name in logs."),
 ) -> None:
     """Run queued work (IMAGESYNC_QUEUE=procrastinate): product syncs, renditions and the
     periodic clean-up. Run any number, on any machine sharing the database and storage.
@@ -218,6 +231,7 @@ def demo(
     keep: Path | None = typer.Option(
         None,
         "--keep",
+        metavar="FOLDER",
         help="Keep the demo's database and files in this folder "
         "(default: a temporary folder, deleted at the end).",
     ),
@@ -236,15 +250,21 @@ def demo(
 @app.command()
 def push(
     file: str = typer.Argument(
-        ..., help="A CSV, JSON or JSON Lines export; - reads standard input."
+        ..., metavar="FILE", help="A CSV, JSON or JSON Lines export; - reads standard input."
     ),
     url: str = typer.Option(
-        ..., envvar="IMAGESYNC_URL", help="The service, e.g. http://127.0.0.1:8000."
+        ..., envvar="IMAGESYNC_URL", metavar="URL", help="The service, e.g. http://127.0.0.1:8000."
     ),
     token: str = typer.Option(
-        ..., envvar="IMAGESYNC_TOKEN", help="An API token of the account.", show_default=False
+        ...,
+        envvar="IMAGESYNC_TOKEN",
+        metavar="TOKEN",
+        help="An API token of the account.",
+        show_default=False,
     ),
-    concurrency: int = typer.Option(4, min=1, max=32, help="Syncs of ten products at once."),
+    concurrency: int = typer.Option(
+        4, min=1, max=32, metavar="N", help="Syncs of ten products at once (1 to 32)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Show what a sync would do; change nothing."
     ),
@@ -252,7 +272,9 @@ def push(
         False, "--skip-invalid", help="Send the valid products of an invalid file."
     ),
     report: Path | None = typer.Option(
-        None, help="Write every failed product and image (and a dry run's plan) as JSON here."
+        None,
+        metavar="FILE",
+        help="Write every failed product and image (and a dry run's plan) as JSON here.",
     ),
 ) -> None:
     """Sync the images of every product in FILE, ten per request, and report the outcome.
@@ -280,6 +302,7 @@ def push(
 def collect(
     grace_days: float | None = typer.Option(
         None,
+        metavar="DAYS",
         help="Keep unused files this many days (default: IMAGESYNC_BLOB_GRACE_DAYS, else "
         f"{_default('blob_grace_days'):g}).",
     ),
@@ -367,11 +390,12 @@ def migrate_command() -> None:
 
 @accounts_app.command("create")
 def accounts_create(
-    name: str,
+    name: str = typer.Argument(..., metavar="NAME", help="The account's name, unique."),
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
 ) -> None:
     """Create an account and print its first API token (shown once)."""
-    issued = _in_transaction(_settings(), lambda s: catalog_auth.create_account(s, name))
+    settings = _settings(quiet=as_json)
+    issued = _in_transaction(settings, lambda s: catalog_auth.create_account(s, name))
     if as_json:
         typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
     else:
@@ -391,11 +415,12 @@ def accounts_list() -> None:
 
 @tokens_app.command("create")
 def tokens_create(
-    account: str,
+    account: str = typer.Argument(..., metavar="ACCOUNT"),
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
 ) -> None:
     """Issue another API token for ACCOUNT (shown once)."""
-    issued = _in_transaction(_settings(), lambda s: catalog_auth.create_token(s, account))
+    settings = _settings(quiet=as_json)
+    issued = _in_transaction(settings, lambda s: catalog_auth.create_token(s, account))
     if as_json:
         typer.echo(json.dumps({"account": issued.account, "token": issued.token}))
     else:
@@ -403,7 +428,7 @@ def tokens_create(
 
 
 @tokens_app.command("list")
-def tokens_list(account: str) -> None:
+def tokens_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """List ACCOUNT's tokens by prefix (the tokens themselves are not stored)."""
 
     async def work(session: AsyncSession) -> list[tuple[str, str, str]]:
@@ -424,7 +449,11 @@ def tokens_list(account: str) -> None:
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(token_prefix: str) -> None:
+def tokens_revoke(
+    token_prefix: str = typer.Argument(
+        ..., metavar="PREFIX", help="The token, or its first 8 or more characters."
+    ),
+) -> None:
     """Revoke the token starting with TOKEN_PREFIX (at least 8 characters; the whole token
     will do). The admin sessions opened with it end too."""
     token = _in_transaction(_settings(), lambda s: catalog_auth.revoke_token(s, token_prefix))
@@ -435,7 +464,7 @@ def tokens_revoke(token_prefix: str) -> None:
 
 
 @sessions_app.command("list")
-def sessions_list(account: str) -> None:
+def sessions_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """List ACCOUNT's signed-in admin sessions."""
     table = Table("opened", "expires", "token")
     for found in _in_transaction(_settings(), lambda s: sessions.list_sessions(s, account)):
@@ -448,7 +477,7 @@ def sessions_list(account: str) -> None:
 
 
 @sessions_app.command("revoke")
-def sessions_revoke(account: str) -> None:
+def sessions_revoke(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """End every admin session of ACCOUNT (its users sign in again)."""
     ended = _in_transaction(_settings(), lambda s: sessions.revoke_sessions(s, account))
     out.print(f"{ended} admin session{'' if ended == 1 else 's'} of {account} ended")
