@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+INSTALL = "sudo apt-get install chromium (or run .ci/run, which installs it)"
 # As this machine's closed network needs: no background requests, no sandbox as root.
 BROWSER_ARGS = [
     "--headless",
@@ -27,8 +28,8 @@ def require_chromium() -> Path:
     """The browser, or a skip (a failure when TEST_REQUIRE_BROWSER is set, as in CI)."""
     if not CHROMIUM.exists():
         if os.environ.get("TEST_REQUIRE_BROWSER"):
-            pytest.fail("TEST_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+            pytest.fail(f"TEST_REQUIRE_BROWSER is set but {CHROMIUM} is missing: {INSTALL}")
+        pytest.skip(f"the page tests need Debian's chromium at {CHROMIUM}: {INSTALL}")
     return CHROMIUM
 
 
