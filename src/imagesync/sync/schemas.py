@@ -87,20 +87,35 @@ class ProductImagesIn(RequestModel):
     images: list[ImageIn] = Field(description="ALL the product's images; omitted ones are deleted.")
 
 
+def _one_of_two_names(schema: dict[str, Any]) -> None:
+    """The request as two named alternatives, each with its one list: documentation
+    tools then show "products" or "product_images" (not "ImageSyncRequest /
+    ImageSyncRequest"), and their samples carry one list, not both."""
+    properties = schema.pop("properties")
+    schema.pop("type", None)
+    schema.pop("additionalProperties", None)
+    alternatives = {
+        "products": "products",
+        "product_images": "product_images (the same, by TRAEDE's other name)",
+    }
+    schema["oneOf"] = [
+        {
+            "title": title,
+            "type": "object",
+            "properties": {key: properties[key]["anyOf"][0]},
+            "required": [key],
+            "additionalProperties": False,
+        }
+        for key, title in alternatives.items()
+    ]
+    schema["examples"] = [TRAEDE_EXAMPLE]
+
+
 class ImageSyncRequest(RequestModel):
     """TRAEDE documents the list both as `products` and as `product_images`; send exactly
     one of them."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            # Exactly one of the two is a list (the other absent or null).
-            "oneOf": [
-                {"required": [key], "properties": {key: {"type": "array"}}}
-                for key in ("products", "product_images")
-            ],
-            "examples": [TRAEDE_EXAMPLE],
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=lambda schema: _one_of_two_names(schema))
 
     products: list[ProductImagesIn] | None = Field(
         default=None, min_length=1, max_length=MAX_PRODUCTS_PER_IMAGE_SYNC
