@@ -75,3 +75,28 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     assert "Products by status" in output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["statuses"] == {"succeeded": 1}
+
+
+def test_what_the_walk_through_makes_is_ignored_by_git(tmp_path: Path) -> None:
+    """It left images/, stored.jpg, catalog.csv and report.json in the repository."""
+    root = README.parent
+    made = ["images/black-01.jpg", "stored.jpg", "catalog.csv", "report.json"]
+    if not (root / ".git").exists():  # an unpacked copy: read the rules
+        rules = (root / ".gitignore").read_text().split()
+        assert {"/images/", "/stored.jpg", "/catalog.csv", "/report.json"} <= set(rules)
+        return
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *made], cwd=root, capture_output=True, text=True
+    )
+    assert ignored.stdout.split() == made
+
+
+def test_the_readme_explains_every_image_outcome() -> None:
+    """`not_applied` appeared in results with no word on it."""
+    from typing import get_args
+
+    from imagesync.sync.schemas import Outcome
+
+    text = README.read_text()
+    for outcome in get_args(Outcome):
+        assert f"`{outcome}`" in text, outcome
