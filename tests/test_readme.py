@@ -77,7 +77,7 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     assert report["statuses"] == {"succeeded": 1}
 
 
-def test_what_the_walk_through_makes_is_ignored_by_git(tmp_path: Path) -> None:
+def test_what_the_walk_through_makes_is_ignored_by_git() -> None:
     """It left images/, stored.jpg, catalog.csv and report.json in the repository."""
     root = README.parent
     made = ["images/black-01.jpg", "stored.jpg", "catalog.csv", "report.json"]

@@ -7,6 +7,7 @@ phone widths) for the README."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -241,18 +242,31 @@ def test_the_example_product_shows_its_images_in_order_and_the_variant_matrix(
     assert white.evaluate(cells) == [False, False, True, True]
     assert "Black 100" in " ".join(black.inner_text().split())
     assert "green-product-01.jpg" in page.locator(".skipped").inner_text()
+    # The columns are headed by the images' sort values (they read #1 ... #4 by place).
+    headers = "table.matrix thead th.num"
+    assert page.locator(headers).all_inner_texts() == ["1", "2", "3", "4"]
     page.get_by_role("link", name="B2C order (sort_b2c)").click()
     alts = page.locator(".image img").evaluate_all("els => els.map(e => e.alt)")
     assert alts[0] == "A white t-shirt back"
+    assert page.locator(headers).all_inner_texts() == ["1", "2", "3", "4"]  # sort_b2c
+    assert page.locator(".image dd", has_text="B2C 1").count() == 1
     assert page.elsewhere == []
 
 
-def test_a_failed_sync_shows_its_error(browser: Any, site: Site) -> None:
+def test_a_failed_sync_shows_its_error_the_url_that_failed_and_its_job(
+    browser: Any, site: Site
+) -> None:
+    """The product's page showed the code, but not the URL that failed, nor its job."""
     page = _page(browser, site)
     _sign_in(page, site.token, "/admin/products/broken-product")
     text = page.locator("main").inner_text()
     assert "failed" in text
     assert "download_http_error" in text
+    failure = page.locator(".failures li").inner_text()
+    assert "/gone.jpg — download_http_error: origin answered 404" in failure
+    page.locator("main a[href^='/admin/jobs/']").click()
+    assert page.locator("h1").inner_text().startswith("Job")
+    assert "broken-product" in page.locator("main").inner_text()
 
 
 def test_another_accounts_product_is_not_found(browser: Any, site: Site) -> None:
@@ -285,9 +299,10 @@ def test_a_failed_job_is_found_in_three_clicks_with_its_error(browser: Any, site
     page = _page(browser, site)
     _sign_in(page, site.token, "/admin")
     page.get_by_role("link", name="Jobs", exact=True).click()
-    page.get_by_role("link", name="failed (1)").click()
+    page.get_by_role("link", name="has failures (1)").click()
     assert page.locator("tbody tr").count() == 1
-    page.locator("tbody tr a").click()
+    assert page.locator("tbody tr td.items").inner_text() == "broken-product"
+    page.locator("tbody tr td:first-child a").click()
     text = page.locator("main").inner_text()
     assert "download_http_error: origin answered 404" in text
     assert page.get_by_role("link", name="broken-product").count() == 1
@@ -344,3 +359,64 @@ def test_pages_fit_a_phone_and_a_desktop(browser: Any, site: Site, width: int, s
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name}: {overflow}px wider than {width}px: {page.evaluate(WIDE)}"
         _shot(page, f"{name}-{suffix}")
+
+
+def test_a_partially_failed_job_is_found_by_its_failures_and_its_item_number(
+    browser: Any, site: Site
+) -> None:
+    """A job where one of several products failed reads "partially failed": the
+    `failed` filter showed nothing, and the list showed ids only."""
+    body = {
+        "products": [
+            {"item_number": "secret-product", "images": []},
+            {"item_number": "never-created", "images": []},
+        ]
+    }
+    sent = httpx.post(
+        f"{site.base}/products/images/sync",
+        json=body,
+        headers={"Authorization": f"Bearer {site.other_token}"},
+    )
+    assert sent.json()["status"] == "partially_failed", sent.text
+    page = _page(browser, site)
+    _sign_in(page, site.other_token, "/admin/jobs")
+    # (Another test's job of this account may have failed too.)
+    page.get_by_role("link", name=re.compile(r"^has failures \(\d+\)$")).click()
+    row = page.locator("tbody tr", has_text="never-created")
+    assert row.locator("td.items").inner_text() == "secret-product, never-created"
+    assert "1 of 2" in row.inner_text()
+    page.goto("/admin/jobs")
+    page.get_by_label("Search item number").fill("NEVER")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("tbody tr").count() == 1
+    assert page.locator("tbody tr td.items").inner_text() == "secret-product, never-created"
+    page.get_by_label("Search item number").fill("no-such-item")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("tbody tr").inner_text() == "No jobs like this."
+    assert page.elsewhere == []
+
+
+def test_the_dashboard_draws_the_last_day_and_its_codes_lead_to_the_products(
+    browser: Any, site: Site
+) -> None:
+    """The dashboard was all numbers, and its top codes led nowhere."""
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin")
+    chart = page.locator("svg.hours")
+    assert chart.locator("rect.bar").count() == 24 * 3
+    heights = chart.locator("rect.bar.downloaded").evaluate_all(
+        "bars => bars.map(b => parseFloat(b.getAttribute('height')))"
+    )
+    # This hour's downloads (or the last hour's, when the run straddles the hour).
+    assert max(heights[-2:]) > 0
+    assert heights[:-2] == [0] * 22
+    failed = chart.locator("rect.bar.failed").evaluate_all(
+        "bars => bars.map(b => parseFloat(b.getAttribute('height')))"
+    )
+    assert max(failed[-2:]) > 0
+    page.get_by_role("link", name="download_http_error").click()
+    assert page.locator("tbody tr").count() == 1
+    page.get_by_role("link", name="broken-product").click()
+    page.locator("main a[href^='/admin/jobs/']").click()
+    assert "download_http_error" in page.locator("main").inner_text()
+    assert page.elsewhere == []

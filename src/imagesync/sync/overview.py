@@ -38,11 +38,19 @@ class LastSync:
 
 
 async def product_rows(
-    session: AsyncSession, account_id: int, *, search: str, offset: int, limit: int
+    session: AsyncSession,
+    account_id: int,
+    *,
+    search: str,
+    offset: int,
+    limit: int,
+    only: list[str] | None = None,
 ) -> tuple[list[ProductRow], int]:
     """A page of the account's products by item number, with counts and the last sync;
-    `search` matches the item number or the name, in any case."""
+    `search` matches the item number or the name, in any case; `only`: these items."""
     where = [Product.account_id == account_id]
+    if only is not None:
+        where.append(Product.item_number.in_(only))
     if search:
         pattern = f"%{search.lower()}%"
         where.append(
@@ -110,6 +118,7 @@ async def last_sync(session: AsyncSession, account_id: int, item_number: str) ->
 # -- jobs --------------------------------------------------------------------------------
 
 JOB_STATUSES = ("queued", "running", "succeeded", "partially_failed", "failed")
+HAS_FAILURES = "has_failures"  # a filter: partially failed or failed
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class JobRow:
     products: int
     failed: int
     finished_at: datetime | None
+    items: list[str]  # its products' item numbers, in submission order
 
     @property
     def seconds(self) -> float | None:
@@ -143,8 +153,9 @@ def _job_status() -> Any:
     )
 
 
-def _jobs(account_id: int, since: datetime | None) -> Any:
-    """The account's jobs with their derived status, product and failure counts."""
+def _jobs(account_id: int, since: datetime | None, search: str = "") -> Any:
+    """The account's jobs with their derived status, product and failure counts;
+    `search`: only those with a product whose item number contains it, in any case."""
     stmt = (
         select(
             SyncJob.id,
@@ -160,40 +171,68 @@ def _jobs(account_id: int, since: datetime | None) -> Any:
     )
     if since is not None:
         stmt = stmt.where(SyncJob.created_at > since)
+    if search:
+        stmt = stmt.where(
+            SyncJob.id.in_(
+                select(SyncJobProduct.job_id).where(
+                    SyncJobProduct.account_id == account_id,
+                    func.lower(SyncJobProduct.item_number).like(f"%{search.lower()}%"),
+                )
+            )
+        )
     return stmt.subquery()
 
 
 async def job_counts(
-    session: AsyncSession, account_id: int, *, since: datetime | None = None
+    session: AsyncSession, account_id: int, *, since: datetime | None = None, search: str = ""
 ) -> dict[str, int]:
-    """How many of the account's jobs (created after `since`) have each status."""
-    jobs = _jobs(account_id, since)
+    """How many of the account's jobs (created after `since`, with a product matching
+    `search`) have each status, and how many have failures (`HAS_FAILURES`)."""
+    jobs = _jobs(account_id, since, search)
     rows = await session.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
-    return {status: int(n) for status, n in rows}
+    counts = {status: int(n) for status, n in rows}
+    counts[HAS_FAILURES] = counts.get("failed", 0) + counts.get("partially_failed", 0)
+    return counts
 
 
 async def job_rows(
-    session: AsyncSession, account_id: int, *, status: str | None, offset: int, limit: int
+    session: AsyncSession,
+    account_id: int,
+    *,
+    status: str | None,
+    offset: int,
+    limit: int,
+    search: str = "",
 ) -> list[JobRow]:
-    """A page of the account's jobs, newest first, of one status or all."""
-    jobs = _jobs(account_id, None)
+    """A page of the account's jobs, newest first, of one status (or `HAS_FAILURES`) or
+    all, each with its products' item numbers."""
+    jobs = _jobs(account_id, None, search)
     stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
-    if status:
+    if status == HAS_FAILURES:
+        stmt = stmt.where(jobs.c.failed > 0)
+    elif status:
         stmt = stmt.where(jobs.c.status == status)
-    rows = []
-    for row in await session.execute(stmt.offset(offset).limit(limit)):
-        done = row.status not in ("queued", "running")
-        rows.append(
-            JobRow(
-                row.id,
-                row.created_at,
-                row.status,
-                int(row.products),
-                int(row.failed or 0),
-                row.finished_at if done else None,
-            )
+    page = (await session.execute(stmt.offset(offset).limit(limit))).all()
+    items: dict[str, list[str]] = {row.id: [] for row in page}
+    if items:
+        for job_id, item_number in await session.execute(
+            select(SyncJobProduct.job_id, SyncJobProduct.item_number)
+            .where(SyncJobProduct.job_id.in_(list(items)))
+            .order_by(SyncJobProduct.seq)
+        ):
+            items[job_id].append(item_number)
+    return [
+        JobRow(
+            row.id,
+            row.created_at,
+            row.status,
+            int(row.products),
+            int(row.failed or 0),
+            row.finished_at if row.status not in ("queued", "running") else None,
+            items[row.id],
         )
-    return rows
+        for row in page
+    ]
 
 
 # -- the dashboard -------------------------------------------------------------------------
@@ -208,6 +247,74 @@ class Dashboard:
     bytes: int
     codes: list[tuple[str, int]]  # the last 24 h's failures, most common first
     renditions_pending: int
+    hours: list[Hour]  # the last 24 hours, oldest first
+
+
+@dataclass(frozen=True)
+class Hour:
+    start: datetime
+    synced: int  # products whose sync ended succeeded
+    downloaded: int  # files fetched
+    failed: int  # products whose sync ended failed
+
+
+def _hour_of(session: AsyncSession, column: Any) -> Any:
+    """`column`'s hour as text, `YYYY-MM-DD HH` in UTC, on either database."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", column)
+
+
+async def hours(session: AsyncSession, account_id: int, now: datetime) -> list[Hour]:
+    """Per hour of the last 24: products synced and failed, files downloaded."""
+    first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    ended = _hour_of(session, SyncJobProduct.finished_at)
+    synced: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for hour, status, n in await session.execute(
+        select(ended, SyncJobProduct.status, func.count())
+        .where(
+            SyncJobProduct.account_id == account_id,
+            SyncJobProduct.finished_at >= first,
+            SyncJobProduct.status.in_(("succeeded", "failed")),
+        )
+        .group_by(ended, SyncJobProduct.status)
+    ):
+        (synced if status == "succeeded" else failed)[hour] += int(n)
+    fetched = _hour_of(session, Source.created_at)
+    downloaded = Counter(
+        {
+            hour: int(n)
+            for hour, n in await session.execute(
+                select(fetched, func.count())
+                .where(Source.account_id == account_id, Source.created_at >= first)
+                .group_by(fetched)
+            )
+        }
+    )
+    found = []
+    for n in range(24):
+        start = first + timedelta(hours=n)
+        key = start.strftime("%Y-%m-%d %H")
+        found.append(Hour(start, synced[key], downloaded[key], failed[key]))
+    return found
+
+
+async def items_failed_with(session: AsyncSession, account_id: int, code: str) -> list[str]:
+    """The item numbers of the products whose sync failed with `code` (for the product
+    or one of its images) in the last 24 hours: the dashboard's top codes, by product."""
+    since = utcnow() - timedelta(days=1)
+    found: set[str] = set()
+    for item_number, result in await session.execute(
+        select(SyncJobProduct.item_number, SyncJobProduct.result).where(
+            SyncJobProduct.account_id == account_id,
+            SyncJobProduct.status == "failed",
+            SyncJobProduct.finished_at > since,
+        )
+    ):
+        if result and code in ProductResult.model_validate(result).failure_codes():
+            found.add(item_number)
+    return sorted(found)
 
 
 async def dashboard(session: AsyncSession, account_id: int) -> Dashboard:
@@ -251,4 +358,5 @@ async def dashboard(session: AsyncSession, account_id: int) -> Dashboard:
         bytes=int(size),
         codes=codes.most_common(10),
         renditions_pending=int(pending or 0),
+        hours=await hours(session, account_id, now),
     )

@@ -216,12 +216,24 @@ async def sign_out(request: Request, session: SessionDep) -> Response:
 
 @router.get("/products")
 async def products(
-    request: Request, session: SessionDep, q: SearchText = "", page: int = 1
+    request: Request,
+    session: SessionDep,
+    q: SearchText = "",
+    failed: SearchText = "",
+    page: int = 1,
 ) -> Response:
+    """The products; `failed`: only those a sync failed with this code in the last 24 h
+    (the dashboard's top error codes link here)."""
     me = await _me(session, request)
     page = _bounded(page)
+    only = await overview.items_failed_with(session, me.account.id, failed) if failed else None
     rows, total = await overview.product_rows(
-        session, me.account.id, search=q.strip(), offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        session,
+        me.account.id,
+        search=q.strip(),
+        offset=(page - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
+        only=only,
     )
     pages = max(1, math.ceil(total / PAGE_SIZE))
     return render(
@@ -230,6 +242,7 @@ async def products(
         {
             "rows": rows,
             "q": q,
+            "failed": failed,
             "page": page,
             "pages": pages,
             "total": total,
@@ -253,11 +266,9 @@ async def product(
     )
     last = await overview.last_sync(session, me.account.id, item_number)
     attribute_names = sorted({name for v in variants for name in v.attributes})
-    skipped = (
-        [i for i in last.result.images if i.outcome == "skipped"]
-        if last is not None and last.result is not None
-        else []
-    )
+    outcomes = last.result.images if last is not None and last.result is not None else []
+    skipped = [i for i in outcomes if i.outcome == "skipped"]
+    failed_images = [i for i in outcomes if i.outcome == "failed" and i.error is not None]
     return render(
         request,
         "product.html",
@@ -269,6 +280,7 @@ async def product(
             "order": "b2c" if channel else "b2b",
             "last": last,
             "skipped": skipped,
+            "failed_images": failed_images,
             "active": "products",
         },
         me=me,
@@ -279,23 +291,36 @@ async def product(
 
 
 @router.get("/jobs")
-async def jobs(request: Request, session: SessionDep, status: str = "", page: int = 1) -> Response:
+async def jobs(
+    request: Request, session: SessionDep, status: str = "", q: SearchText = "", page: int = 1
+) -> Response:
     me = await _me(session, request)
     page = _bounded(page)
-    wanted = status if status in overview.JOB_STATUSES else None
-    counts = await overview.job_counts(session, me.account.id)
+    search = q.strip()
+    filters = (*overview.JOB_STATUSES, overview.HAS_FAILURES)
+    wanted = status if status in filters else None
+    counts = await overview.job_counts(session, me.account.id, search=search)
     rows = await overview.job_rows(
-        session, me.account.id, status=wanted, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        session,
+        me.account.id,
+        status=wanted,
+        search=search,
+        offset=(page - 1) * PAGE_SIZE,
+        limit=PAGE_SIZE,
     )
-    total = counts.get(wanted, 0) if wanted else sum(counts.values())
+    every = sum(n for s, n in counts.items() if s != overview.HAS_FAILURES)
+    total = counts.get(wanted, 0) if wanted else every
     return render(
         request,
         "jobs.html",
         {
             "rows": rows,
             "counts": counts,
+            "every": every,
             "statuses": overview.JOB_STATUSES,
+            "has_failures": overview.HAS_FAILURES,
             "status": wanted or "",
+            "q": search,
             "page": page,
             "pages": max(1, math.ceil(total / PAGE_SIZE)),
             "active": "jobs",
