@@ -160,6 +160,17 @@ async def run_worker(
     hand `IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS` to finish, and return."""
     app = procrastinate_app(settings, pool_size=concurrency + 3)
     context = open_context(settings, ProcrastinateQueue(app), connections=2 * concurrency + 2)
+    handed_back: list[dict[str, Any]] = []
+
+    async def note_handed_back(call_next: Any, context: Any, worker: Any) -> Any:  # noqa: ARG001
+        """A job cut off by the stop (its grace spent) goes back to the queue: say which."""
+        try:
+            return await call_next()
+        except (asyncio.CancelledError, procrastinate.exceptions.JobAborted):
+            job = context.job
+            handed_back.append({"job": job.id, "task": job.task_name, **job.task_kwargs})
+            raise
+
     async with context as ctx, app.open_async():
         log.info("worker.started", concurrency=concurrency, queues=queues or list(QUEUES))
         lost = 0
@@ -183,6 +194,7 @@ async def run_worker(
                     stalled_worker_timeout=settings.stalled_worker_seconds,
                     delete_jobs="successful",
                     install_signal_handlers=True,
+                    worker_middleware=[note_handed_back],
                 )
                 break  # asked to stop
             except procrastinate.exceptions.ConnectorException as exc:
@@ -194,4 +206,5 @@ async def run_worker(
                 log.warning("worker.database_lost", error=str(exc.__cause__ or exc), retry_in=wait)
                 if await _stopped_within(wait):
                     break
-        log.info("worker.stopped")
+        # What was cut off goes back to the queue, to be run again by any worker.
+        log.info("worker.stopped", handed_back=handed_back)

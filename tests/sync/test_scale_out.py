@@ -438,6 +438,31 @@ async def test_sigterm_drains_the_work_in_hand_and_exits_0(
     assert image_server.hits["slowish.jpg"] == 1
 
 
+async def test_a_stop_past_its_grace_says_which_jobs_it_handed_back(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    """It logged only `worker.stopped`; the job cut off goes back and another worker
+    finishes it."""
+    cluster.env["IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS"] = "1"
+    url = image_server.add("very-slow.jpg", delay=30)
+    job_id = await post_sync(api, "p1", [{"url": url, "sort": 1}])
+    worker = cluster.worker("w1")
+
+    async def downloading() -> bool:
+        return image_server.hits["very-slow.jpg"] >= 1
+
+    await wait_until(downloading)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0, cluster.log("w1")
+    stopped = [line for line in cluster.log("w1").splitlines() if "worker.stopped" in line]
+    assert len(stopped) == 1, cluster.log("w1")
+    assert "'task': 'sync.run_product'" in stopped[0]
+    assert "'seq': 1" in stopped[0]
+    image_server.routes["very-slow.jpg"].delay = 0
+    cluster.worker("w2")
+    assert (await finished(api, job_id))["status"] == "succeeded"
+
+
 async def test_a_slow_origin_of_one_account_does_not_hold_up_another(
     cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
 ) -> None:

@@ -87,9 +87,12 @@ class SyncWorker:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        cut_off = sorted(self._inflight)
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        # They are queued again: at the next start here, or by another process.
+        log.info("sync.worker.stopped", handed_back=cut_off)
         if self._liveness is not None:
             await self._liveness.close()  # the advisory lock goes with the connection
 
