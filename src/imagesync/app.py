@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
@@ -18,7 +20,7 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
-from imagesync.kit.docs_csp import DocsPolicy
+from imagesync.kit.docs_csp import DocsPolicy, serve_own_redoc_bundle
 from imagesync.kit.errors import Conflict
 from imagesync.kit.handlers import error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
@@ -37,6 +39,9 @@ from imagesync.sync.worker import SyncWorker
 from imagesync.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
+
+# Swagger UI's and ReDoc's files, shipped with fastapi-offline.
+OFFLINE_DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 API_PREFIXES = ("", "/v10")  # TRAEDE's paths answer under /v10 too
 
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url="/docs/assets",
     )
     app.state.settings = settings
+    serve_own_redoc_bundle(app, "/docs/assets", OFFLINE_DOCS_ASSETS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsPolicy)
     # Outermost: a request over its token's limit costs nothing else.

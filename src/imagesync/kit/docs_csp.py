@@ -7,7 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from functools import cache
+from pathlib import Path
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGES = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -58,3 +64,33 @@ class DocsPolicy:
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, buffered)
+
+
+# ReDoc's bundle shows Redocly's logo in its footer from their CDN; the policy above
+# would block it (a console error on every visit). The service serves the bundle with
+# the logo drawn in place instead: nothing is asked of another origin.
+REDOC_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+OWN_LOGO = (
+    b"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+    b"%3Crect width='16' height='16' rx='3' fill='%23888'/%3E%3C/svg%3E"
+)
+
+
+@cache
+def _redoc_bundle(path: Path) -> bytes:
+    return path.read_bytes().replace(REDOC_LOGO, OWN_LOGO)
+
+
+def serve_own_redoc_bundle(app: Starlette, static_url: str, static_dir: Path) -> None:
+    """Serve `static_url/redoc.standalone.js` with the logo in place, ahead of the
+    static files that would serve it as shipped."""
+    bundle = static_dir / "redoc.standalone.js"
+
+    async def redoc_js(_: Request) -> Response:
+        return Response(
+            _redoc_bundle(bundle),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    app.router.routes.insert(0, Route(f"{static_url}/redoc.standalone.js", redoc_js))
