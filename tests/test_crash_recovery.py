@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +20,7 @@ from aiohttp import web
 
 from tests.served import clean_env, free_port
 from tests.sync.conftest import make_image
+from tests.waiting import wait_for
 
 
 class StallingServer:
@@ -64,18 +65,6 @@ def start_server(
         )
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            if await check():
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    pytest.fail("timed out")
-
-
 async def test_a_killed_server_takes_the_job_back_at_once_after_restart(
     tmp_path: Path, stalling: tuple[StallingServer, int], database_env: dict[str, str]
 ) -> None:
@@ -99,7 +88,7 @@ async def test_a_killed_server_takes_the_job_back_at_once_after_restart(
             async def up() -> bool:
                 return (await client.get("/healthz")).status_code == 200
 
-            await wait_until(up)
+            await wait_for(up)
             response = await client.post(
                 "/products/sync",
                 json={"products": [{"item_number": "p1", "variants": [{"sku": "p1-a"}]}]},
@@ -122,19 +111,19 @@ async def test_a_killed_server_takes_the_job_back_at_once_after_restart(
             async def downloading() -> bool:
                 return server.hits["/a.jpg"] >= 1
 
-            await wait_until(downloading)
+            await wait_for(downloading)
             os.kill(process.pid, signal.SIGKILL)  # while the download is in flight
             process.wait(timeout=10)
             server.release.set()
 
             process = start_server(tmp_path, port, image_port, database_env)
-            await wait_until(up)
+            await wait_for(up)
 
             async def finished() -> bool:
                 job = (await client.get(f"/products/images/sync/{job_id}")).json()
                 return job["status"] not in ("queued", "running")
 
-            await wait_until(finished, seconds=20)
+            await wait_for(finished, seconds=20)
             job = (await client.get(f"/products/images/sync/{job_id}")).json()
             assert job["status"] == "succeeded", job
             images = (await client.get("/products/p1/images")).json()["images"]

@@ -19,7 +19,7 @@ import pytest
 
 from tests.served import clean_env, free_port
 from tests.sync.conftest import ImageServer
-from tests.test_crash_recovery import wait_until
+from tests.waiting import wait_for
 
 CLIENTS = 32
 PRODUCTS = 10  # per request, TRAEDE's maximum
@@ -78,7 +78,7 @@ async def served(
             async def up() -> bool:
                 return (await client.get("/healthz")).status_code == 200
 
-            await wait_until(up)
+            await wait_for(up)
             yield client, process
         finally:
             process.terminate()
@@ -134,6 +134,6 @@ async def test_32_clients_at_once_get_only_2xx_and_each_post_is_one_job(
                 return False
         return True
 
-    await wait_until(all_finished, 120)
+    await wait_for(all_finished, 120)
     assert max(image_server.hits.values()) == 1  # each URL downloaded once
     assert "Traceback" not in (tmp_path / "serve.log").read_text()

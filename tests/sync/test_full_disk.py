@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from imagesync.kit.settings import Settings
 from tests.media import samples
 from tests.sync.conftest import ImageServer, server_settings
-from tests.test_crash_recovery import wait_until
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ async def test_a_full_disk_costs_no_download_twice_and_nothing_is_lost(
             errors = [p.get("error") or {} for p in read["products"]]
             return all(e.get("code") == "storage_error" for e in errors)
 
-        await wait_until(waiting, 20)
+        await wait_for(waiting, 20)
         await asyncio.sleep(3)  # longer than one attempt's waits: attempts are spent
     finally:
         small.empty()
@@ -128,7 +128,7 @@ async def test_a_full_disk_costs_no_download_twice_and_nothing_is_lost(
     async def done() -> bool:
         return (await job(client, headers, job_id))["status"] not in ("queued", "running")
 
-    await wait_until(done, 60)
+    await wait_for(done, 60)
     read = await job(client, headers, job_id)
     assert read["status"] == "succeeded", read
     # A full store: downloaded once each, kept while the store refused them. A full

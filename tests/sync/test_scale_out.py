@@ -25,7 +25,7 @@ from imagesync.kit.db import Base
 from tests.conftest import S3Server
 from tests.served import clean_env, free_port
 from tests.sync.conftest import POISON_ALT, ImageServer, poison_trigger
-from tests.test_crash_recovery import wait_until
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -134,7 +134,7 @@ async def api(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
         async def up() -> bool:
             return (await client.get("/healthz")).status_code == 200
 
-        await wait_until(up)
+        await wait_for(up)
         response = await client.post(
             "/products/sync",
             json={
@@ -165,7 +165,7 @@ async def finished(client: httpx.AsyncClient, job_id: str, seconds: float = 45) 
     async def done() -> bool:
         return (await job(client, job_id))["status"] not in ("queued", "running")
 
-    await wait_until(done, seconds)
+    await wait_for(done, seconds)
     return await job(client, job_id)
 
 
@@ -222,7 +222,7 @@ async def test_a_worker_killed_mid_download_loses_nothing(
     async def downloading() -> bool:
         return image_server.hits["slow.jpg"] >= 1
 
-    await wait_until(downloading)
+    await wait_for(downloading)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
     image_server.routes["slow.jpg"].delay = 0
@@ -301,7 +301,7 @@ async def test_a_bucket_refusing_writes_is_shown_at_once_and_nothing_is_download
         product = (await job(api, job_id))["products"][0]
         return (product.get("error") or {}).get("code") == "storage_error"
 
-    await wait_until(shown, 20)
+    await wait_for(shown, 20)
     read = await job(api, job_id)
     assert read["status"] == "running", read
     s3.create_bucket(Bucket=bucket)
@@ -351,7 +351,7 @@ async def test_a_store_down_longer_than_an_attempt_waits_costs_no_download_twice
         ]
         return all("attempt 2 of 5" in d or "attempt 3 of 5" in d for d in details)
 
-    await wait_until(attempts_spent, 30)  # each product's first attempt gave up
+    await wait_for(attempts_spent, 30)  # each product's first attempt gave up
     s3.create_bucket(Bucket=bucket)
     for job_id in jobs:
         read = await finished(api, job_id, 60)
@@ -430,7 +430,7 @@ async def test_sigterm_drains_the_work_in_hand_and_exits_0(
     async def downloading() -> bool:
         return image_server.hits["slowish.jpg"] >= 1
 
-    await wait_until(downloading)
+    await wait_for(downloading)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0, cluster.log("w1")
     read = await job(api, job_id)
@@ -451,7 +451,7 @@ async def test_a_stop_past_its_grace_says_which_jobs_it_handed_back(
     async def downloading() -> bool:
         return image_server.hits["very-slow.jpg"] >= 1
 
-    await wait_until(downloading)
+    await wait_for(downloading)
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 30) == 0, cluster.log("w1")
     stopped = [line for line in cluster.log("w1").splitlines() if "worker.stopped" in line]

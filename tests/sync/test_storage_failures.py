@@ -23,7 +23,7 @@ from imagesync.kit.settings import Settings
 from tests.conftest import S3Server
 from tests.media import samples
 from tests.sync.conftest import ImageServer, images_of, server_settings
-from tests.test_crash_recovery import wait_until
+from tests.waiting import wait_for
 
 
 @dataclass
@@ -128,7 +128,7 @@ async def shown(
         product = (await job(client, headers, job_id))["products"][0]
         return (product.get("error") or {}).get("code") == "storage_error"
 
-    await wait_until(erred, seconds)
+    await wait_for(erred, seconds)
     product: dict[str, Any] = (await job(client, headers, job_id))["products"][0]
     return product
 
@@ -139,7 +139,7 @@ async def final(
     async def done() -> bool:
         return (await job(client, headers, job_id))["status"] not in ("queued", "running")
 
-    await wait_until(done, seconds)
+    await wait_for(done, seconds)
     return await job(client, headers, job_id)
 
 

@@ -26,6 +26,7 @@ from imagesync.sync.models import Image, Source
 from tests.conftest import S3Server
 from tests.media import samples
 from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images
+from tests.waiting import wait_for
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -66,15 +67,14 @@ async def stored_keys(app: FastAPI) -> set[str]:
 
 
 async def wait_for_renditions(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    for _ in range(400):
+    async def none_pending() -> bool:
         async with session_scope(sessionmaker) as session:
             pending = await session.scalar(
                 select(func.count()).select_from(Rendition).where(Rendition.state == "pending")
             )
-        if not pending:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("renditions still pending")
+        return not pending
+
+    await wait_for(none_pending, 20, every=0.05)
 
 
 async def test_files_are_stored_and_served_from_the_configured_store(
