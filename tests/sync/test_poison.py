@@ -1,6 +1,6 @@
 """Poison work ends: a product whose run raises is retried a bounded number of times
 with backoff, then ends `failed` / `internal_error`, and its job reaches a final status.
-(The procrastinate half, with real worker processes, is in test_scale_out.py.)"""
+(The procrastinate half, with real worker processes, is in tests/queue/test_scale_out.py.)"""
 
 from __future__ import annotations
 

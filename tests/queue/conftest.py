@@ -1,0 +1,5 @@
+"""The queue's processes fetch from the image server of the sync tests."""
+
+from tests.sync.conftest import image_server
+
+__all__ = ["image_server"]
