@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.app import create_app
 from imagesync.fetch.guard import is_forbidden
+from imagesync.kit.clock import Clock
+from imagesync.kit.clock import clock as service_clock
 from imagesync.kit.db import Base, migrate
 from imagesync.kit.settings import Settings
 from imagesync.storage.store import S3Options
@@ -197,3 +199,10 @@ def tripwire(monkeypatch: pytest.MonkeyPatch) -> Tripwire:
 
     monkeypatch.setattr(loop_class, "sock_connect", sock_connect)
     return wire
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The service's clock, to move forward in this test (put back afterwards)."""
+    yield service_clock
+    service_clock.reset()

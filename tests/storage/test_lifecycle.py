@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.kit.clock import Clock
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.storage.collector import collect, sweep
@@ -53,12 +54,6 @@ GRACE = timedelta(days=7)
 
 def picture(n: int) -> bytes:
     return samples.jpeg(300 + n, 200)  # wide enough for a 200 px rendition
-
-
-async def age_blobs(sessionmaker: async_sessionmaker[AsyncSession], days: float) -> None:
-    """Pretend every blob was last used `days` ago."""
-    async with session_scope(sessionmaker) as session:
-        await session.execute(update(Blob).values(last_used_at=utcnow() - timedelta(days=days)))
 
 
 async def stored_keys(app: FastAPI) -> set[str]:
@@ -102,6 +97,7 @@ async def test_unused_files_go_after_the_grace_period_with_their_memory(
     headers: dict[str, str],
     image_server: ImageServer,
     sessionmaker: async_sessionmaker[AsyncSession],
+    clock: Clock,
 ) -> None:
     ctx: SyncContext = app.state.sync_context
     a = {"url": image_server.add("a.jpg", picture(1)), "sort": 1}
@@ -112,7 +108,7 @@ async def test_unused_files_go_after_the_grace_period_with_their_memory(
     assert len(await stored_keys(app)) == 4
 
     assert (await collect(ctx.blobs, grace=GRACE)).blobs == 0  # within the grace period
-    await age_blobs(sessionmaker, 8)
+    clock.advance(days=8)
     collected = await collect(ctx.blobs, grace=GRACE)
     assert (collected.blobs, collected.files) == (1, 2)  # b and its rendition
 
@@ -135,14 +131,14 @@ async def test_a_file_a_sync_plans_to_reuse_is_not_collected(
     client: httpx.AsyncClient,
     headers: dict[str, str],
     image_server: ImageServer,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    clock: Clock,
 ) -> None:
     ctx: SyncContext = app.state.sync_context
     a = {"url": image_server.add("a.jpg", picture(1)), "sort": 1}
     slow = {"url": image_server.add("slow.jpg", picture(2), delay=1.0), "sort": 2}
     await sync_images(client, headers, [a])
     await sync_images(client, headers, [])  # a is unused now
-    await age_blobs(sessionmaker, 30)
+    clock.advance(days=30)
 
     # a comes back beside a slow new image: the collector runs while it downloads.
     sending = asyncio.create_task(sync_images(client, headers, [a, slow]))
@@ -267,11 +263,11 @@ async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deleti
     client: httpx.AsyncClient,
     headers: dict[str, str],
     image_server: ImageServer,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    clock: Clock,
 ) -> None:
     ctx: SyncContext = app.state.sync_context
     await sync_images(client, headers, [{"url": image_server.add("a.jpg", picture(1)), "sort": 1}])
-    await age_blobs(sessionmaker, 30)  # stored long ago
+    clock.advance(days=30)  # stored long ago
     response = await client.post(
         "/products/sync",
         headers=headers,
@@ -279,7 +275,7 @@ async def test_the_grace_period_of_a_deleted_products_files_starts_at_its_deleti
     )
     assert response.status_code == 200, response.text
     assert (await collect(ctx.blobs, grace=GRACE)).blobs == 0  # deleted just now
-    await age_blobs(sessionmaker, 8)
+    clock.advance(days=8)
     assert (await collect(ctx.blobs, grace=GRACE)).blobs == 1
 
 
