@@ -204,11 +204,13 @@ def test_collect_deletes_files_unused_past_the_grace_period(
     assert not (files / blob_key("b" * 64)).exists()
 
 
-def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> None:
-    """Embedded mode: the products of jobs by status, with the failures' codes."""
-    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+def post_all(
+    env: str, tmp_path: Path, token: str, *requests: tuple[str, dict[str, Any], int]
+) -> None:
+    """Each (path, body, expected status) in order, to an app without its runners (the
+    products that need a download stay queued)."""
 
-    async def submit() -> None:
+    async def send() -> None:
         settings = Settings(
             database_url=env, storage_url=str(tmp_path / "files"), embedded_worker=False
         )
@@ -216,27 +218,34 @@ def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> No
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                body = {
-                    "products": [
-                        {"item_number": "missing", "images": []},
-                        {
-                            "item_number": "p1",
-                            # Never fetched: no worker runs here.
-                            "images": [{"url": "https://images.example.com/a.jpg", "sort": 1}],
-                        },
-                    ]
-                }
-                await client.post(
-                    "/products/sync",
-                    json={"products": [{"item_number": "p1", "variants": [{"sku": "p1-a"}]}]},
-                    headers=auth(token),
-                )
-                response = await client.post(
-                    "/products/images/sync", json=body, headers=auth(token)
-                )
-                assert response.status_code == 202, response.text
+                for path, body, status in requests:
+                    answer = await client.post(path, json=body, headers=auth(token))
+                    assert answer.status_code == status, answer.text
 
-    asyncio.run(submit())
+    asyncio.run(send())
+
+
+def test_queue_shows_waiting_and_failed_products(env: str, tmp_path: Path) -> None:
+    """Embedded mode: the products of jobs by status, with the failures' codes."""
+    token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
+    catalog = {"products": [{"item_number": "p1", "variants": [{"sku": "p1-a"}]}]}
+    images = {
+        "products": [
+            {"item_number": "missing", "images": []},
+            # Never fetched: no worker runs here.
+            {
+                "item_number": "p1",
+                "images": [{"url": "https://images.example.com/a.jpg", "sort": 1}],
+            },
+        ]
+    }
+    post_all(
+        env,
+        tmp_path,
+        token,
+        ("/products/sync", catalog, 200),
+        ("/products/images/sync", images, 202),
+    )
     code, output = invoke("queue", "--json")
     assert code == 0, output
     found = json.loads(output)
@@ -254,26 +263,15 @@ def test_queue_shows_what_fails_now_apart_from_the_days_history(env: str, tmp_pa
     """A product that failed and has since succeeded is history, not failing now: the
     last day's failures were counted as if they still were."""
     token = json.loads(invoke("accounts", "create", "acme", "--json")[1])["token"]
-
-    async def sync(*bodies: tuple[str, dict[str, Any]]) -> None:
-        settings = Settings(
-            database_url=env, storage_url=str(tmp_path / "files"), embedded_worker=False
-        )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                for path, body in bodies:
-                    answer = await client.post(path, json=body, headers=auth(token))
-                    assert answer.status_code == 200, answer.text
-
-    images = ("/products/images/sync", {"products": [{"item_number": "p1", "images": []}]})
-    asyncio.run(sync(images))  # p1 is not in the catalog yet
+    images = ("/products/images/sync", {"products": [{"item_number": "p1", "images": []}]}, 200)
+    post_all(env, tmp_path, token, images)  # p1 is not in the catalog yet
     failing = json.loads(invoke("queue", "--json")[1])
     assert failing["failing_codes"] == {"product_not_found": 1}
     assert failing["failed_codes"] == {"product_not_found": 1}
 
-    asyncio.run(sync(("/products/sync", {"products": [{"item_number": "p1"}]}), images))
+    post_all(
+        env, tmp_path, token, ("/products/sync", {"products": [{"item_number": "p1"}]}, 200), images
+    )
     fixed = json.loads(invoke("queue", "--json")[1])
     assert fixed["failing_codes"] == {}
     assert fixed["failed_codes"] == {"product_not_found": 1}
