@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -52,9 +54,6 @@ def main() -> None:
     """The `imagesync` command. A part it cannot reach (the database, the queue, Redis)
     is one sentence naming the setting and what was tried, with exit code 1; the
     traceback only with `IMAGESYNC_DEBUG=1` (or `--debug` before the command)."""
-    import os
-    import sys
-
     debug = "--debug" in sys.argv[1:2] or os.environ.get("IMAGESYNC_DEBUG", "").lower() in (
         "1",
         "true",
@@ -85,7 +84,8 @@ def unreachable(exc: BaseException) -> str | None:
         if isinstance(seen, ConnectorException) and seen.__cause__ is not None:
             seen = seen.__cause__
             continue
-        if type(seen).__module__.startswith("redis"):
+        redis_down = type(seen).__name__ in ("ConnectionError", "TimeoutError")
+        if redis_down and type(seen).__module__.startswith("redis"):
             return f"cannot reach Redis (IMAGESYNC_RATE_LIMIT_STORAGE): {_first_line(seen)}"
         seen = seen.__cause__ or seen.__context__
     return None
