@@ -1,5 +1,6 @@
-"""A full disk, for real: a small tmpfs under the store or under staging. Nothing is
-downloaded twice, and once there is room again every product is done.
+"""A full disk, for real: a small tmpfs under the store or under staging of a real
+`imagesync serve`. Nothing is downloaded twice, and once there is room again every
+product is done.
 
 Before staging had a place of its own, it lived in the store's folder and filled up
 with it: every attempt downloaded every new URL again (60 URLs, 300 requests)."""
@@ -16,11 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from imagesync.kit.settings import Settings
 from tests.media import samples
-from tests.sync.conftest import ImageServer, server_settings
+from tests.served import clean_env, create_token, serve
+from tests.sync.conftest import ImageServer
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -64,72 +64,64 @@ def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
         yield request.param, found
 
 
-@pytest.fixture
-def settings(
-    database_url: str,
-    tmp_path: Path,
-    image_server: ImageServer,
-    disk: tuple[str, SmallDisk],  # noqa: ARG001 - mounted before the app starts
-) -> Settings:
-    return server_settings(
-        database_url,
-        tmp_path,
-        image_server,
-        fetch_retries=0,
-        rendition_widths="",
-        task_max_attempts=5,
-        fetch_max_bytes=200_000,
-        storage_url=str(tmp_path / "store"),
-        staging_dir=str(tmp_path / "staging"),
-    )
-
-
 async def test_a_full_disk_costs_no_download_twice_and_nothing_is_lost(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
+    tmp_path: Path,
+    database_env: dict[str, str],
     image_server: ImageServer,
     disk: tuple[str, SmallDisk],
 ) -> None:
+    """Against a real `imagesync serve`, its store or its staging on the small disk."""
     where, small = disk
-    # Each attempt gives up on the store after 0.3 s: the disk stays full longer than that.
-    app.state.sync_context.store_waits = (0.1, 0.2)
+    env = {
+        **clean_env(),
+        **database_env,
+        "IMAGESYNC_STORAGE_URL": str(tmp_path / "store"),
+        "IMAGESYNC_STAGING_DIR": str(tmp_path / "staging"),
+        "IMAGESYNC_FETCH_ALLOW": image_server.base.removeprefix("http://"),
+        "IMAGESYNC_FETCH_RETRIES": "0",
+        "IMAGESYNC_FETCH_MAX_BYTES": "200000",
+        "IMAGESYNC_RENDITION_WIDTHS": "",
+        "IMAGESYNC_TASK_MAX_ATTEMPTS": "5",
+        # Each attempt gives up on the store after 0.3 s: the disk stays full longer.
+        "IMAGESYNC_STORE_WAIT_SECONDS": "0.3",
+        "IMAGESYNC_RATE_LIMIT": "0",
+        "IMAGESYNC_LOG_LEVEL": "warning",
+    }
+    headers = {"Authorization": f"Bearer {create_token(tmp_path, env)}"}
     names = [f"new-{i}.jpg" for i in range(12)]
     urls = [image_server.add(name, samples.jpeg(300 + i, 200)) for i, name in enumerate(names)]
     items = ["cool-product-001", "cool-product-002", "cool-product-003"]
-    for item in items[1:]:
-        created = await client.post(
-            "/products/sync", json={"products": [{"item_number": item}]}, headers=headers
-        )
-        assert created.status_code == 200, created.text
     products = [
         {"item_number": item, "images": [{"url": u, "sort": j} for j, u in enumerate(urls[i::3])]}
         for i, item in enumerate(items)
     ]
+    with serve(tmp_path, env) as base:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+            catalog = {"products": [{"item_number": item} for item in items]}
+            created = await client.post("/products/sync", json=catalog)
+            assert created.status_code == 200, created.text
 
-    small.fill()
-    try:
-        response = await client.post(
-            "/products/images/sync", json={"products": products}, headers=headers
-        )
-        assert response.status_code == 202, response.text
-        job_id = response.json()["id"]
+            small.fill()
+            try:
+                response = await client.post("/products/images/sync", json={"products": products})
+                assert response.status_code == 202, response.text
+                job_id = response.json()["id"]
 
-        async def waiting() -> bool:
-            read = await job(client, headers, job_id)
-            errors = [p.get("error") or {} for p in read["products"]]
-            return all(e.get("code") == "storage_error" for e in errors)
+                async def waiting() -> bool:
+                    read = await job(client, job_id)
+                    errors = [p.get("error") or {} for p in read["products"]]
+                    return all(e.get("code") == "storage_error" for e in errors)
 
-        await wait_for(waiting, 20)
-        await asyncio.sleep(3)  # longer than one attempt's waits: attempts are spent
-    finally:
-        small.empty()
+                await wait_for(waiting, 20)
+                await asyncio.sleep(3)  # longer than one attempt's waits: attempts are spent
+            finally:
+                small.empty()
 
-    async def done() -> bool:
-        return (await job(client, headers, job_id))["status"] not in ("queued", "running")
+            async def done() -> bool:
+                return (await job(client, job_id))["status"] not in ("queued", "running")
 
-    await wait_for(done, 60)
-    read = await job(client, headers, job_id)
+            await wait_for(done, 60)
+            read = await job(client, job_id)
     assert read["status"] == "succeeded", read
     # A full store: downloaded once each, kept while the store refused them. A full
     # staging disk: refused before asking the origin, fetched once there was room.
@@ -137,7 +129,7 @@ async def test_a_full_disk_costs_no_download_twice_and_nothing_is_lost(
     assert sum(p["counts"]["created"] for p in read["products"]) == 12
 
 
-async def job(client: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> Any:
-    response = await client.get(f"/products/images/sync/{job_id}", headers=headers)
+async def job(client: httpx.AsyncClient, job_id: str) -> Any:
+    response = await client.get(f"/products/images/sync/{job_id}")
     assert response.status_code == 200, response.text
     return response.json()
