@@ -276,6 +276,11 @@ def push(
         metavar="FILE",
         help="Write every failed product and image (and a dry run's plan) as JSON here.",
     ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Exit 1 on warnings too: an image whose attr: rule matched no variant.",
+    ),
 ) -> None:
     """Sync the images of every product in FILE, ten per request, and report the outcome.
 
@@ -283,7 +288,7 @@ def push(
     filename, existance_key, skip_if_no_variant_matches, and attr:NAME columns holding
     the attribute codes an image attaches to (attr:Color = 100). JSON: the API's request
     shape. Exit code 0: all succeeded; 1: something failed, or the service is out of
-    reach; 2: bad input, or a refused token.
+    reach (or, with --strict, a warning); 2: bad input, or a refused token.
     """
     from imagesync.push import PushOptions, run
 
@@ -294,6 +299,7 @@ def push(
         dry_run=dry_run,
         skip_invalid=skip_invalid,
         report=report,
+        strict=strict,
     )
     raise typer.Exit(run(file, options, out, err))
 

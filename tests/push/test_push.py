@@ -333,3 +333,35 @@ async def test_a_service_out_of_reach_is_said_while_retrying_and_at_the_end(
     assert any("connection refused; trying again in" in line for line in lines), stderr
     assert lines[-1] == f"cannot reach {nobody.base}: connection refused. Nothing was sent."
     assert time.monotonic() - started < 30
+
+
+async def test_a_rule_that_matches_nothing_is_a_warning_and_strict_makes_it_fail(
+    api: Api, tmp_path: Path, image_server: ImageServer
+) -> None:
+    """A CSV whose attr:Color held the value's name ("Black") instead of its code: push
+    exited 0 with nothing said."""
+    row = {
+        "item_number": "p000",
+        "url": image_server.add("p000/named.jpg"),
+        "sort": "1",
+        "alt": "",
+        "attr:Color": "Black",
+        "skip_if_no_variant_matches": "",
+    }
+    path = write_csv(tmp_path / "named.csv", [row])
+    report = tmp_path / "report.json"
+    code, stdout, stderr = await push(api, str(path), "--report", str(report))
+    assert code == 0, (stdout, stderr)
+    said = " ".join(stdout.split())
+    assert "Warnings: 1 image whose rule matched no variant" in said
+    assert "unknown_attribute_code" in said
+    assert "--strict makes this exit 1" in said
+    [warning] = json.loads(report.read_text())["warnings"]
+    assert (warning["item_number"], warning["code"]) == ("p000", "unknown_attribute_code")
+    assert "Color code 'Black'" in warning["detail"]
+
+    code, stdout, _ = await push(api, str(path), "--strict")
+    assert code == 1, stdout
+    code, stdout, _ = await push(api, str(path), "--dry-run", "--strict")
+    assert code == 1, stdout
+    assert "unknown_attribute_code" in stdout

@@ -16,7 +16,7 @@ from imagesync.fetch import errors as fetch_errors
 from imagesync.kit.settings import Settings
 from imagesync.media import probe
 from imagesync.storage.store import StorageError
-from imagesync.sync.codes import RESULT_CODES
+from imagesync.sync.codes import RESULT_CODES, WARNING_CODES
 from imagesync.sync.examples import FINISHED_JOB_EXAMPLE, PLAN_EXAMPLE, TRAEDE_EXAMPLE
 from imagesync.sync.schemas import ImageSyncRequest, SyncJobRead, SyncPlan
 from tests.browser import BROWSER_ARGS, only_the_service, require_chromium
@@ -141,6 +141,9 @@ def test_every_result_code_is_documented_in_the_schema_and_the_readme(
         assert f"`{name}`: {meaning}" in code["description"]
     table = dict(re.findall(r"^\| `([a-z_]+)` \| (.+) \|$", README.read_text(), re.MULTILINE))
     assert {c: table.get(c) for c in RESULT_CODES} == RESULT_CODES
+    warning = document["components"]["schemas"]["ImageWarning"]["properties"]["code"]
+    assert warning["enum"] == list(WARNING_CODES)
+    assert {c: table.get(c) for c in WARNING_CODES} == WARNING_CODES
 
 
 async def test_docs_assets_are_served_by_the_service_itself(client: httpx.AsyncClient) -> None:

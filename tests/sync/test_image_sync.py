@@ -215,6 +215,7 @@ async def test_a_failed_download_leaves_the_previous_images_untouched(
             "outcome": "failed",
             "image_id": None,
             "error": {"code": "download_http_error", "detail": "origin answered 404"},
+            "warnings": [],
         }
     ]
     assert image_server.hits["missing.jpg"] == 1  # a 404 is never retried

@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.settings import Settings
 from imagesync.storage.models import Blob
+from imagesync.sync.codes import WARNING_CODES
 from imagesync.sync.filenames import content_disposition, effective_filename
 from imagesync.sync.models import SyncJob
-from imagesync.sync.planner import ImageSpec
+from imagesync.sync.planner import ImageSpec, VariantCodes, matching_variants, rule_warning
 from tests.factories import create_account, create_tshirt, sync_ok
 from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 
@@ -248,3 +249,88 @@ def test_every_filename_is_one_safe_segment_with_the_real_extension(
     )
     if not name.isascii():
         assert unquote(disposition.split("filename*=UTF-8''")[1]) == name
+
+
+async def test_a_rule_that_matches_no_variant_is_never_silent(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    """A value's name instead of its code ("Black" for 100), or an attribute the variants
+    do not have ("Colour"): the image was planned and applied with `variants: []` and no
+    word. Now each carries a warning, in the dry run and the job, and the sync succeeds."""
+    rules: list[dict[str, str] | None] = [
+        {"Color": "100"},
+        {"Color": "Black"},
+        {"Colour": "100"},
+        {"Color": "100", "Size": "M"},  # sizes carry no codes here
+        None,
+    ]
+    images = [
+        {
+            "url": image_server.add(f"r{n}.jpg"),
+            "sort": n,
+            "attach_to_variants_matching_attribute_code": rule,
+        }
+        for n, rule in enumerate(rules)
+    ]
+    body = {"products": [{"item_number": "cool-product-001", "images": images}]}
+    plan = await client.post("/products/images/sync?dry_run=true", json=body, headers=headers)
+    assert plan.status_code == 200, plan.text
+    planned = [[w["code"] for w in i["warnings"]] for i in plan.json()["products"][0]["images"]]
+    expected = [
+        [],
+        ["unknown_attribute_code"],
+        ["unknown_attribute"],
+        ["unknown_attribute_code"],
+        [],
+    ]
+    assert planned == expected
+
+    job = await sync_images(client, headers, images)
+    assert job["status"] == "succeeded", job
+    done = job["products"][0]["images"]
+    assert [[w["code"] for w in i["warnings"]] for i in done] == expected
+    assert "(their codes: 100, 900)" in done[1]["warnings"][0]["detail"]
+    assert "(they have: Color, Size)" in done[2]["warnings"][0]["detail"]
+    assert "Size code 'M' (their codes: none)" in done[3]["warnings"][0]["detail"]
+    assert [
+        len(i["variants"])
+        for i in (await client.get("/products/cool-product-001/images", headers=headers)).json()[
+            "images"
+        ]
+    ] == [5, 0, 0, 0, 0]
+
+
+@given(
+    rule=st.dictionaries(
+        st.sampled_from(["Color", "Size", "Fit"]), st.sampled_from(["1", "2", "3"]), max_size=3
+    ),
+    variants=st.lists(
+        st.dictionaries(
+            st.sampled_from(["Color", "Size"]), st.sampled_from(["1", "2"]), max_size=2
+        ),
+        max_size=4,
+    ),
+)
+def test_a_warning_comes_exactly_when_a_rule_matches_nothing(
+    rule: dict[str, str], variants: list[dict[str, str]]
+) -> None:
+    found = [VariantCodes(n, codes) for n, codes in enumerate(variants)]
+    warning = rule_warning(rule, found)
+    assert (warning is not None) == bool(rule and not matching_variants(rule, found))
+    if warning is not None:
+        assert warning.code in WARNING_CODES
+
+
+def test_pairs_found_apart_but_never_together_say_so() -> None:
+    variants = [
+        VariantCodes(1, {"Color": "100", "Size": "S"}),
+        VariantCodes(2, {"Color": "900", "Size": "M"}),
+    ]
+    warning = rule_warning({"Color": "100", "Size": "M"}, variants)
+    assert warning is not None
+    assert warning.code == "rule_matches_no_variant"
+    assert "all of Color=100, Size=M" in warning.detail
+    bare = rule_warning({"Color": "100"}, [])
+    assert bare is not None
+    assert bare.code == "rule_matches_no_variant"
+    assert bare.detail.startswith("the product has no variants")

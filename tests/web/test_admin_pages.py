@@ -40,6 +40,7 @@ class Site:
     token: str
     other_token: str
     dead: str  # an allowed origin where nothing listens: its downloads fail, slowly
+    files: str  # the file server of the example's pictures
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             _example(base, token, f"http://127.0.0.1:{files_port}")
             with Client(base, other) as client:
                 client.sync_products([{"item_number": "secret-product"}])
-            yield Site(base, token, other, f"http://127.0.0.1:{dead_port}")
+            yield Site(
+                base,
+                token,
+                other,
+                f"http://127.0.0.1:{dead_port}",
+                f"http://127.0.0.1:{files_port}",
+            )
     finally:
         files.terminate()
         files.wait(timeout=10)
@@ -419,4 +426,42 @@ def test_the_dashboard_draws_the_last_day_and_its_codes_lead_to_the_products(
     page.get_by_role("link", name="broken-product").click()
     page.locator("main a[href^='/admin/jobs/']").click()
     assert "download_http_error" in page.locator("main").inner_text()
+    assert page.elsewhere == []
+
+
+def test_a_rule_that_matched_no_variant_is_shown_on_the_product(browser: Any, site: Site) -> None:
+    """An attr rule naming an attribute the variants do not have, or a value's name
+    instead of its code, attached the image to no variant without a word."""
+    auth = {"Authorization": f"Bearer {site.other_token}"}
+    # Plain httpx: Playwright's own loop runs in this thread.
+    attributes = {"attributes": [{"name": "Color", "values": [{"value": "Black", "code": "100"}]}]}
+    variant = {"sku": "warned-100", "attributes": {"Color": "Black"}}
+    products = {"products": [{"item_number": "warned-product", "variants": [variant]}]}
+    for path, body in (("/attributes/sync", attributes), ("/products/sync", products)):
+        answer = httpx.post(f"{site.base}{path}", headers=auth, json=body)
+        assert answer.status_code == 200, answer.text
+    images = [
+        {
+            "url": f"{site.files}/black-product-01.jpg",
+            "sort": 1,
+            "attach_to_variants_matching_attribute_code": {"Colour": "100"},
+        },
+        {
+            "url": f"{site.files}/black-product-02.jpg",
+            "sort": 2,
+            "attach_to_variants_matching_attribute_code": {"Color": "Black"},
+        },
+    ]
+    sent = httpx.post(
+        f"{site.base}/products/images/sync?wait=30",
+        headers=auth,
+        json={"products": [{"item_number": "warned-product", "images": images}]},
+    )
+    assert sent.json()["status"] == "succeeded", sent.text
+    page = _page(browser, site)
+    _sign_in(page, site.other_token, "/admin/products/warned-product")
+    shown = page.locator(".warnings li").all_inner_texts()
+    assert len(shown) == 2, shown
+    assert "unknown_attribute: no variant of this product has an attribute 'Colour'" in shown[0]
+    assert "unknown_attribute_code: no variant of this product has Color code 'Black'" in shown[1]
     assert page.elsewhere == []

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from imagesync.client import ApiError, AsyncClient, ConnectionFailed, Unauthorized
 from imagesync.push.report import Display, summary, write_report
-from imagesync.push.send import Tally, push
+from imagesync.push.send import Tally, push, warnings_of
 from imagesync.push.source import Loaded, SourceError, load
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
@@ -32,6 +32,7 @@ class PushOptions:
     skip_invalid: bool = False
     report: Path | None = None
     retries: int = 5
+    strict: bool = False  # warnings (rules that matched no variant) make the exit code 1
 
 
 def run(path: str, options: PushOptions, console: Console, errors: Console) -> int:
@@ -83,7 +84,9 @@ def run(path: str, options: PushOptions, console: Console, errors: Console) -> i
             soft_wrap=True,
         )
         return INTERRUPTED
-    return FAILED if tally.failed or loaded.invalid else OK
+    if tally.failed or loaded.invalid:
+        return FAILED
+    return FAILED if options.strict and warnings_of(tally) else OK
 
 
 async def _check_token(options: PushOptions, errors: Console) -> int | None:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imagesync.push.send import Tally, error_codes
+from imagesync.push.send import Tally, error_codes, warnings_of
 from imagesync.push.source import Problem
 
 PLAIN_EVERY = 5.0  # seconds between progress lines without a terminal
@@ -117,6 +117,24 @@ def summary(console: Console, tally: Tally, *, dry_run: bool) -> None:
         for code, count in codes.most_common(10):
             table.add_row(code, str(count))
         console.print(table)
+    warnings = warnings_of(tally)
+    if warnings:
+        images = f"{len(warnings)} image{'' if len(warnings) == 1 else 's'}"
+        table = Table(title=f"Warnings: {images} whose rule matched no variant")
+        table.add_column("product", no_wrap=True)
+        table.add_column("url", overflow="fold")
+        table.add_column("code", no_wrap=True)
+        table.add_column("detail", overflow="fold")
+        for warning in warnings[:20]:
+            table.add_row(*(warning[k] for k in ("item_number", "url", "code", "detail")))
+        console.print(table)
+        more = f" ({len(warnings) - 20} more in the report)" if len(warnings) > 20 else ""
+        console.print(
+            f"{images} attached to their product only{more}: check the attr: columns' "
+            "names and codes. --strict makes this exit 1.",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _plan_summary(console: Console, tally: Tally) -> None:
@@ -167,6 +185,7 @@ def write_report(
         "downloads": tally.downloads,
         "statuses": dict(Counter(r.status for r in tally.results)),
         "error_codes": dict(error_codes(tally).most_common()),
+        "warnings": warnings_of(tally),
         "invalid_in_file": [
             {"line": p.line, "column": p.column, "item_number": p.item_number, "detail": p.detail}
             for p in problems

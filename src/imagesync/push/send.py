@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from imagesync.client import ApiError, AsyncClient, ConnectionFailed, InvalidRequest, chunks
 from imagesync.sync.schemas import (
     ImageError,
+    ImageResult,
+    PlannedImage,
     PlannedProduct,
     ProductImagesIn,
     ProductResult,
@@ -169,6 +171,20 @@ def _fail(
     else:
         result = ProductResult(item_number=product.item_number, status="failed", error=first)
         tally.add(result, len(product.images))
+
+
+def warnings_of(tally: Tally) -> list[dict[str, str]]:
+    """Every image's warning (a rule that matched no variant), with its product and URL:
+    the images were applied, attached to their product only."""
+    images: list[tuple[str, ImageResult | PlannedImage]] = [
+        (r.item_number, i) for r in tally.results for i in r.images
+    ]
+    images += [(p.item_number, i) for p in tally.plans for i in p.images]
+    return [
+        {"item_number": item_number, "url": image.url, **warning.model_dump()}
+        for item_number, image in images
+        for warning in image.warnings
+    ]
 
 
 def error_codes(tally: Tally) -> Counter[str]:

@@ -135,7 +135,9 @@ async def apply_plan(
         image.variant_links = [ImageVariant(variant_id=v) for v in sorted(create.variant_ids)]
         session.add(image)
         counts.created += 1
-        results[create.index] = image_result(create.spec, "created", image.id)
+        results[create.index] = image_result(
+            create.spec, "created", image.id, warning=plan.warnings.get(create.index)
+        )
     for keep in plan.keeps:
         if keep.changed:
             image = images[keep.image_id]
@@ -147,7 +149,10 @@ async def apply_plan(
         else:
             counts.kept += 1
         results[keep.index] = image_result(
-            keep.spec, "updated" if keep.changed else "kept", keep.image_id
+            keep.spec,
+            "updated" if keep.changed else "kept",
+            keep.image_id,
+            warning=plan.warnings.get(keep.index),
         )
     for skip in plan.skips:
         counts.skipped += 1

@@ -43,3 +43,18 @@ RESULT_CODES: dict[str, str] = {
 def describe() -> str:
     """The codes as a Markdown list, for the schema's description."""
     return "\n".join(f"- `{code}`: {meaning}" for code, meaning in RESULT_CODES.items())
+
+
+# What a warning on an image can say: the image was applied, but not as its rule meant.
+WARNING_CODES: dict[str, str] = {
+    "unknown_attribute": "No variant of the product has an attribute of the rule's name "
+    "(often a name the account does not have, or spelt differently).",
+    "unknown_attribute_code": "No variant of the product has this code for the attribute "
+    "(often the value's name given instead of its code).",
+    "rule_matches_no_variant": "The product has no variants, or each pair of the rule is "
+    "found on some variant but no variant has them all.",
+}
+
+
+def describe_warnings() -> str:
+    return "\n".join(f"- `{code}`: {meaning}" for code, meaning in WARNING_CODES.items())

@@ -12,6 +12,7 @@ from imagesync.catalog.models import Account
 from imagesync.sync import repository
 from imagesync.sync.apply import Planned, plan_products
 from imagesync.sync.planner import ImageSpec
+from imagesync.sync.results import image_warning
 from imagesync.sync.schemas import (
     ImageError,
     ImageSyncRequest,
@@ -96,6 +97,8 @@ def _product_plan(
     for skip in plan.skips:
         images[skip.index] = _image(skip.spec, "skip", None, frozenset(), skus)
         counts.skip += 1
+    for index, warning in plan.warnings.items():
+        images[index].warnings.append(image_warning(warning))
     current = {image.image_id: image.spec for image in planned.current}
     deletes = [
         PlannedDeletion(

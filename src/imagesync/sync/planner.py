@@ -84,6 +84,52 @@ def matching_variants(
 
 
 @dataclass(frozen=True)
+class RuleWarning:
+    """An image whose attach rule matched no variant of its product: it is attached to
+    the product only. Not an error (TRAEDE accepts it), but never silent. Its codes are
+    `codes.WARNING_CODES`."""
+
+    code: str
+    detail: str
+
+
+def rule_warning(
+    rule: Mapping[str, str] | None, variants: Sequence[VariantCodes]
+) -> RuleWarning | None:
+    """Why a non-empty rule matches none of the product's `variants`, or None when it
+    matches one (or there is no rule)."""
+    if not rule or matching_variants(rule, variants):
+        return None
+    if not variants:
+        return RuleWarning(
+            "rule_matches_no_variant",
+            "the product has no variants; the image is attached to the product only",
+        )
+    for name, code in rule.items():
+        names = sorted({n for v in variants for n in v.codes})
+        if name not in names:
+            have = ", ".join(names) or "none"
+            return RuleWarning(
+                "unknown_attribute",
+                f"no variant of this product has an attribute {name!r} (they have: {have}); "
+                "the image is attached to the product only",
+            )
+        codes = sorted({c for v in variants if (c := v.codes.get(name)) is not None})
+        if code not in codes:
+            have = ", ".join(codes) or "none"
+            return RuleWarning(
+                "unknown_attribute_code",
+                f"no variant of this product has {name} code {code!r} (their codes: {have}); "
+                "the image is attached to the product only",
+            )
+    pairs = ", ".join(f"{name}={code}" for name, code in rule.items())
+    return RuleWarning(
+        "rule_matches_no_variant",
+        f"no variant of this product has all of {pairs}; the image is attached to the product only",
+    )
+
+
+@dataclass(frozen=True)
 class Create:
     index: int  # position in the request
     spec: ImageSpec
@@ -113,6 +159,8 @@ class ProductPlan:
     deletes: tuple[str, ...] = ()  # image ids
     use_sort_b2c: bool | None = None  # None: leave as it is
     notes: tuple[str, ...] = field(default=())
+    # By position in the request: the images attached, whose rule matched no variant.
+    warnings: Mapping[int, RuleWarning] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:
@@ -140,6 +188,7 @@ def plan_product_sync(
     keeps: list[Keep] = []
     skips: list[Skip] = []
     wanted: set[Identity] = set()
+    warnings: dict[int, RuleWarning] = {}
     for index, spec in enumerate(requested):
         variant_ids = matching_variants(spec.attach_rule, variants)
         existing = by_identity.get(spec.identity)
@@ -151,10 +200,15 @@ def plan_product_sync(
             keeps.append(Keep(index, existing.image_id, spec, variant_ids, changed))
         elif spec.skip_if_no_variant_matches and spec.attach_rule and not variant_ids:
             skips.append(Skip(index, spec))
+            continue  # skipped, as it asked: no warning
         else:
             creates.append(Create(index, spec, variant_ids))
+        if not variant_ids and (warning := rule_warning(spec.attach_rule, variants)):
+            warnings[index] = warning
     deletes = tuple(image.image_id for image in current if image.spec.identity not in wanted)
-    return ProductPlan(tuple(creates), tuple(keeps), tuple(skips), deletes, use_sort_b2c)
+    return ProductPlan(
+        tuple(creates), tuple(keeps), tuple(skips), deletes, use_sort_b2c, warnings=warnings
+    )
 
 
 def _metadata(spec: ImageSpec) -> tuple[object, ...]:

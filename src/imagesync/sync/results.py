@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from imagesync.kit.db import utcnow
 from imagesync.sync.models import SyncJobProduct
-from imagesync.sync.planner import Identity, ImageSpec
-from imagesync.sync.schemas import ImageError, ImageResult, Outcome, ProductResult, SyncCounts
+from imagesync.sync.planner import Identity, ImageSpec, RuleWarning
+from imagesync.sync.schemas import (
+    ImageError,
+    ImageResult,
+    ImageWarning,
+    Outcome,
+    ProductResult,
+    SyncCounts,
+)
 
 
 def image_result(
-    spec: ImageSpec, outcome: Outcome, image_id: str | None, error: ImageError | None = None
+    spec: ImageSpec,
+    outcome: Outcome,
+    image_id: str | None,
+    error: ImageError | None = None,
+    warning: RuleWarning | None = None,
 ) -> ImageResult:
     return ImageResult(
         url=spec.url,
@@ -17,7 +28,12 @@ def image_result(
         outcome=outcome,
         image_id=image_id,
         error=error,
+        warnings=[] if warning is None else [image_warning(warning)],
     )
+
+
+def image_warning(warning: RuleWarning) -> ImageWarning:
+    return ImageWarning(code=warning.code, detail=warning.detail)
 
 
 def superseded(entry: SyncJobProduct) -> ProductResult:

@@ -156,12 +156,26 @@ class ImageError(BaseModel):
     detail: str
 
 
+class ImageWarning(BaseModel):
+    code: str = Field(
+        description="Why the image was applied but not as its rule meant: attached to the "
+        "product only, since its `attach_to_variants_matching_attribute_code` matched no "
+        "variant:\n" + codes.describe_warnings(),
+        json_schema_extra={"enum": list(codes.WARNING_CODES)},
+    )
+    detail: str
+
+
 class ImageResult(BaseModel):
     url: str
     existance_key: str | None
     outcome: Outcome
     image_id: str | None = None
     error: ImageError | None = None
+    warnings: list[ImageWarning] = Field(
+        default_factory=list,
+        description="Not errors: the image was applied. Its rule matched no variant.",
+    )
 
 
 class SyncCounts(BaseModel):
@@ -212,6 +226,9 @@ class PlannedImage(BaseModel):
     download: bool = Field(
         description="Whether it would be downloaded: a new identity the account has never "
         "seen. A known one reuses the stored file."
+    )
+    warnings: list[ImageWarning] = Field(
+        default_factory=list, description="Its rule would match no variant (not an error)."
     )
 
 

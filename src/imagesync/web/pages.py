@@ -269,6 +269,7 @@ async def product(
     outcomes = last.result.images if last is not None and last.result is not None else []
     skipped = [i for i in outcomes if i.outcome == "skipped"]
     failed_images = [i for i in outcomes if i.outcome == "failed" and i.error is not None]
+    warned = [i for i in outcomes if i.warnings]
     return render(
         request,
         "product.html",
@@ -281,6 +282,7 @@ async def product(
             "last": last,
             "skipped": skipped,
             "failed_images": failed_images,
+            "warned": warned,
             "active": "products",
         },
         me=me,
