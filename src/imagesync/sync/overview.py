@@ -300,21 +300,28 @@ async def hours(session: AsyncSession, account_id: int, now: datetime) -> list[H
     return found
 
 
+async def _failed_since(
+    session: AsyncSession, account_id: int, since: datetime
+) -> list[tuple[str, ProductResult]]:
+    """The account's products whose sync failed since `since`, with their results."""
+    return [
+        (item_number, ProductResult.model_validate(result))
+        for item_number, result in await session.execute(
+            select(SyncJobProduct.item_number, SyncJobProduct.result).where(
+                SyncJobProduct.account_id == account_id,
+                SyncJobProduct.status == "failed",
+                SyncJobProduct.finished_at > since,
+            )
+        )
+        if result
+    ]
+
+
 async def items_failed_with(session: AsyncSession, account_id: int, code: str) -> list[str]:
     """The item numbers of the products whose sync failed with `code` (for the product
     or one of its images) in the last 24 hours: the dashboard's top codes, by product."""
-    since = utcnow() - timedelta(days=1)
-    found: set[str] = set()
-    for item_number, result in await session.execute(
-        select(SyncJobProduct.item_number, SyncJobProduct.result).where(
-            SyncJobProduct.account_id == account_id,
-            SyncJobProduct.status == "failed",
-            SyncJobProduct.finished_at > since,
-        )
-    ):
-        if result and code in ProductResult.model_validate(result).failure_codes():
-            found.add(item_number)
-    return sorted(found)
+    failed = await _failed_since(session, account_id, utcnow() - timedelta(days=1))
+    return sorted({item for item, result in failed if code in result.failure_codes()})
 
 
 async def dashboard(session: AsyncSession, account_id: int) -> Dashboard:
@@ -337,13 +344,8 @@ async def dashboard(session: AsyncSession, account_id: int) -> Dashboard:
         )
     ).one()
     codes: Counter[str] = Counter()
-    for (result,) in await session.execute(
-        select(SyncJobProduct.result).where(
-            mine, SyncJobProduct.status == "failed", SyncJobProduct.finished_at > day_ago
-        )
-    ):
-        if result:
-            codes.update(ProductResult.model_validate(result).failure_codes())
+    for _, result in await _failed_since(session, account_id, day_ago):
+        codes.update(result.failure_codes())
     pending = await session.scalar(
         select(func.count(func.distinct(Rendition.id)))
         .join(Image, Image.blob_id == Rendition.blob_id)

@@ -100,19 +100,17 @@ def rule_warning(
     matches one (or there is no rule)."""
     if not rule or matching_variants(rule, variants):
         return None
+    only = "the image is attached to the product only"
     if not variants:
-        return RuleWarning(
-            "rule_matches_no_variant",
-            "the product has no variants; the image is attached to the product only",
-        )
+        return RuleWarning("rule_matches_no_variant", f"the product has no variants; {only}")
+    names = sorted({n for v in variants for n in v.codes})
     for name, code in rule.items():
-        names = sorted({n for v in variants for n in v.codes})
         if name not in names:
             have = ", ".join(names) or "none"
             return RuleWarning(
                 "unknown_attribute",
                 f"no variant of this product has an attribute {name!r} (they have: {have}); "
-                "the image is attached to the product only",
+                + only,
             )
         codes = sorted({c for v in variants if (c := v.codes.get(name)) is not None})
         if code not in codes:
@@ -120,12 +118,11 @@ def rule_warning(
             return RuleWarning(
                 "unknown_attribute_code",
                 f"no variant of this product has {name} code {code!r} (their codes: {have}); "
-                "the image is attached to the product only",
+                + only,
             )
     pairs = ", ".join(f"{name}={code}" for name, code in rule.items())
     return RuleWarning(
-        "rule_matches_no_variant",
-        f"no variant of this product has all of {pairs}; the image is attached to the product only",
+        "rule_matches_no_variant", f"no variant of this product has all of {pairs}; {only}"
     )
 
 
