@@ -1,6 +1,8 @@
 """The benchmark suite: imagesync driven over HTTP by a separate client process, against
 bare baselines measured in the same run, in the embedded default (SQLite, local files)
-and scaled out (PostgreSQL, IMAGESYNC_QUEUE=procrastinate, one API and one worker).
+and scaled out (PostgreSQL, IMAGESYNC_QUEUE=procrastinate, one API and one worker); with
+`--modes embedded-pg`, also the embedded queue on PostgreSQL (one serve running
+procrastinate's worker itself).
 
     .venv/bin/python bench/run.py            # make bench: 1x and 10x catalogs
     .venv/bin/python bench/run.py --quick    # make bench-quick: a smoke run, no speed asserted
@@ -109,7 +111,8 @@ def running(mode: str, images_base: str) -> Iterator[Service]:
                 admin.execute(f'CREATE DATABASE "{database}"')
             url = POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + database
             env["IMAGESYNC_DATABASE_URL"] = url
-            env["IMAGESYNC_QUEUE"] = "procrastinate"
+            if mode == "procrastinate":
+                env["IMAGESYNC_QUEUE"] = "procrastinate"
             sync_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
         service = Service(mode, env, cwd, sync_url)
         try:
@@ -301,7 +304,7 @@ def table(results: dict[str, Any]) -> str:
             )
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in r["peak_rss_mb"].items())
         lines.append(row(f"{name}: peak RSS", rss, "", "<= 300 MB"))
-    for mode in ("embedded", "procrastinate"):
+    for mode in MODES:
         runs = sorted(
             (r for r in results["runs"] if r["mode"] == mode), key=lambda r: r["products"]
         )
@@ -323,11 +326,19 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MODES = ("embedded", "embedded-pg", "procrastinate")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny, no speed asserted")
     parser.add_argument("--products", type=int, default=100, help="products in the 1x catalog")
-    parser.add_argument("--modes", default="embedded,procrastinate")
+    parser.add_argument(
+        "--modes",
+        default="embedded,procrastinate",
+        help=f"of {', '.join(MODES)} (embedded-pg: the embedded queue on PostgreSQL, "
+        "procrastinate's worker inside serve)",
+    )
     args = parser.parse_args()
     sizes = [20] if args.quick else [args.products, 10 * args.products]
     results: dict[str, Any] = {

@@ -73,8 +73,18 @@ def postgres_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# procrastinate's tables: serve runs its worker on PostgreSQL, and a job left by one test
+# must not run in the next one's database.
+PROCRASTINATE_TABLES = (
+    "procrastinate_jobs",
+    "procrastinate_workers",
+    "procrastinate_periodic_defers",
+)
+
+
 def _truncate_postgres(url: str) -> None:
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    names = [t.name for t in Base.metadata.sorted_tables] + list(PROCRASTINATE_TABLES)
+    tables = ", ".join(f'"{name}"' for name in names)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
 
@@ -103,7 +113,11 @@ def database_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, st
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, storage_url=str(tmp_path / "files"))
+    return Settings(
+        database_url=database_url,
+        storage_url=str(tmp_path / "files"),
+        worker_shutdown_grace_seconds=0.5,
+    )
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Counting what a path spends on the database, as Django's `assertNumQueries` does: each
-statement sent, and each transaction begun, on one engine."""
+statement sent, and each transaction begun, on one engine. The jobs procrastinate
+inserts on that engine's connections (inside the caller's transaction) count too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from procrastinate.psycopg_connector import PsycopgConnector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -41,10 +43,18 @@ def counting(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
     def begin(_conn: Any) -> None:
         spent.transactions += 1
 
+    defer = PsycopgConnector.execute_query_all_async_with_connection
+
+    async def deferred(self: PsycopgConnector, connection: Any, query: Any, **args: Any) -> Any:
+        spent.statements.append(f"/* procrastinate */ {query}")
+        return await defer(self, connection, query, **args)
+
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(engine, "begin", begin)
+    PsycopgConnector.execute_query_all_async_with_connection = deferred  # type: ignore[method-assign]
     try:
         yield spent
     finally:
         event.remove(engine, "before_cursor_execute", statement)
         event.remove(engine, "begin", begin)
+        PsycopgConnector.execute_query_all_async_with_connection = defer  # type: ignore[method-assign]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +25,9 @@ from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging, redact_access_log
 from imagesync.kit.ratelimit import TokenRateLimit, limit_or_none
 from imagesync.kit.settings import Settings, load_settings
-from imagesync.queue.embedded import EmbeddedQueue
-from imagesync.runtime import make_queue, open_context, serve_connections
-from imagesync.storage.collector import Collector
-from imagesync.storage.renditions import RENDER_BLOB, RenditionWorker
+from imagesync.runtime import make_queue, open_context, runs_work, serve_connections, serving_work
 from imagesync.sync import api as sync_api
-from imagesync.sync.context import SyncContext
 from imagesync.sync.examples import RESPONSE_EXAMPLES
-from imagesync.sync.submit import RUN_PRODUCT
-from imagesync.sync.worker import SyncWorker
 from imagesync.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
@@ -70,28 +62,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redact_access_log()  # after the server configured its loggers
-        queue = make_queue(settings)
-        async with open_context(settings, queue, connections=serve_connections(settings)) as ctx:
+        queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
+        context = open_context(settings, queue, connections=serve_connections(settings))
+        async with context as ctx, serving_work(settings, ctx):
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
             for limit in app.state.limits:
                 limit.open(ctx.sessionmaker.kw["bind"])
-            runners = embedded_runners(ctx, settings) if isinstance(queue, EmbeddedQueue) else None
-            app.state.runners = runners
-            for runner in runners.all() if runners else []:
-                await runner.start()
             log.info(
                 "app.started",
                 database=ctx.sessionmaker.kw["bind"].url.render_as_string(hide_password=True),
                 queue=settings.queue,
-                embedded_runners=runners is not None,
+                runs_work=runs_work(settings),
             )
-            try:
-                yield
-            finally:
-                for runner in reversed(runners.all() if runners else []):
-                    await runner.stop()
-                log.info("app.stopped")
+            yield
+        log.info("app.stopped")
 
     # The interactive docs' assets are served from the installed package, never a CDN.
     app = FastAPIOffline(
@@ -167,42 +152,6 @@ RATE_LIMITED = {
     "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
 }
-
-
-@dataclass(frozen=True)
-class EmbeddedRunners:
-    """The embedded queue's runners inside `serve`."""
-
-    sync: SyncWorker
-    renditions: RenditionWorker
-    collector: Collector
-
-    def all(self) -> list[SyncWorker | RenditionWorker | Collector]:
-        """In start order."""
-        return [self.sync, self.renditions, self.collector]
-
-
-def embedded_runners(ctx: SyncContext, settings: Settings) -> EmbeddedRunners | None:
-    """None with IMAGESYNC_EMBEDDED_WORKER=false: the work then waits in the database."""
-    if not settings.embedded_worker:
-        return None
-    assert isinstance(ctx.queue, EmbeddedQueue)
-    worker = SyncWorker(
-        ctx,
-        concurrency=settings.worker_concurrency,
-        sole_worker=settings.async_database_url.startswith("sqlite"),
-    )
-    renderer = RenditionWorker(
-        ctx.blobs, concurrency=settings.rendition_concurrency, downloads_busy=worker.busy
-    )
-    ctx.queue.serve(RUN_PRODUCT, worker.wake)
-    ctx.queue.serve(RENDER_BLOB, renderer.wake)
-    collector = Collector(
-        ctx.blobs,
-        grace=timedelta(days=settings.blob_grace_days),
-        interval=timedelta(seconds=settings.collect_interval_seconds),
-    )
-    return EmbeddedRunners(worker, renderer, collector)
 
 
 async def _on_integrity_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -314,7 +314,7 @@ def collect(
     ),
 ) -> None:
     """Delete now the files no image has used for the grace period, and stored files no
-    row knows (the server does both on its own, see IMAGESYNC_COLLECT_INTERVAL_SECONDS)."""
+    row knows (the queue does both on its own: hourly, and daily at 03:37 UTC)."""
     from datetime import timedelta
 
     from imagesync.runtime import make_queue, open_context
@@ -342,10 +342,9 @@ def collect(
 def queue(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
-    """Show the work: products of sync jobs waiting, running, stuck, failing now (their
-    last sync failed) or failed in the last 24 h,
-    renditions by state and, with IMAGESYNC_QUEUE=procrastinate, the queue's jobs per
-    queue, the stalled ones and the live workers."""
+    """Show the work: products of sync jobs waiting, running, failing now (their last
+    sync failed) or failed in the last 24 h, renditions by state, and the queue's jobs
+    per queue (on PostgreSQL also the stalled ones and the live workers)."""
     from imagesync.sync.status import queue_status
 
     settings = _settings()
@@ -353,7 +352,7 @@ def queue(
         settings,
         lambda s: queue_status(
             s,
-            procrastinate=settings.queue == "procrastinate",
+            procrastinate=not settings.async_database_url.startswith("sqlite"),
             stalled_after=timedelta(seconds=settings.stalled_worker_seconds),
         ),
     )
@@ -365,7 +364,6 @@ def queue(
         table.add_row("products", state, str(found.products.get(state, 0)))
     if found.oldest_queued_seconds is not None:
         table.add_row("products", "oldest queued (s)", f"{found.oldest_queued_seconds:.0f}")
-    table.add_row("products", "running past their lease", str(found.products_past_lease))
     for code, n in sorted(found.failing_codes.items()):
         table.add_row("products", f"failing now: {code}", str(n))
     for code, n in sorted(found.failed_codes.items()):
@@ -375,7 +373,7 @@ def queue(
     for name, statuses in found.jobs.items():
         for state, n in statuses.items():
             table.add_row(f"jobs: {name}", state, str(n))
-    if settings.queue == "procrastinate":
+    if not settings.async_database_url.startswith("sqlite"):
         table.add_row("jobs", "stalled (worker silent)", str(found.stalled_jobs))
         table.add_row("workers", "live", str(found.workers))
     out.print(table)

@@ -10,6 +10,7 @@ from imagesync.catalog.models import (
     VariantAttribute,
 )
 from imagesync.kit.ratelimit import RateWindow
+from imagesync.queue.models import QueueJob
 from imagesync.storage.models import Blob, Rendition
 from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
 from imagesync.web.models import AdminSession
@@ -24,6 +25,7 @@ __all__ = [
     "Image",
     "ImageVariant",
     "Product",
+    "QueueJob",
     "RateWindow",
     "Rendition",
     "Source",

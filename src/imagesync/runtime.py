@@ -1,7 +1,9 @@
 """Process-wide resources, built once per process: the database engine, the blob store,
 the downloader and the queue, bundled as the `SyncContext` that running work needs.
 `serve` (app.py), `worker` and `collect` start here: this is where the domains are wired
-together (the blob users image sync declares, the catalog's listener, every task)."""
+together (the blob users image sync declares, the catalog's listener, every task), and
+where the queue's runner is chosen: procrastinate on PostgreSQL (in `serve`, or in
+`imagesync worker` processes), the local runner on SQLite."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import procrastinate
+import procrastinate.worker
 import structlog
 
 from imagesync.catalog import events
@@ -23,9 +26,9 @@ from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
 from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
-from imagesync.queue import QUEUES, Queue
-from imagesync.queue import procrastinate as queue_tasks
-from imagesync.queue.embedded import EmbeddedQueue
+from imagesync.queue import MAINTENANCE, QUEUES, RENDITIONS, SYNC, Queue, Tasks
+from imagesync.queue import procrastinate as queue_procrastinate
+from imagesync.queue.local import Lane, LocalQueue, LocalRunner
 from imagesync.queue.procrastinate import ProcrastinateQueue, ResilientConnector, conninfo
 from imagesync.storage import tasks as storage_tasks
 from imagesync.storage.context import Blobs
@@ -40,9 +43,12 @@ from imagesync.sync.models import BLOB_USERS
 log = structlog.get_logger(__name__)
 
 
-async def _stopped_within(seconds: float) -> bool:
-    """Whether SIGTERM or SIGINT arrives within `seconds` (procrastinate's own handlers
-    are off between its runs)."""
+async def _stopped_within(seconds: float, stop: asyncio.Event | None) -> bool:
+    """Whether `stop` is set within `seconds`, or without one SIGTERM or SIGINT arrives
+    (procrastinate's own handlers are off between its runs)."""
+    if stop is not None:
+        await wait_event(stop, seconds)
+        return stop.is_set()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,6 +61,19 @@ async def _stopped_within(seconds: float) -> bool:
     return stop.is_set()
 
 
+def tasks() -> Tasks:
+    """Every task of the service."""
+    declared = Tasks()
+    sync_tasks.register(declared)
+    storage_tasks.register(declared)
+    return declared
+
+
+def uses_procrastinate(settings: Settings) -> bool:
+    """Whether procrastinate runs the queue: whenever the database is PostgreSQL."""
+    return not settings.async_database_url.startswith("sqlite")
+
+
 def procrastinate_app(settings: Settings, *, pool_size: int = 2) -> procrastinate.App:
     """The procrastinate app with every task of the service registered."""
     connector = ResilientConnector(
@@ -64,24 +83,28 @@ def procrastinate_app(settings: Settings, *, pool_size: int = 2) -> procrastinat
         kwargs={"application_name": "imagesync-queue"},
     )
     app = procrastinate.App(connector=connector)
-    sync_tasks.register(app)
-    storage_tasks.register(app)
-    queue_tasks.register(app)
+    queue_procrastinate.register(app, tasks(), max_attempts=settings.task_max_attempts)
     return app
 
 
-def make_queue(settings: Settings) -> Queue:
-    if settings.queue == "procrastinate":
-        # The API only inserts jobs, on its own transaction's connection: no pool opened.
-        return ProcrastinateQueue(procrastinate_app(settings))
-    return EmbeddedQueue()
+def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
+    """The queue the domains defer to. procrastinate's pool is opened only where its
+    worker runs: the API inserts jobs on its own transaction's connection."""
+    if uses_procrastinate(settings):
+        return ProcrastinateQueue(procrastinate_app(settings, pool_size=pool_size))
+    return LocalQueue(tasks())
+
+
+def runs_work(settings: Settings) -> bool:
+    """Whether `serve` runs the queue's work in its own process."""
+    return settings.embedded_worker and settings.queue == "embedded"
 
 
 def serve_connections(settings: Settings) -> int:
-    """What `serve` uses at once: each running product, its lease renewal and each
-    rendition slot one (embedded mode), and requests, each holding one at a time."""
-    work = 2 * settings.worker_concurrency + settings.rendition_concurrency + 2
-    return (work if settings.queue == "embedded" and settings.embedded_worker else 0) + 8
+    """What `serve` uses at once: each running product one and each rendition slot one
+    (when it runs the work), and requests, each holding one at a time."""
+    work = settings.worker_concurrency + settings.rendition_concurrency + 2
+    return (work if runs_work(settings) else 0) + 8
 
 
 def pool_options(settings: Settings, connections: int) -> dict[str, Any]:
@@ -139,13 +162,11 @@ async def open_context(
                 decode_budget=DecodeBudget(media.max_decoded_bytes),
                 staging=staging,
                 rendition_widths=settings.rendition_width_set,
-                max_attempts=settings.task_max_attempts,
             )
             yield SyncContext(
                 sessionmaker,
                 fetcher,
                 blobs,
-                max_attempts=settings.task_max_attempts,
                 account_max_products=settings.account_max_products,
                 store_waits=store_waits(settings.store_wait_seconds),
             )
@@ -153,13 +174,104 @@ async def open_context(
         await engine.dispose()
 
 
+def resources(ctx: SyncContext, settings: Settings) -> dict[str, Any]:
+    """What tasks are given (`Attempt.resources`)."""
+    return {"sync": ctx, "blobs": ctx.blobs, "settings": settings}
+
+
+@asynccontextmanager
+async def serving_work(settings: Settings, ctx: SyncContext) -> AsyncIterator[None]:
+    """`serve`'s own runner of the queue's work, while the body runs: the local runner on
+    SQLite, procrastinate workers on PostgreSQL; none when the work runs elsewhere
+    (`IMAGESYNC_QUEUE=procrastinate`) or nowhere (`IMAGESYNC_EMBEDDED_WORKER=false`)."""
+    if not runs_work(settings):
+        yield
+        return
+    queue = ctx.queue
+    if isinstance(queue, LocalQueue):
+        runner = LocalRunner(
+            queue,
+            ctx.sessionmaker,
+            [
+                Lane(SYNC, settings.worker_concurrency, share_max=settings.account_max_products),
+                Lane(RENDITIONS, settings.rendition_concurrency, behind=SYNC),
+                Lane(MAINTENANCE, 1),
+            ],
+            resources(ctx, settings),
+            max_attempts=settings.task_max_attempts,
+            grace_seconds=settings.worker_shutdown_grace_seconds,
+        )
+        await runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+        return
+    assert isinstance(queue, ProcrastinateQueue)
+    stop = asyncio.Event()
+    async with queue.app.open_async():
+        # Renditions in their own worker, so that a burst of them never holds the slots
+        # of the syncs.
+        workers = [
+            asyncio.create_task(
+                run_procrastinate(
+                    queue.app,
+                    ctx,
+                    settings,
+                    queues=list(names),
+                    concurrency=concurrency,
+                    name=f"serve-{label}",
+                    stop=stop,
+                ),
+                name=f"procrastinate-{label}",
+            )
+            for label, names, concurrency in (
+                ("sync", (SYNC, MAINTENANCE), settings.worker_concurrency),
+                ("renditions", (RENDITIONS,), settings.rendition_concurrency),
+            )
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+
 async def run_worker(
     settings: Settings, *, concurrency: int, queues: list[str] | None, name: str = "worker"
 ) -> None:
-    """Take and run jobs until SIGTERM or SIGINT; then stop taking work, give the jobs in
-    hand `IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS` to finish, and return."""
-    app = procrastinate_app(settings, pool_size=concurrency + 3)
-    context = open_context(settings, ProcrastinateQueue(app), connections=2 * concurrency + 2)
+    """`imagesync worker`: take and run jobs until SIGTERM or SIGINT; then stop taking
+    work, give the jobs in hand `IMAGESYNC_WORKER_SHUTDOWN_GRACE_SECONDS` to finish, and
+    return."""
+    queue = make_queue(settings, pool_size=concurrency + 3)
+    assert isinstance(queue, ProcrastinateQueue)
+    async with (
+        open_context(settings, queue, connections=concurrency + 2) as ctx,
+        queue.app.open_async(),
+    ):
+        await run_procrastinate(
+            queue.app,
+            ctx,
+            settings,
+            queues=list(queues or QUEUES),
+            concurrency=concurrency,
+            name=name,
+        )
+
+
+async def run_procrastinate(
+    app: procrastinate.App,
+    ctx: SyncContext,
+    settings: Settings,
+    *,
+    queues: list[str],
+    concurrency: int,
+    name: str,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a procrastinate worker until it is asked to stop: by SIGTERM or SIGINT (no
+    `stop` given: `imagesync worker`), or by `stop` (inside `serve`). It is started again
+    whenever the database connection is lost."""
     handed_back: list[dict[str, Any]] = []
 
     async def note_handed_back(call_next: Any, context: Any, worker: Any) -> Any:  # noqa: ARG001
@@ -171,40 +283,56 @@ async def run_worker(
             handed_back.append({"job": job.id, "task": job.task_name, **job.task_kwargs})
             raise
 
-    async with context as ctx, app.open_async():
-        log.info("worker.started", concurrency=concurrency, queues=queues or list(QUEUES))
-        lost = 0
-        while True:
-            started = time.monotonic()
-            try:
-                await app.run_worker_async(
-                    queues=list(queues or QUEUES),
-                    concurrency=concurrency,
-                    name=name,
-                    additional_context={
-                        "sync": ctx,
-                        "blobs": ctx.blobs,
-                        "settings": {
-                            "blob_grace_days": settings.blob_grace_days,
-                            "stalled_worker_seconds": settings.stalled_worker_seconds,
-                        },
-                    },
-                    shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
-                    update_heartbeat_interval=settings.worker_heartbeat_seconds,
-                    stalled_worker_timeout=settings.stalled_worker_seconds,
-                    delete_jobs="successful",
-                    install_signal_handlers=True,
-                    worker_middleware=[note_handed_back],
-                )
-                break  # asked to stop
-            except procrastinate.exceptions.ConnectorException as exc:
-                # procrastinate's worker ends when its connection is cut (a failover, a
-                # restart of the database): start it again, as a new worker; what the
-                # old one held is taken back as stalled work.
-                lost = 1 if time.monotonic() - started > 60 else lost + 1
-                wait = min(2.0 ** (lost - 1), 30.0)
-                log.warning("worker.database_lost", error=str(exc.__cause__ or exc), retry_in=wait)
-                if await _stopped_within(wait):
-                    break
-        # What was cut off goes back to the queue, to be run again by any worker.
-        log.info("worker.stopped", handed_back=handed_back)
+    log.info("worker.started", name=name, concurrency=concurrency, queues=queues)
+    lost = 0
+    while True:
+        started = time.monotonic()
+        worker = procrastinate.worker.Worker(
+            app=app,
+            queues=queues,
+            concurrency=concurrency,
+            name=name,
+            additional_context=resources(ctx, settings),
+            shutdown_graceful_timeout=settings.worker_shutdown_grace_seconds,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.stalled_worker_seconds,
+            delete_jobs="successful",
+            install_signal_handlers=stop is None,
+            worker_middleware=[note_handed_back],
+        )
+        try:
+            await _run_until_stopped(worker, stop)
+            break  # asked to stop
+        except procrastinate.exceptions.ConnectorException as exc:
+            # procrastinate's worker ends when its connection is cut (a failover, a
+            # restart of the database): start it again, as a new worker; what the old
+            # one held is taken back as stalled work.
+            lost = 1 if time.monotonic() - started > 60 else lost + 1
+            wait = min(2.0 ** (lost - 1), 30.0)
+            log.warning("worker.database_lost", error=str(exc.__cause__ or exc), retry_in=wait)
+            if await _stopped_within(wait, stop):
+                break
+    # What was cut off goes back to the queue, to be run again by any worker.
+    log.info("worker.stopped", name=name, handed_back=handed_back)
+
+
+async def _run_until_stopped(
+    worker: procrastinate.worker.Worker, stop: asyncio.Event | None
+) -> None:
+    """Run `worker` until it ends, or until `stop` is set: then ask it to stop as its
+    signal handlers would, once it has started (a stop asked before its start would be
+    forgotten), and let it finish the jobs in hand within its grace."""
+    running = asyncio.create_task(worker.run(), name=f"procrastinate-{worker.worker_name}")  # type: ignore[no-untyped-call]
+    if stop is None:
+        await running
+        return
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not running.done():
+        while worker.run_task is None and not running.done():
+            await asyncio.sleep(0.01)
+        worker.stop()  # type: ignore[no-untyped-call]
+    await running

@@ -136,6 +136,8 @@ def server_settings(
         "storage_url": str(tmp_path / "files"),
         "fetch_allow": f"127.0.0.1:{port}",
         "fetch_retry_base_seconds": 0.01,
+        # A test's app stops at once, cutting off what still runs (as a crash would).
+        "worker_shutdown_grace_seconds": 0.5,
     }
     return Settings(**{**values, **overrides})
 

@@ -6,21 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from PIL import Image
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from imagesync.kit.db import session_scope, utcnow
-from imagesync.storage import repository
-from imagesync.storage.models import Blob, Rendition
-from imagesync.storage.renditions import queue_missing, render_next
-from imagesync.storage.store import BlobStore
 from tests.conftest import Tripwire
 from tests.media import samples
 from tests.sync.conftest import MAX_BYTES, ImageServer, images_of, sync_images
@@ -193,80 +184,3 @@ async def test_renditions_are_oriented_and_carry_no_gps(
     for rendition in gps_image["renditions"]:
         with Image.open(io.BytesIO((await fetch(client, rendition["url"])).content)) as image:
             assert not image.getexif()
-
-
-async def test_a_rendition_that_cannot_be_made_is_failed_with_a_reason(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    image_server: ImageServer,
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> None:
-    store: BlobStore = app.state.sync_context.store
-    ctx = app.state.sync_context.blobs
-    renderer = app.state.runners.renditions
-    await renderer.stop()
-    await sync_images(
-        client, headers, [{"url": image_server.add("x.jpg", samples.jpeg(500, 500)), "sort": 1}]
-    )
-    async with session_scope(sessionmaker) as session:
-        blob = (await session.scalars(select(Blob))).one()
-        # The stored original was damaged after the sync (a disk fault, say).
-        await store.put_bytes(blob.storage_key, b"\xff\xd8\xff" + b"\x00" * 100)
-    assert await render_next(ctx)
-    assert not await render_next(ctx)
-    (image,) = await images_of(client, headers)
-    assert [(r["width"], r["state"], r["url"]) for r in image["renditions"]] == [
-        (200, "failed", None),
-        (400, "failed", None),
-    ]
-    assert image["renditions"][0]["error"].startswith("corrupt_image")
-    async with session_scope(sessionmaker) as session:
-        assert {r.attempts for r in (await session.scalars(select(Rendition))).all()} == {1}
-
-
-async def test_renditions_left_by_a_dead_worker_are_made_after_its_lease(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    image_server: ImageServer,
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> None:
-    ctx = app.state.sync_context.blobs
-    await app.state.runners.renditions.stop()
-    url = image_server.add("x.jpg", samples.jpeg(500, 500))
-    await sync_images(client, headers, [{"url": url, "sort": 1}])
-    async with session_scope(sessionmaker) as session:
-        blob = (await session.scalars(select(Blob))).one()
-        now = utcnow()
-        # A worker claimed them and died: its lease runs until a minute from now.
-        assert await repository.claim_renditions(session, blob.id, now, now + timedelta(minutes=1))
-    assert not await render_next(ctx)  # still leased: nobody else takes them
-    async with session_scope(sessionmaker) as session:
-        await session.execute(
-            update(Rendition).values(lease_expires_at=utcnow() - timedelta(seconds=1))
-        )
-    assert await render_next(ctx)  # the lease ran out: taken and made
-    (image,) = await images_of(client, headers)
-    assert {r["state"] for r in image["renditions"]} == {"ready"}
-
-
-async def test_a_width_added_later_is_made_for_existing_images(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    image_server: ImageServer,
-) -> None:
-    ctx = app.state.sync_context.blobs
-    await app.state.runners.renditions.stop()  # this test makes them itself
-    url = image_server.add("x.jpg", samples.jpeg(500, 500))
-    await sync_images(client, headers, [{"url": url, "sort": 1}])
-    ctx.rendition_widths = (200, 300, 400, 800)  # 300 is new; 800 is wider than the image
-    assert await queue_missing(ctx) == 1
-    assert await queue_missing(ctx) == 0
-    while await render_next(ctx):
-        pass
-    (image,) = await images_of(client, headers)
-    widths = [(r["width"], r["state"]) for r in image["renditions"]]
-    assert (300, "ready") in widths
-    assert 800 not in [w for w, _ in widths]

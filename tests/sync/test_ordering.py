@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
+from imagesync.queue import Attempt
+from imagesync.runtime import serving_work
 from imagesync.sync import repository
-from imagesync.sync.download import FetchDeduper
-from imagesync.sync.run import LEASE, run_entry
-from imagesync.sync.worker import SyncWorker
+from imagesync.sync.run import run_product
 from tests.factories import create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer, server_settings
 
@@ -53,7 +54,7 @@ async def run_job(
     async with session_scope(maker) as session:
         seqs = [e.seq for e in (await repository.get_job_any(session, job_id)).products]
     for seq in seqs:
-        await run_entry(app.state.sync_context, seq, FetchDeduper(), lease=LEASE)
+        await run_product(app.state.sync_context, seq, Attempt(1, 5, {}))
     read = await client.get(f"/products/images/sync/{job_id}", headers=account_headers)
     result: dict[str, Any] = read.json()
     return result
@@ -92,61 +93,62 @@ async def test_syncs_applied_in_order_end_in_the_newest_state(
     ]
 
 
+def serving(app: FastAPI, settings: Settings) -> Any:
+    """The queue's runner of `serve`, started now (this module's app runs none)."""
+    return serving_work(
+        settings.model_copy(update={"embedded_worker": True}), app.state.sync_context
+    )
+
+
 async def test_queued_jobs_wait_for_a_worker_and_are_then_done(
-    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    settings: Settings,
 ) -> None:
     job = await submit(client, headers, [image_server.add("later.jpg")])
     await asyncio.sleep(0.2)
     assert image_server.hits["later.jpg"] == 0  # no worker: nothing ran, nothing lost
 
-    worker = SyncWorker(app.state.sync_context, sole_worker=True)
-    await worker.start()
-    try:
+    async with serving(app, settings):
         read = await wait_for_job(client, headers, job["id"])
-    finally:
-        await worker.stop()
     assert read["status"] == "succeeded"
     assert await image_urls(client, headers) == [image_server.url("later.jpg")]
 
 
 async def test_a_product_cut_off_while_running_is_resumed(
-    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    settings: Settings,
 ) -> None:
+    """A process that died running a product: its job stays taken (the local runner's
+    `doing`; procrastinate's, under a worker silent for an hour). The restarted runner
+    takes it back (at its start; procrastinate's stalled-job check within 10 s)."""
     job = await submit(client, headers, [image_server.add("resumed.jpg")])
     async with session_scope(app.state.sessionmaker) as session:
         seq = (await repository.get_job_any(session, job["id"])).products[0].seq
-        now = utcnow()
-        assert await repository.claim_entry(
-            session, seq, now, now + LEASE, account_max=3
-        )  # then "crash"
+        assert await repository.claim_entry(session, seq, account_max=3)  # then "crash"
+        if session.get_bind().dialect.name == "sqlite":
+            await session.execute(text("UPDATE queue_job SET status = 'doing'"))
+        else:
+            worker = await session.scalar(
+                text(
+                    "INSERT INTO procrastinate_workers (last_heartbeat) "
+                    "VALUES (now() - interval '1 hour') RETURNING id"
+                )
+            )
+            await session.execute(
+                text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w"),
+                {"w": worker},
+            )
 
-    worker = SyncWorker(app.state.sync_context, sole_worker=True)
-    await worker.start()  # a restarted embedded process
-    try:
-        read = await wait_for_job(client, headers, job["id"])
-    finally:
-        await worker.stop()
+    async with serving(app, settings):  # a restarted process
+        read = await wait_for_job(client, headers, job["id"], seconds=30)
     assert read["status"] == "succeeded"
-
-
-async def test_a_long_running_product_keeps_its_lease(
-    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
-) -> None:
-    """A download outlasting the lease is not taken for a dead worker's: the lease is
-    renewed while the product runs, so it is claimed (and run) once."""
-    job = await submit(client, headers, [image_server.add("slow.jpg", delay=2.5)])
-    worker = SyncWorker(app.state.sync_context, lease=timedelta(seconds=0.6), sole_worker=True)
-    await worker.start()
-    try:
-        await asyncio.sleep(1.0)
-        worker.wake()  # look for work while the lease would have run out
-        read = await wait_for_job(client, headers, job["id"])
-    finally:
-        await worker.stop()
-    assert read["status"] == "succeeded"
-    async with session_scope(app.state.sessionmaker) as session:
-        entry = (await repository.get_job_any(session, job["id"])).products[0]
-    assert entry.attempts == 1
+    assert image_server.hits["resumed.jpg"] == 1
 
 
 async def post(

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
-from imagesync.sync.context import SyncContext
-from imagesync.sync.run import retry_delay
+from imagesync.queue import backoff
 from tests.sync.conftest import (
     POISON_ALT,
     ImageServer,
@@ -49,8 +48,7 @@ async def poisoned(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncItera
 async def test_a_product_that_always_crashes_ends_failed_after_its_attempts(
     app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:
-    ctx: SyncContext = app.state.sync_context
-    assert ctx.max_attempts == 2
+    assert app.state.settings.task_max_attempts == 2
     good = image_server.add("good.jpg")
     await sync_images(client, headers, [{"url": good, "sort": 1}])
 
@@ -69,7 +67,7 @@ async def test_a_product_that_always_crashes_ends_failed_after_its_attempts(
 
 
 def test_retries_back_off_and_are_capped() -> None:
-    delays = [retry_delay(n).total_seconds() for n in range(1, 12)]
+    delays = [backoff(n) for n in range(1, 12)]
     assert delays[:3] == [2, 4, 8]
     assert delays == sorted(delays)
     assert max(delays) == 300

@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagesync.app import create_app
 from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
-from imagesync.storage.renditions import render_next
+from imagesync.queue import Attempt
+from imagesync.storage.models import Rendition
+from imagesync.storage.renditions import render
 from imagesync.sync import run
 from imagesync.sync.context import SyncContext
 from imagesync.sync.models import SyncJobProduct
@@ -77,7 +79,10 @@ def images(
     return [
         {
             "url": image_server.add(
-                f"{item}-{n}.jpg", make_image((n * 40, 0, 0), (900, 600)), delay=delay
+                # Pictures of their own: each product's run stores and renders its own.
+                f"{item}-{n}.jpg",
+                make_image((n * 40, ITEMS.index(item) * 20, 0), (900, 600)),
+                delay=delay,
             ),
             "sort": n,
             "alt": alt,
@@ -106,20 +111,21 @@ async def run_all(ctx: SyncContext, job_id: str) -> list[Spent]:
     spent = []
     for seq in seqs:
         with counting(ctx.sessionmaker) as one:
-            await run.run_queued(ctx, seq)
+            await run.run_product(ctx, seq, Attempt(1, 5, {}))
         spent.append(one)
     return spent
 
 
 # (statements, transactions) per path and database: PostgreSQL sends the rows of one
-# INSERT together, SQLite one by one. A request's first transaction is its token's.
+# INSERT together, SQLite one by one. A request's first transaction is its token's. The
+# queue's jobs of a transaction are one statement (the local runner's or procrastinate's).
 BUDGETS = {
-    "submit": {"sqlite": (20, 2), "postgresql": (11, 2)},
+    "submit": {"sqlite": (21, 2), "postgresql": (12, 2)},
     # PostgreSQL takes the account's claim lock first (an exact per-account cap).
-    "run": {"sqlite": (21, 2), "postgresql": (22, 2)},
+    "run": {"sqlite": (22, 2), "postgresql": (23, 2)},
     "noop": {"sqlite": (21, 2), "postgresql": (12, 2)},
     "no_download": {"sqlite": (17, 2), "postgresql": (17, 2)},
-    "rendition": {"sqlite": (5, 2), "postgresql": (5, 2)},
+    "rendition": {"sqlite": (4, 2), "postgresql": (4, 2)},
     # Counted in its own transaction on PostgreSQL, in memory on SQLite.
     "rate_limit": {"sqlite": (0, 0), "postgresql": (1, 1)},
 }
@@ -243,9 +249,15 @@ async def test_a_rendition_is_made_in_two_transactions(
     dialect: str,
 ) -> None:
     await first_import(app, client, headers, image_server)
+    async with session_scope(app.state.sessionmaker) as session:
+        blob_id = await session.scalar(select(Rendition.blob_id).limit(1))
+    assert blob_id is not None
     with counting(app.state.sessionmaker) as spent:
-        assert await render_next(app.state.sync_context.blobs)
+        await render(app.state.sync_context.blobs, blob_id, Attempt(1, 5, {}))
     within(spent, "rendition", dialect)
+    async with session_scope(app.state.sessionmaker) as session:
+        made = await session.scalars(select(Rendition.state).where(Rendition.blob_id == blob_id))
+        assert set(made) == {"ready"}
 
 
 async def test_a_catalog_change_meanwhile_makes_the_run_plan_again(
@@ -268,7 +280,7 @@ async def test_a_catalog_change_meanwhile_makes_the_run_plan_again(
             )
         ).all()
     with counting(ctx.sessionmaker) as spent:
-        run_task = asyncio.create_task(run.run_queued(ctx, seq))
+        run_task = asyncio.create_task(run.run_product(ctx, seq, Attempt(1, 5, {})))
         await asyncio.sleep(0.3)
         added = {
             "products": [

@@ -100,14 +100,15 @@ class Settings(BaseSettings):
     )
     queue: Literal["embedded", "procrastinate"] = Field(
         default="embedded",
-        description="`embedded`: `serve` runs all work in its own process. `procrastinate`: "
-        "`serve` only accepts and enqueues, and `imagesync worker` processes (any number, on "
-        "any machine) do the work; needs PostgreSQL.",
+        description="`embedded`: `serve` runs all work in its own process (procrastinate's "
+        "worker on PostgreSQL, the local runner on SQLite). `procrastinate`: `serve` only "
+        "accepts and enqueues, and `imagesync worker` processes (any number, on any machine) "
+        "do the work; needs PostgreSQL.",
     )
     embedded_worker: bool = Field(
         default=True,
-        description="With the embedded queue: run the sync and rendition workers and the "
-        "collector in `serve`.",
+        description="With the embedded queue: run the queue's work (syncs, renditions, the "
+        "collector) in `serve`; `false`: it waits in the database.",
     )
     worker_shutdown_grace_seconds: float = Field(
         default=30.0,
@@ -132,8 +133,9 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=50,
-        description="Runs of a product or a rendition that fails unexpectedly before it "
-        "ends `failed` with `internal_error`.",
+        description="Runs of a task (a product, a rendition) that fails before it is given "
+        "up: a product then ends `failed` with `internal_error`. Each retry waits 2, 4, 8 "
+        "... 300 s.",
     )
     image_max_pixels: int = Field(
         default=50_000_000, ge=1, description="Largest image (pixels per frame), from its header."
@@ -157,9 +159,6 @@ class Settings(BaseSettings):
         ge=0.01,
         description="Days a stored file no image uses is kept before it is deleted (with "
         "the memory that its URL was seen).",
-    )
-    collect_interval_seconds: float = Field(
-        default=3600.0, gt=0, description="How often unused files are looked for."
     )
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
     rate_limit: str = Field(

@@ -1,26 +1,37 @@
-"""The procrastinate queue: jobs are rows in the service's PostgreSQL database, taken
-by `imagesync worker` processes on any number of machines.
+"""The queue on PostgreSQL: procrastinate. Jobs are rows in the service's own database,
+taken by procrastinate workers inside `imagesync serve` (the embedded default) or in
+`imagesync worker` processes on any number of machines (`IMAGESYNC_QUEUE=procrastinate`).
 
 A job is inserted on the caller's own connection, inside its transaction: the work and
-its job commit together or not at all.
+its job commit together or not at all. Every task of `queue.Tasks` is registered here
+with the queue's one retry rule.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, LiteralString
 
 import procrastinate
 import psycopg
 import structlog
 from procrastinate import JobContext, RetryDecision
-from procrastinate.jobs import Job
+from procrastinate import jobs as procrastinate_jobs
 from procrastinate.psycopg_connector import PsycopgConnector
 from procrastinate.retry import BaseRetryStrategy
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.queue import MAINTENANCE
+from imagesync.queue import (
+    MAINTENANCE,
+    SOON_SECONDS,
+    Attempt,
+    Job,
+    RetrySoon,
+    Task,
+    Tasks,
+    backoff,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -62,64 +73,81 @@ class ProcrastinateQueue:
     def __init__(self, app: procrastinate.App) -> None:
         self.app = app
 
-    async def defer(
-        self,
-        session: AsyncSession,
-        task: str,
-        args: dict[str, Any],
-        *,
-        queue: str,
-        lock: str | None = None,
-        priority: int = 0,
-    ) -> None:
+    async def defer(self, session: AsyncSession, task: str, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
         connection = await session.connection()
         raw = await connection.get_raw_connection()
-        deferrer = self.app.configure_task(
-            task, queue=queue, lock=lock, priority=priority, connection=raw.driver_connection
-        )
-        await deferrer.defer_async(**args)
-
-    def wake(self, task: str) -> None:
-        """Nothing to do: a job that found its work held retries by itself."""
+        made = [
+            self.app.configure_task(task, lock=job.lock).make_new_job(**job.args) for job in jobs
+        ]
+        await self.app.job_manager.batch_defer_jobs_async(made, connection=raw.driver_connection)
 
 
-class Backoff(BaseRetryStrategy):
-    """2, 4, 8 ... seconds, at most 5 minutes. Work that found its subject held by
-    another runner (one of `soon`) is looked at again a second later."""
+class Retry(BaseRetryStrategy):
+    """The queue's one rule (`queue.backoff`), until `max_attempts` runs have failed."""
 
-    def __init__(self, *, soon: tuple[type[BaseException], ...] = ()) -> None:
-        self.soon = soon
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
 
-    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if isinstance(exception, self.soon):
-            return RetryDecision(retry_in={"seconds": 1})
-        return RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), 300)})
+    def get_retry_decision(
+        self,
+        *,
+        exception: BaseException,  # noqa: ARG002 - every failure counts alike
+        job: procrastinate_jobs.Job,
+    ) -> RetryDecision | None:
+        failures = job.attempts + 1
+        if failures >= self.max_attempts:
+            return None
+        return RetryDecision(retry_in={"seconds": backoff(failures)})
 
 
-def setting(context: JobContext, name: str) -> Any:
-    """A setting a task needs, from the worker's `additional_context`."""
-    return context.additional_context["settings"][name]
+def _adapt(task: Task, max_attempts: int) -> Callable[..., Awaitable[None]]:
+    """`task`'s function as a procrastinate task: given its `Attempt`, and on
+    `RetrySoon` deferred anew a second later (a new job: the wait is not a failure)."""
+
+    async def run(context: JobContext, **args: Any) -> None:
+        job = context.job
+        attempt = Attempt(job.attempts + 1, max_attempts, context.additional_context)
+        if task.cron is not None:
+            args = {}  # procrastinate's tick timestamp
+        try:
+            await task.function(attempt, **args)
+        except RetrySoon:
+            deferrer = context.app.configure_task(
+                task.name, lock=job.lock, schedule_in={"seconds": SOON_SECONDS}
+            )
+            await deferrer.defer_async(**args)
+
+    run.__name__ = run.__qualname__ = task.function.__name__
+    return run
 
 
 async def retry_stalled(context: JobContext, timestamp: int) -> None:  # noqa: ARG001
     """Run again the jobs of workers that stopped sending heartbeats (killed, frozen, cut
     off): every 10 s, for workers silent for 3 heartbeats."""
     manager = context.app.job_manager
-    silent = setting(context, "stalled_worker_seconds")
+    silent = context.additional_context["settings"].stalled_worker_seconds
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=silent):
         log.warning("queue.job.stalled", job=job.id, task=job.task_name, worker=job.worker_id)
         await manager.retry_job(job)
 
 
-def periodic(app: procrastinate.App, cron: str, task: Callable[..., Awaitable[None]]) -> None:
-    """Run `task(context, timestamp)` on `cron` in the maintenance queue. procrastinate
-    defers each tick once for the whole cluster, so exactly one worker runs it; the
-    queueing lock keeps ticks from piling up behind a slow run."""
-    name = f"maintenance.{task.__name__}"
-    registered = app.task(name=name, queue=MAINTENANCE, pass_context=True, queueing_lock=name)
-    app.periodic(cron=cron, periodic_id=name)(registered(task))
-
-
-def register(app: procrastinate.App) -> None:
-    """The queue's own periodic work."""
-    periodic(app, "* * * * * */10", retry_stalled)
+def register(app: procrastinate.App, tasks: Tasks, *, max_attempts: int) -> None:
+    """Every declared task, and procrastinate's own upkeep (taking back stalled jobs).
+    procrastinate defers each periodic tick once for the whole cluster, so exactly one
+    worker runs it; a queueing lock keeps ticks from piling up behind a slow run."""
+    for task in tasks:
+        registered = app.task(
+            name=task.name,
+            queue=task.queue,
+            priority=task.priority,
+            pass_context=True,
+            retry=Retry(max_attempts),
+            queueing_lock=task.name if task.cron else None,
+        )(_adapt(task, max_attempts))
+        if task.cron is not None:
+            app.periodic(cron=task.cron, periodic_id=task.name)(registered)
+    name = "maintenance.retry_stalled"
+    stalled = app.task(name=name, queue=MAINTENANCE, pass_context=True, queueing_lock=name)
+    app.periodic(cron="* * * * * */10", periodic_id=name)(stalled(retry_stalled))

@@ -11,10 +11,8 @@ while it is being collected wait and are stored anew.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 
@@ -25,7 +23,6 @@ from imagesync.storage.context import Blobs
 log = structlog.get_logger(__name__)
 
 BATCH = 200
-SWEEP_EVERY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -81,34 +78,3 @@ async def sweep(ctx: Blobs, *, older_than: timedelta) -> int:
     if deleted:
         log.info("collector.swept", files=deleted)
     return deleted
-
-
-class Collector:
-    """Runs `collect` every `interval` in the background, and `sweep` once a day."""
-
-    def __init__(self, ctx: Blobs, *, grace: timedelta, interval: timedelta) -> None:
-        self.ctx = ctx
-        self.grace = grace
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="collector")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        swept_at: datetime | None = None
-        while True:
-            try:
-                await collect(self.ctx, grace=self.grace)
-                if swept_at is None or utcnow() - swept_at > SWEEP_EVERY:
-                    swept_at = utcnow()
-                    await sweep(self.ctx, older_than=self.grace)
-            except Exception:
-                log.exception("collector.failed")
-            await asyncio.sleep(self.interval.total_seconds())

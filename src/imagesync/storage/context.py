@@ -39,7 +39,5 @@ class Blobs:
         default_factory=lambda: DecodeBudget(MediaLimits().max_decoded_bytes)
     )
     rendition_widths: tuple[int, ...] = DEFAULT_WIDTHS
-    # Runs of a rendition task before its renditions end `failed`.
-    max_attempts: int = 5
     # Downloads in flight, and those kept while the store refuses them.
     staging: Staging = field(default_factory=lambda: Staging(default_parent()))

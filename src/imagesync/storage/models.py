@@ -32,12 +32,12 @@ class Blob(Base):
 
 
 class Rendition(Base):
-    """A smaller WebP copy of a blob at one width; its own queue entry while pending."""
+    """A smaller WebP copy of a blob at one width, pending until its blob's task makes it."""
 
     __tablename__ = "rendition"
     __table_args__ = (
         UniqueConstraint("blob_id", "width"),
-        Index("ix_rendition_pending", "state", "lease_expires_at"),
+        Index("ix_rendition_state", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -48,7 +48,5 @@ class Rendition(Base):
     size: Mapped[int | None] = mapped_column(BigInteger, default=None)
     storage_key: Mapped[str | None] = mapped_column(String(200), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

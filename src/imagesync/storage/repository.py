@@ -72,7 +72,6 @@ async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int,
             "blob_id": b,
             "width": w,
             "state": "pending",
-            "attempts": 0,
             "created_at": now,
             "updated_at": now,
         }
@@ -105,60 +104,12 @@ async def renditions_of_blobs(
     return found
 
 
-def _rendition_claimable(now: datetime):  # type: ignore[no-untyped-def]
-    return (Rendition.state == "pending") & or_(
-        Rendition.lease_expires_at.is_(None), Rendition.lease_expires_at < now
-    )
-
-
-async def blobs_needing_renditions(
-    session: AsyncSession, now: datetime, limit: int
-) -> Sequence[int]:
-    stmt = (
-        select(Rendition.blob_id)
-        .where(_rendition_claimable(now))
-        .group_by(Rendition.blob_id)
-        .order_by(func.min(Rendition.id))
-        .limit(limit)
-    )
-    return (await session.scalars(stmt)).all()
-
-
-async def claim_renditions(
-    session: AsyncSession, blob_id: int, now: datetime, lease_until: datetime
-) -> list[int]:
-    """Take the pending renditions of one blob (all made from one decode); their widths,
-    none when another runner holds them or none are pending."""
-    stmt = (
-        update(Rendition)
-        .where(Rendition.blob_id == blob_id, _rendition_claimable(now))
-        .values(lease_expires_at=lease_until, attempts=Rendition.attempts + 1)
-        .returning(Rendition.width)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted((await session.scalars(stmt)).all())
-
-
-async def release_renditions(session: AsyncSession, blob_id: int) -> None:
-    """Let the pending renditions of a blob be claimed again at once."""
-    stmt = (
-        update(Rendition)
-        .where(Rendition.blob_id == blob_id, Rendition.state == "pending")
-        .values(lease_expires_at=None)
-    )
-    await session.execute(stmt)
-
-
-async def claimed_renditions(
-    session: AsyncSession, blob_id: int, now: datetime
-) -> Sequence[Rendition]:
+async def pending_renditions(session: AsyncSession, blob_id: int) -> Sequence[Rendition]:
+    """The blob's renditions still to be made (its task runs one at a time)."""
     stmt = (
         select(Rendition)
-        .where(
-            Rendition.blob_id == blob_id,
-            Rendition.state == "pending",
-            Rendition.lease_expires_at > now,
-        )
+        .where(Rendition.blob_id == blob_id, Rendition.state == "pending")
+        .order_by(Rendition.width)
         .execution_options(populate_existing=True)
     )
     return (await session.scalars(stmt)).all()

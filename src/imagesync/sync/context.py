@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,14 +18,10 @@ class SyncContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     fetcher: SafeFetcher
     blobs: Blobs
-    # Runs of a product that crashed, or found the store down, before it ends `failed`.
-    max_attempts: int = 5
     # Products of one account running at once, across processes (see `claim_entry`).
     account_max_products: int = 4
     store_waits: tuple[float, ...] = STORE_WAITS
     fetches: FetchDeduper = field(default_factory=FetchDeduper)
-    # This process, as the runner of the products it holds (see `SyncJobProduct.runner`).
-    runner: str = field(default_factory=lambda: process_name())
 
     @property
     def queue(self) -> Queue:
@@ -37,8 +30,3 @@ class SyncContext:
     @property
     def store(self) -> BlobStore:
         return self.blobs.store
-
-
-def process_name() -> str:
-    """`HOST-PID-TOKEN`: unique to this process, even after a PID is reused."""
-    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -96,7 +96,7 @@ class SyncJobProduct(Base):
 
     __tablename__ = "sync_job_product"
     __table_args__ = (
-        Index("ix_sync_job_product_pending", "status", "lease_expires_at"),
+        Index("ix_sync_job_product_status", "status"),
         Index("ix_sync_job_product_item", "account_id", "item_number", "seq"),
         # seq must never be reused: SQLite would otherwise hand out a deleted max again.
         {"sqlite_autoincrement": True},
@@ -110,11 +110,6 @@ class SyncJobProduct(Base):
     status: Mapped[str] = mapped_column(String(20))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    # The embedded process running it (`HOST-PID-TOKEN`): when that process is gone, its
-    # products are taken back at once instead of after their lease (see `worker`).
-    runner: Mapped[str | None] = mapped_column(String(100), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[SyncJob] = relationship(lazy="raise", back_populates="products")

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, case, func, or_, select, text, update
+from sqlalchemy import CursorResult, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from imagesync.catalog.models import (
@@ -292,38 +291,8 @@ async def get_entry(session: AsyncSession, seq: int) -> SyncJobProduct | None:
     return await session.get(SyncJobProduct, seq, populate_existing=True)
 
 
-async def claimable_entries(
-    session: AsyncSession, now: datetime, limit: int, *, account_max: int
-) -> Sequence[int]:
-    """Entries that may be claimed now, in fair turns: round the accounts that have work
-    waiting, those with fewer products running first, each account's in submission
-    order; none of an account that has `account_max` running already."""
-    running = (
-        select(SyncJobProduct.account_id, func.count().label("n"))
-        .where(SyncJobProduct.status == "running")
-        .group_by(SyncJobProduct.account_id)
-        .subquery()
-    )
-    waiting = (
-        select(
-            SyncJobProduct.seq,
-            SyncJobProduct.account_id,
-            func.row_number()
-            .over(partition_by=SyncJobProduct.account_id, order_by=SyncJobProduct.seq)
-            .label("rank"),
-        )
-        .where(_claimable(now))
-        .subquery()
-    )
-    turn = waiting.c.rank + func.coalesce(running.c.n, 0)
-    stmt = (
-        select(waiting.c.seq)
-        .outerjoin(running, running.c.account_id == waiting.c.account_id)
-        .where(turn <= account_max)
-        .order_by(turn, waiting.c.seq)
-        .limit(limit)
-    )
-    return (await session.scalars(stmt)).all()
+# PostgreSQL advisory lock space of an account's claims: (CLAIMS, account id).
+CLAIMS = 7413
 
 
 @dataclass(frozen=True)
@@ -336,19 +305,11 @@ class Claimed:
     request: dict[str, Any]
 
 
-async def claim_entry(
-    session: AsyncSession,
-    seq: int,
-    now: datetime,
-    lease_until: datetime | None,
-    runner: str | None = None,
-    *,
-    account_max: int,
-) -> Claimed | None:
-    """Take one entry for `runner`, and what its run needs of it; None when another
-    runner took it first, or when its account has `account_max` products running
-    already (so that no account holds every runner). Without a lease (`None`), the
-    queue that runs it (procrastinate) answers for its liveness.
+async def claim_entry(session: AsyncSession, seq: int, *, account_max: int) -> Claimed | None:
+    """Take one entry, and what its run needs of it; None when it is finished already, or
+    when its account has `account_max` products running (so that no account holds every
+    worker). A `running` entry is taken again: the queue runs a product's job once at a
+    time, so that is a run cut off by a crash.
 
     The account's claims go one at a time, so that the count is exact: on PostgreSQL a
     transaction-level advisory lock per account (claims that ran side by side each
@@ -371,13 +332,12 @@ async def claim_entry(
     )
     stmt = (
         update(SyncJobProduct)
-        .where(SyncJobProduct.seq == seq, _claimable(now), running_of_account < account_max)
-        .values(
-            status="running",
-            lease_expires_at=lease_until,
-            attempts=SyncJobProduct.attempts + 1,
-            runner=runner,
+        .where(
+            SyncJobProduct.seq == seq,
+            SyncJobProduct.status.in_(("queued", "running")),
+            running_of_account < account_max,
         )
+        .values(status="running")
         .returning(
             SyncJobProduct.job_id,
             SyncJobProduct.account_id,
@@ -388,82 +348,6 @@ async def claim_entry(
     )
     row = (await session.execute(stmt)).one_or_none()
     return None if row is None else Claimed(*row)
-
-
-async def extend_lease(session: AsyncSession, seq: int, lease_until: datetime, runner: str) -> bool:
-    """Renew `runner`'s lease of a running entry; false when it no longer holds it."""
-    stmt = (
-        update(SyncJobProduct)
-        .where(
-            SyncJobProduct.seq == seq,
-            SyncJobProduct.status == "running",
-            SyncJobProduct.runner == runner,
-        )
-        .values(lease_expires_at=lease_until)
-    )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount == 1
-
-
-def _claimable(now: datetime):  # type: ignore[no-untyped-def]
-    # A queued entry's lease is the time it may run again after a crash (backoff); a
-    # running entry without a lease is held by a queue that found its runner dead.
-    return SyncJobProduct.status.in_(("queued", "running")) & or_(
-        SyncJobProduct.lease_expires_at.is_(None), SyncJobProduct.lease_expires_at < now
-    )
-
-
-async def release_running(session: AsyncSession, runner: str | None = None) -> int:
-    """Queue again the running entries of `runner`, or every running entry (embedded
-    mode on SQLite: this process is the only worker)."""
-    stmt = (
-        update(SyncJobProduct)
-        .where(SyncJobProduct.status == "running")
-        .values(status="queued", lease_expires_at=None, runner=None)
-    )
-    if runner is not None:
-        stmt = stmt.where(SyncJobProduct.runner == runner)
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
-    return result.rowcount
-
-
-# PostgreSQL advisory lock space of runner liveness: (RUNNERS, hashtext(runner)).
-RUNNERS = 7412
-# ... and of an account's claims: (CLAIMS, account id).
-CLAIMS = 7413
-
-
-async def hold_runner(connection: AsyncConnection, runner: str) -> None:
-    """Announce that `runner` is alive for as long as `connection` stays open (PostgreSQL:
-    a session-level advisory lock, which the server drops when the process dies)."""
-    await connection.execute(
-        text("SELECT pg_advisory_lock(:space, hashtext(:runner))"),
-        {"space": RUNNERS, "runner": runner},
-    )
-
-
-async def other_runners(session: AsyncSession, runner: str) -> Sequence[str]:
-    """Runners other than `runner` that hold running entries."""
-    stmt = (
-        select(SyncJobProduct.runner)
-        .where(
-            SyncJobProduct.status == "running",
-            SyncJobProduct.runner.is_not(None),
-            SyncJobProduct.runner != runner,
-        )
-        .distinct()
-    )
-    return [r for r in (await session.scalars(stmt)).all() if r is not None]
-
-
-async def runner_is_gone(session: AsyncSession, runner: str) -> bool:
-    """Whether nobody holds `runner`'s liveness lock; if so, it stays taken until this
-    transaction ends, so that releasing its entries races with nothing."""
-    taken = await session.scalar(
-        text("SELECT pg_try_advisory_xact_lock(:space, hashtext(:runner))"),
-        {"space": RUNNERS, "runner": runner},
-    )
-    return bool(taken)
 
 
 async def products_with_rules(session: AsyncSession, account_id: int) -> Sequence[int]:

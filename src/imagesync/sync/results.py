@@ -85,7 +85,6 @@ def finish(entry: SyncJobProduct, result: ProductResult) -> None:
     entry.status = result.status
     entry.result = result.model_dump(mode="json")
     entry.finished_at = utcnow()
-    entry.lease_expires_at = None
 
 
 def note_error(entry: SyncJobProduct, error: ImageError) -> None:

@@ -3,29 +3,27 @@ the whole new image set, or change nothing. Two transactions: one takes the prod
 reads everything its run needs; downloads run outside any; one records the downloads,
 applies the plan and queues the renditions.
 
-Who runs it: the queue, `run_queued` under procrastinate and `SyncWorker` in embedded
-mode (a product that needs no download was applied by its request, see `submit`). Every
-way ends the product in a final status or queues it again with a reason: a run that
-raises counts as an attempt (`record_crash`), and so does one that found the store
-refusing writes.
+The queue runs it (`sync.tasks`), and owns its retries: a run that raises is a failed
+attempt, tried again after the queue's backoff; on its final attempt the product ends
+`failed` instead. A product that needs no download was applied by its request (`submit`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import partial
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.db import session_scope, utcnow
+from imagesync.queue import Attempt, RetrySoon
 from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
 from imagesync.sync.apply import Planned, Requeue, apply_plan, plan_product
 from imagesync.sync.context import SyncContext
-from imagesync.sync.download import FetchDeduper, Fetched, Stored, download, record, reuse
+from imagesync.sync.download import Fetched, Stored, download, record, reuse
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.planner import Identity
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
@@ -34,95 +32,60 @@ from imagesync.sync.submit import specs_of_request
 
 log = structlog.get_logger(__name__)
 
-LEASE = timedelta(minutes=5)
 # Failures that are the service's, not the origin's: the product is tried again.
 TRANSIENT = frozenset({"storage_error", "store_conflict"})
 # Times a run re-plans at apply when the catalog keeps changing the product meanwhile.
 REPLANS = 3
 
 
-class ProductBusy(Exception):
-    """The product cannot be taken now: another runner holds its entry, or its account
-    has as many products running as it may (`account_max_products`). It is looked at
-    again soon."""
+class ProductBusy(RetrySoon):
+    """The product cannot be taken now: its account has as many products running as it
+    may (`account_max_products`). It is looked at again soon."""
 
 
 class StorageUnavailable(Exception):
-    """The store refused the product's downloads (or their blob was being collected): it
-    is queued to be tried again."""
+    """The store refused the product's downloads: it is queued to be tried again after
+    the queue's backoff."""
 
 
-async def run_queued(ctx: SyncContext, seq: int) -> None:
-    """Run one product as a queue's task (procrastinate): on an unexpected error count the
-    attempt (see `record_crash`) and raise, so the queue runs it again later. Raises
-    `ProductBusy` while another runner holds it, and `StorageUnavailable` when it waits
-    for the store."""
-    try:
-        await run_entry(ctx, seq, ctx.fetches)
-    except (StorageUnavailable, ProductBusy):
-        raise
-    except Exception as exc:
-        if not await record_crash(ctx, seq, exc, backoff=False):
-            raise
+async def run_product(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
+    """Take and run one product of a job. Raises `ProductBusy` when its account is at its
+    share, and any failure of a run that is not the final attempt (the queue retries
+    it); the final one ends the product `failed`. Every event logged meanwhile names the
+    product's `seq` and `job`: the operator's details (a refused address, a server path)
+    are found by the job a tenant asks about."""
+    with structlog.contextvars.bound_contextvars(seq=seq, job=None):
+        try:
+            await _run(ctx, seq, attempt)
+        except (RetrySoon, StorageUnavailable):
+            raise  # the product says why on the job, and the queue tries it again
+        except Exception as exc:
+            log.error("sync.product.crashed", attempt=attempt.number, error=repr(exc), exc_info=exc)
+            await _after_crash(ctx, seq, attempt)
+            if not attempt.final:
+                raise
 
 
-async def record_crash(
-    ctx: SyncContext, seq: int, exc: BaseException, *, backoff: bool, runner: str | None = None
-) -> bool:
-    """A run of the product raised: after `ctx.max_attempts` runs it ends `failed` with
-    `internal_error` (true); before that it is queued again (false), with `backoff` not
-    to be claimed for a while (the embedded runner; procrastinate has its own). With a
-    `runner`, only while that runner holds it: a run that failed before it took the
-    product leaves another runner's alone."""
-    log.error("sync.product.crashed", seq=seq, error=repr(exc), exc_info=exc)
+async def _after_crash(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
+    """A run raised: the product waits for its next attempt, or after the final one
+    ends `failed`, its images left as they were."""
     async with session_scope(ctx.sessionmaker) as session:
         entry = await repository.get_entry(session, seq)
         if entry is None or entry.status not in ("queued", "running"):
-            return True
-        if runner is not None and entry.runner != runner:
-            return False
-        if entry.attempts >= ctx.max_attempts:
-            # What went wrong is in the operator's log (above), not in the tenant's job.
-            finish(
+            return
+        if not attempt.final:
+            entry.status = "queued"
+            return
+        # What went wrong is in the operator's log, not in the tenant's job.
+        finish(
+            entry,
+            failed_with(
                 entry,
-                failed_with(
-                    entry,
-                    "internal_error",
-                    f"gave up after {entry.attempts} attempts; the product's images were left "
-                    "as they were",
-                ),
-            )
-            return True
-        _queue_again(entry, backoff=backoff)
-        return False
-
-
-def retry_delay(attempts: int) -> timedelta:
-    """How long a product waits after its `attempts`-th failed run: 2, 4, 8 s ... 5 min."""
-    return timedelta(seconds=min(2**attempts, 300))
-
-
-def _queue_again(entry: SyncJobProduct, *, backoff: bool) -> None:
-    entry.status = "queued"
-    entry.lease_expires_at = utcnow() + retry_delay(entry.attempts) if backoff else None
-
-
-async def run_entry(
-    ctx: SyncContext,
-    seq: int,
-    fetches: FetchDeduper,
-    *,
-    lease: timedelta | None = None,
-    backoff: bool = False,
-) -> None:
-    """Take and run one product of a job: with a `lease` for this process's runner
-    (embedded), without one under procrastinate (the queue answers for liveness). Raises
-    `ProductBusy` when another runner holds it, and `StorageUnavailable` after queueing
-    it again (with `backoff`, not to be claimed for a while). Every event logged
-    meanwhile names the product's `seq` and `job`: the operator's details (a refused
-    address, a server path) are found by the job a tenant asks about."""
-    with structlog.contextvars.bound_contextvars(seq=seq, job=None):
-        await _run_entry(ctx, seq, fetches, lease=lease, backoff=backoff)
+                "internal_error",
+                f"gave up after {attempt.number} attempts; the product's images were left "
+                "as they were",
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,16 +95,9 @@ class _Taken:
     known: dict[str, Stored]
 
 
-async def _run_entry(
-    ctx: SyncContext,
-    seq: int,
-    fetches: FetchDeduper,
-    *,
-    lease: timedelta | None,
-    backoff: bool,
-) -> None:
+async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
     async with session_scope(ctx.sessionmaker) as session:
-        taken = await _take(ctx, session, seq, lease)
+        taken = await _take(ctx, session, seq)
     if taken is None:
         return
     planned, known = taken.planned, taken.known
@@ -153,7 +109,7 @@ async def _run_entry(
     note = partial(_note_store_refused, ctx, seq)
     results = await asyncio.gather(
         *(
-            fetches.fetch(
+            ctx.fetches.fetch(
                 planned.account_id,
                 identity,
                 partial(
@@ -185,6 +141,7 @@ async def _run_entry(
         1 for (outcome, started) in results if started and not isinstance(outcome, ImageError)
     )
 
+    busy = False
     try:
         async with session_scope(ctx.sessionmaker) as session:
             # Recorded whatever becomes of the product: a download is never repeated, even
@@ -203,20 +160,19 @@ async def _run_entry(
             if (
                 failures
                 and all(f.code in TRANSIENT for f in failures.values())
-                and entry.attempts < ctx.max_attempts
+                and not attempt.final
             ):
                 error = next(iter(failures.values()))
-                delay = retry_delay(entry.attempts).total_seconds()
                 note_error(
                     entry,
                     ImageError(
                         code=error.code,
-                        detail=f"{error.detail}; tried again in {delay:g} s "
-                        f"(attempt {entry.attempts} of {ctx.max_attempts})",
+                        detail=f"{error.detail}; tried again in {attempt.next_in:g} s "
+                        f"(attempt {attempt.number} of {attempt.max_attempts})",
                     ),
                 )
-                _queue_again(entry, backoff=backoff)
-                log.warning("sync.product.retrying", code=error.code, attempts=entry.attempts)
+                entry.status = "queued"
+                log.warning("sync.product.retrying", code=error.code, attempt=attempt.number)
             elif failures:
                 finish(entry, failed(entry, planned.specs, failures, downloaded))
                 log.info("sync.product.failed", item_number=entry.item_number)
@@ -224,16 +180,16 @@ async def _run_entry(
             elif await _apply(ctx, session, entry, planned, taken.blob_ids, stored, downloaded):
                 return
             else:
-                _queue_again(entry, backoff=False)
+                entry.status = "queued"
                 log.info(
                     "sync.product.requeued", reason="a blob being collected, or a busy product"
                 )
-                return
+                busy = True
     except Exception:
         if fetched:
             await _record_alone(ctx, planned.account_id, fetched)
         raise
-    raise StorageUnavailable(seq)
+    raise RetrySoon(seq) if busy else StorageUnavailable(seq)
 
 
 async def _record_alone(
@@ -249,21 +205,10 @@ async def _record_alone(
         log.exception("sync.downloads.not_recorded", downloads=len(fetched))
 
 
-async def _take(
-    ctx: SyncContext, session: AsyncSession, seq: int, lease: timedelta | None
-) -> _Taken | None:
+async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | None:
     """Claim the entry `seq`, plan it and find the blobs its plan can reuse (marked in
     use from now: the collector leaves them alone); None when there is nothing to run."""
-    now = utcnow()
-    runner = ctx.runner if lease is not None else None
-    claimed = await repository.claim_entry(
-        session,
-        seq,
-        now,
-        now + lease if lease is not None else None,
-        runner,
-        account_max=ctx.account_max_products,
-    )
+    claimed = await repository.claim_entry(session, seq, account_max=ctx.account_max_products)
     if claimed is None:
         entry = await repository.get_entry(session, seq)
         if entry is not None and entry.status in ("queued", "running"):

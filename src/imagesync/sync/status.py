@@ -1,5 +1,6 @@
-"""What waits, runs, is stuck or failed, for `imagesync queue`: the products of sync jobs,
-the renditions and, in `procrastinate` mode, the queue's own jobs and workers."""
+"""What waits, runs or failed, for `imagesync queue`: the products of sync jobs, the
+renditions and the queue's own jobs (procrastinate's on PostgreSQL, with its stalled
+jobs and live workers; the local runner's on SQLite)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from imagesync.kit.db import utcnow
+from imagesync.queue.models import QueueJob
 from imagesync.storage.models import Rendition
 from imagesync.sync.models import SyncJob, SyncJobProduct
 
@@ -19,8 +21,6 @@ from imagesync.sync.models import SyncJob, SyncJobProduct
 class QueueStatus:
     products: dict[str, int]  # by status: queued, running, failed (last day) ...
     oldest_queued_seconds: float | None
-    # Running past their lease: held by an embedded process that is gone.
-    products_past_lease: int
     failed_codes: dict[str, int]  # the last day's failures, by code (history)
     renditions: dict[str, int]  # by state
     # Products whose last finished sync failed, by code: what is failing now, however
@@ -34,7 +34,6 @@ class QueueStatus:
         return {
             "products": self.products,
             "oldest_queued_seconds": self.oldest_queued_seconds,
-            "products_past_lease": self.products_past_lease,
             "failing_codes": self.failing_codes,
             "failed_codes": self.failed_codes,
             "renditions": self.renditions,
@@ -62,11 +61,6 @@ async def queue_status(
         .where(SyncJobProduct.status == "queued")
     )
     oldest_seconds = None if oldest is None else max(0.0, (now - oldest).total_seconds())
-    past_lease = await session.scalar(
-        select(func.count()).where(
-            SyncJobProduct.status == "running", SyncJobProduct.lease_expires_at < now
-        )
-    )
     code = SyncJobProduct.result["error"]["code"].as_string()
     failed_codes = {
         found or "unknown": int(n)
@@ -101,10 +95,15 @@ async def queue_status(
             select(Rendition.state, func.count()).group_by(Rendition.state)
         )
     }
-    status = QueueStatus(
-        products, oldest_seconds, int(past_lease or 0), failed_codes, renditions, failing_codes
-    )
-    if procrastinate:
+    status = QueueStatus(products, oldest_seconds, failed_codes, renditions, failing_codes)
+    if not procrastinate:
+        for queue, job_status, n in await session.execute(
+            select(QueueJob.queue, QueueJob.status, func.count())
+            .group_by(QueueJob.queue, QueueJob.status)
+            .order_by(QueueJob.queue, QueueJob.status)
+        ):
+            status.jobs.setdefault(queue, {})[job_status] = int(n)
+    else:
         for queue, job_status, n in await session.execute(
             text(
                 "SELECT queue_name, status::text, count(*) FROM procrastinate_jobs "

@@ -15,7 +15,7 @@ from imagesync.fetch.errors import FetchError
 from imagesync.fetch.guard import check_url
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
-from imagesync.queue import SYNC
+from imagesync.queue import Job
 from imagesync.sync import repository
 from imagesync.sync.apply import apply_plan, plan_products
 from imagesync.sync.context import SyncContext
@@ -116,21 +116,24 @@ async def submit(
                 position=position,
                 item_number=product.item_number,
                 status="queued",
-                attempts=0,
                 request=product.model_dump(mode="json"),
             )
         )
     await session.flush()
     await _apply_quick(ctx, session, job, request.items)
     queued = [entry for entry in job.products if entry.status == "queued"]
-    for entry in queued:
-        await ctx.queue.defer(
-            session,
-            RUN_PRODUCT,
-            {"seq": entry.seq},
-            queue=SYNC,
-            lock=product_lock(account.id, entry.item_number),
-        )
+    await ctx.queue.defer(
+        session,
+        RUN_PRODUCT,
+        [
+            Job(
+                {"seq": entry.seq},
+                lock=product_lock(account.id, entry.item_number),
+                share=f"account:{account.id}",
+            )
+            for entry in queued
+        ],
+    )
     log.info(
         "sync.job.submitted",
         account=account.name,
@@ -190,7 +193,6 @@ async def _apply_quick(
             # since it was planned (the queue plans it again).
             continue
         blob_ids, planned = plans[product.id]
-        entry.attempts = 1
         result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, 0)
         finish(entry, result)
 

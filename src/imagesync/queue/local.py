@@ -1,0 +1,306 @@
+"""The local runner: the queue on SQLite, inside `imagesync serve`.
+
+Jobs are rows of `queue_job`, inserted in the transaction that records their work, so a
+crash loses nothing. SQLite means one process: no leases and no heartbeats; what was
+running when the process stopped is taken back when it starts again.
+
+Jobs are taken per lane (a queue with its slots). Within a lane, jobs of one `share`
+(an account) take turns with other shares': the shares with fewer jobs running go
+first, and none runs more than the lane's `share_max` at once. Jobs sharing a `lock`
+run one at a time, in the order they were deferred. A lane may run `behind` another:
+it waits while that one has work running, so that downloads keep the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from croniter import croniter
+from sqlalchemy import case, delete, event, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, aliased
+
+from imagesync.kit.aio import wait_event
+from imagesync.kit.clock import utcnow
+from imagesync.kit.db import session_scope
+from imagesync.queue import SOON_SECONDS, Attempt, Job, RetrySoon, Task, Tasks, backoff
+from imagesync.queue.models import QueueJob
+
+log = structlog.get_logger(__name__)
+
+IDLE_POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Lane:
+    queue: str
+    slots: int
+    share_max: int | None = None  # jobs of one share running at once
+    behind: str | None = None  # waits while this lane has jobs running
+
+
+class LocalQueue:
+    """Defers into `queue_job`; the runner, if this process has one, looks once the
+    transaction commits."""
+
+    def __init__(self, tasks: Tasks) -> None:
+        self.tasks = tasks
+        self.runner: LocalRunner | None = None
+
+    async def defer(self, session: AsyncSession, task: str, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        declared = self.tasks[task]
+        now = utcnow()
+        rows = [
+            {
+                "task": task,
+                "queue": declared.queue,
+                "args": job.args,
+                "lock": job.lock,
+                "share": job.share,
+                "priority": declared.priority,
+                "status": "todo",
+                "failures": 0,
+                "run_after": now,
+            }
+            for job in jobs
+        ]
+        await session.execute(insert(QueueJob), rows)
+        runner = self.runner
+        if runner is not None:
+
+            def on_commit(_session: Session) -> None:
+                runner.wake()
+
+            event.listen(session.sync_session, "after_commit", on_commit, once=True)
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        queue: LocalQueue,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        lanes: Sequence[Lane],
+        resources: Mapping[str, Any],
+        *,
+        max_attempts: int,
+        grace_seconds: float = 10.0,
+    ) -> None:
+        self.queue = queue
+        self.sessionmaker = sessionmaker
+        self.lanes = {lane.queue: lane for lane in lanes}
+        self.resources = resources
+        self.max_attempts = max_attempts
+        self.grace_seconds = grace_seconds
+        self._wake = asyncio.Event()
+        self._running: dict[asyncio.Task[None], tuple[int, str]] = {}  # job id, queue
+        self._loop_task: asyncio.Task[None] | None = None
+        self._next_tick: dict[str, datetime] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def running(self, queue: str) -> int:
+        return sum(1 for _, q in self._running.values() if q == queue)
+
+    async def start(self) -> None:
+        """Take back what was running when the process stopped, defer each periodic
+        task once (as a start after a long stop should), then run."""
+        async with session_scope(self.sessionmaker) as session:
+            taken = await session.execute(
+                update(QueueJob).where(QueueJob.status == "doing").values(status="todo")
+            )
+        if taken.rowcount:  # type: ignore[attr-defined]
+            log.info("queue.resumed", jobs=taken.rowcount)  # type: ignore[attr-defined]
+        now = utcnow()
+        for task in self._periodic():
+            self._next_tick[task.name] = now
+        self.queue.runner = self
+        self._loop_task = asyncio.create_task(self._loop(), name="queue-runner")
+
+    async def stop(self) -> None:
+        """Stop taking work; give what runs `grace_seconds` to finish, then cut it off
+        (it runs again at the next start)."""
+        self.queue.runner = None
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=self.grace_seconds)
+        cut_off = sorted(job_id for job_id, _ in self._running.values())
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        log.info("queue.stopped", handed_back=cut_off)
+
+    def _periodic(self) -> list[Task]:
+        return [t for t in self.queue.tasks if t.cron is not None and t.queue in self.lanes]
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._defer_due()
+                started = await self._take()
+            except Exception:
+                log.exception("queue.take_failed")
+                started = 0
+            if not started:
+                self._wake.clear()
+                await wait_event(self._wake, await self._idle_seconds())
+
+    async def _defer_due(self) -> None:
+        now = utcnow()
+        for task in self._periodic():
+            if self._next_tick[task.name] > now:
+                continue
+            assert task.cron is not None
+            self._next_tick[task.name] = croniter(task.cron, now).get_next(datetime)
+            async with session_scope(self.sessionmaker) as session:
+                waiting = await session.scalar(
+                    select(func.count()).where(
+                        QueueJob.task == task.name, QueueJob.status.in_(("todo", "doing"))
+                    )
+                )
+                if not waiting:  # a slow run does not pile ticks up behind it
+                    await self.queue.defer(session, task.name, [Job({})])
+
+    async def _idle_seconds(self) -> float:
+        """Until the next periodic tick or job due later, at most `IDLE_POLL_SECONDS`."""
+        now = utcnow()
+        wait = IDLE_POLL_SECONDS
+        for tick in self._next_tick.values():
+            wait = min(wait, (tick - now).total_seconds())
+        async with self.sessionmaker() as session:
+            due = await session.scalar(
+                select(func.min(QueueJob.run_after)).where(QueueJob.status == "todo")
+            )
+        if due is not None:
+            wait = min(wait, (due - now).total_seconds())
+        return max(wait, 0.01)
+
+    async def _take(self) -> int:
+        """Start the jobs each lane has room for; how many."""
+        started = 0
+        for lane in self.lanes.values():
+            free = lane.slots - self.running(lane.queue)
+            if free <= 0 or (lane.behind is not None and self.running(lane.behind)):
+                continue
+            async with session_scope(self.sessionmaker) as session:
+                jobs = await _next_jobs(session, lane, free, utcnow())
+                if jobs:
+                    await session.execute(
+                        update(QueueJob)
+                        .where(QueueJob.id.in_([job.id for job in jobs]))
+                        .values(status="doing")
+                    )
+            for job in jobs:
+                task = asyncio.create_task(
+                    self._run(job.id, job.task, job.args, job.failures), name=f"job-{job.id}"
+                )
+                self._running[task] = (job.id, lane.queue)
+                task.add_done_callback(self._done)
+            started += len(jobs)
+        return started
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._wake.set()
+
+    async def _run(self, job_id: int, name: str, args: dict[str, Any], failures: int) -> None:
+        attempt = Attempt(failures + 1, self.max_attempts, self.resources)
+        outcome: dict[str, Any]
+        try:
+            await self.queue.tasks[name].function(attempt, **args)
+        except asyncio.CancelledError:
+            raise  # left `doing`: taken back at the next start
+        except RetrySoon:
+            outcome = {"status": "todo", "run_after": utcnow() + timedelta(seconds=SOON_SECONDS)}
+        except Exception as exc:
+            log.exception("queue.job.failed", job=job_id, task=name, attempt=attempt.number)
+            if attempt.final:
+                outcome = {"status": "failed", "failures": attempt.number, "error": repr(exc)}
+            else:
+                outcome = {
+                    "status": "todo",
+                    "failures": attempt.number,
+                    "run_after": utcnow() + timedelta(seconds=backoff(attempt.number)),
+                    "error": repr(exc),
+                }
+        else:
+            outcome = {}
+        try:
+            async with session_scope(self.sessionmaker) as session:
+                if outcome:
+                    await session.execute(
+                        update(QueueJob).where(QueueJob.id == job_id).values(**outcome)
+                    )
+                else:
+                    await session.execute(delete(QueueJob).where(QueueJob.id == job_id))
+        except Exception:
+            # Left `doing`: taken back at the next start.
+            log.exception("queue.outcome_not_recorded", job=job_id, task=name)
+
+
+async def _next_jobs(
+    session: AsyncSession, lane: Lane, limit: int, now: datetime
+) -> Sequence[QueueJob]:
+    """The lane's jobs that may start now, in fair turns (see the module's text)."""
+    earlier = aliased(QueueJob)
+    unlocked = or_(
+        QueueJob.lock.is_(None),
+        ~select(earlier.id)
+        .where(
+            earlier.lock == QueueJob.lock,
+            or_(earlier.status == "doing", (earlier.status == "todo") & (earlier.id < QueueJob.id)),
+        )
+        .exists(),
+    )
+    share = func.coalesce(QueueJob.share, "")
+    waiting = (
+        select(
+            QueueJob.id,
+            share.label("share"),
+            QueueJob.priority,
+            func.row_number()
+            .over(partition_by=share, order_by=(QueueJob.priority.desc(), QueueJob.id))
+            .label("rank"),
+        )
+        .where(
+            QueueJob.queue == lane.queue,
+            QueueJob.status == "todo",
+            QueueJob.run_after <= now,
+            unlocked,
+        )
+        .subquery()
+    )
+    running = (
+        select(func.coalesce(QueueJob.share, "").label("share"), func.count().label("n"))
+        .where(QueueJob.queue == lane.queue, QueueJob.status == "doing")
+        .group_by(QueueJob.share)
+        .subquery()
+    )
+    # Jobs without a share are each their own: only the order of their ids counts.
+    turn = waiting.c.rank + func.coalesce(running.c.n, 0)
+    turn = case((waiting.c.share == "", 1), else_=turn)
+    stmt = (
+        select(waiting.c.id)
+        .outerjoin(running, running.c.share == waiting.c.share)
+        .order_by(waiting.c.priority.desc(), turn, waiting.c.id)
+        .limit(limit)
+    )
+    if lane.share_max is not None:
+        stmt = stmt.where(turn <= lane.share_max)
+    ids = (await session.scalars(stmt)).all()
+    if not ids:
+        return []
+    jobs = (await session.scalars(select(QueueJob).where(QueueJob.id.in_(ids)))).all()
+    order = {job_id: i for i, job_id in enumerate(ids)}
+    return sorted(jobs, key=lambda job: order[job.id])
