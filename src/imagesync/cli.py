@@ -345,7 +345,7 @@ def queue(
     """Show the work: products of sync jobs waiting, running, failing now (their last
     sync failed) or failed in the last 24 h, renditions by state, and the queue's jobs
     per queue (on PostgreSQL also the stalled ones and the live workers)."""
-    from imagesync.sync.status import queue_status
+    from imagesync.sync.reads.status import queue_status
 
     settings = _settings()
     found = _in_transaction(

@@ -35,10 +35,10 @@ from imagesync.storage.context import Blobs
 from imagesync.storage.staging import Staging, default_parent
 from imagesync.storage.store import store_from_settings
 from imagesync.sync import tasks as sync_tasks
-from imagesync.sync.context import SyncContext
-from imagesync.sync.download import store_waits
-from imagesync.sync.images import CatalogImages
 from imagesync.sync.models import BLOB_USERS
+from imagesync.sync.reads.images import CatalogImages
+from imagesync.sync.run.context import SyncContext
+from imagesync.sync.run.download import store_waits
 
 log = structlog.get_logger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imagesync.catalog import events
-from imagesync.sync.images import CatalogImages
+from imagesync.sync.reads.images import CatalogImages
 
 
 def test_registering_image_sync_again_adds_no_second_listener() -> None:

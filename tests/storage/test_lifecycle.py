@@ -22,8 +22,8 @@ from imagesync.kit.settings import Settings
 from imagesync.storage.collector import collect, sweep
 from imagesync.storage.models import Blob, Rendition
 from imagesync.storage.store import BlobStore
-from imagesync.sync.context import SyncContext
 from imagesync.sync.models import Image, Source
+from imagesync.sync.run.context import SyncContext
 from tests.conftest import S3Server
 from tests.media import samples
 from tests.sync.conftest import ImageServer, images_of, server_settings, sync_images

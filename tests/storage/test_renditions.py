@@ -22,8 +22,8 @@ from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob, Rendition
 from imagesync.storage.renditions import RenditionsPending, queue_missing, render
 from imagesync.storage.store import BlobStore
-from imagesync.sync import run
 from imagesync.sync.models import SyncJobProduct
+from imagesync.sync.run import product
 from tests.media import samples
 from tests.sync.conftest import ImageServer, images_of, server_settings
 
@@ -53,7 +53,7 @@ async def synced(
                 select(SyncJobProduct.seq).where(SyncJobProduct.job_id == answer.json()["id"])
             )
         ).all()
-    await run.run_product(app.state.sync_context, seq, attempt())
+    await product.run_product(app.state.sync_context, seq, attempt())
     async with session_scope(maker) as session:
         blob: Blob = (await session.scalars(select(Blob))).one()
     return blob

@@ -16,7 +16,7 @@ from imagesync.fetch import errors as fetch_errors
 from imagesync.kit.settings import Settings
 from imagesync.media import probe
 from imagesync.storage.store import StorageError
-from imagesync.sync.codes import RESULT_CODES, WARNING_CODES
+from imagesync.sync.core.codes import RESULT_CODES, WARNING_CODES
 from imagesync.sync.examples import FINISHED_JOB_EXAMPLE, PLAN_EXAMPLE, TRAEDE_EXAMPLE
 from imagesync.sync.schemas import ImageSyncRequest, SyncJobRead, SyncPlan
 from tests.browser import BROWSER_ARGS, only_the_service, require_chromium

@@ -18,7 +18,7 @@ from imagesync.kit.settings import Settings
 from imagesync.queue import Attempt
 from imagesync.runtime import serving_work
 from imagesync.sync import repository
-from imagesync.sync.run import run_product
+from imagesync.sync.run.product import run_product
 from tests.factories import create_tshirt, wait_for_job
 from tests.sync.conftest import ImageServer, server_settings
 

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagesync.sync.planner import (
+from imagesync.sync.core.planner import (
     CurrentImage,
     ImageSpec,
     ProductPlan,

@@ -22,9 +22,9 @@ from imagesync.kit.settings import Settings
 from imagesync.queue import Attempt
 from imagesync.storage.models import Rendition
 from imagesync.storage.renditions import render
-from imagesync.sync import run
-from imagesync.sync.context import SyncContext
 from imagesync.sync.models import SyncJobProduct
+from imagesync.sync.run import product
+from imagesync.sync.run.context import SyncContext
 from tests.queries import Spent, counting
 from tests.sync.conftest import ImageServer, make_image, server_settings
 
@@ -111,7 +111,7 @@ async def run_all(ctx: SyncContext, job_id: str) -> list[Spent]:
     spent = []
     for seq in seqs:
         with counting(ctx.sessionmaker) as one:
-            await run.run_product(ctx, seq, Attempt(1, 5, {}))
+            await product.run_product(ctx, seq, Attempt(1, 5, {}))
         spent.append(one)
     return spent
 
@@ -280,7 +280,7 @@ async def test_a_catalog_change_meanwhile_makes_the_run_plan_again(
             )
         ).all()
     with counting(ctx.sessionmaker) as spent:
-        run_task = asyncio.create_task(run.run_product(ctx, seq, Attempt(1, 5, {})))
+        run_task = asyncio.create_task(product.run_product(ctx, seq, Attempt(1, 5, {})))
         await asyncio.sleep(0.3)
         added = {
             "products": [

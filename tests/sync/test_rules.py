@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.settings import Settings
 from imagesync.storage.models import Blob
-from imagesync.sync.codes import WARNING_CODES
-from imagesync.sync.filenames import content_disposition, effective_filename
+from imagesync.sync.core.codes import WARNING_CODES
+from imagesync.sync.core.filenames import content_disposition, effective_filename
+from imagesync.sync.core.planner import ImageSpec, VariantCodes, matching_variants, rule_warning
 from imagesync.sync.models import SyncJob
-from imagesync.sync.planner import ImageSpec, VariantCodes, matching_variants, rule_warning
 from tests.factories import create_account, create_tshirt, sync_ok
 from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from imagesync.sync.planner import identity_of
+from imagesync.sync.core.planner import identity_of
 from imagesync.sync.schemas import ProductImagesIn
 
 COLUMNS = (

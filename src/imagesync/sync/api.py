@@ -18,10 +18,11 @@ from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import BlobStore
-from imagesync.sync import dry_run as planning
-from imagesync.sync import images, jobs, submit
+from imagesync.sync.core.filenames import content_disposition
 from imagesync.sync.deps import StoreDep, SyncContextDep
-from imagesync.sync.filenames import content_disposition
+from imagesync.sync.intake import dry_run as planning
+from imagesync.sync.intake import submit
+from imagesync.sync.reads import images, jobs
 from imagesync.sync.schemas import (
     ImageList,
     ImageSyncRequest,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from imagesync.storage.store import BlobStore
-from imagesync.sync.context import SyncContext
+from imagesync.sync.run.context import SyncContext
 
 
 def _sync_context(request: Request) -> SyncContext:

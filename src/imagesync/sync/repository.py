@@ -22,8 +22,8 @@ from imagesync.catalog.models import (
     VariantAttribute,
 )
 from imagesync.storage.models import Blob
+from imagesync.sync.core.planner import VariantCodes
 from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
-from imagesync.sync.planner import VariantCodes
 
 
 async def lock_submissions(session: AsyncSession, account_id: int) -> None:

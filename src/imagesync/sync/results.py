@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from imagesync.kit.db import utcnow
+from imagesync.sync.core.planner import Identity, ImageSpec, RuleWarning
 from imagesync.sync.models import SyncJobProduct
-from imagesync.sync.planner import Identity, ImageSpec, RuleWarning
 from imagesync.sync.schemas import (
     ImageError,
     ImageResult,

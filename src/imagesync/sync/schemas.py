@@ -20,7 +20,7 @@ from imagesync.catalog.schemas import VariantRead
 from imagesync.fetch.errors import InvalidUrl
 from imagesync.fetch.guard import MAX_URL_LENGTH, parse_url
 from imagesync.kit.schemas import Int32, Key, Name, PageMeta, RequestModel, storable
-from imagesync.sync import codes
+from imagesync.sync.core import codes
 from imagesync.sync.examples import TRAEDE_EXAMPLE
 
 MAX_PRODUCTS_PER_IMAGE_SYNC = 10

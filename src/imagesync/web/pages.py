@@ -24,9 +24,9 @@ from imagesync.kit.errors import NotFound, Unauthorized
 from imagesync.kit.pagination import MAX_PAGE
 from imagesync.kit.ratelimit import Limit
 from imagesync.kit.schemas import Identifier, Key, storable
-from imagesync.sync import images as sync_images
-from imagesync.sync import jobs as sync_jobs
-from imagesync.sync import overview
+from imagesync.sync.reads import images as sync_images
+from imagesync.sync.reads import jobs as sync_jobs
+from imagesync.sync.reads import overview
 from imagesync.web import sessions
 from imagesync.web.sessions import COOKIE, SIGN_IN_COOKIE, SignedIn
 

@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.catalog.models import Account
 from imagesync.sync import repository
-from imagesync.sync.apply import Planned, plan_products
-from imagesync.sync.planner import ImageSpec
+from imagesync.sync.core.planner import ImageSpec
+from imagesync.sync.intake.submit import validate_request
 from imagesync.sync.results import image_warning
+from imagesync.sync.run.apply import Planned, plan_products, spec_of
 from imagesync.sync.schemas import (
     ImageError,
     ImageSyncRequest,
@@ -23,7 +24,6 @@ from imagesync.sync.schemas import (
     PlannedProduct,
     SyncPlan,
 )
-from imagesync.sync.submit import spec_of, validate_request
 
 
 async def plan(

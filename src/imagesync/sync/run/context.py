@@ -10,7 +10,7 @@ from imagesync.fetch.downloader import SafeFetcher
 from imagesync.queue import Queue
 from imagesync.storage.context import Blobs
 from imagesync.storage.store import BlobStore
-from imagesync.sync.download import STORE_WAITS, FetchDeduper
+from imagesync.sync.run.download import STORE_WAITS, FetchDeduper
 
 
 @dataclass

@@ -25,8 +25,8 @@ from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob
 from imagesync.storage.store import BlobStore, StorageError, blob_key
 from imagesync.sync import repository
+from imagesync.sync.core.planner import Identity, ImageSpec
 from imagesync.sync.models import Source
-from imagesync.sync.planner import Identity, ImageSpec
 from imagesync.sync.schemas import ImageError
 
 log = structlog.get_logger(__name__)

@@ -16,10 +16,10 @@ from imagesync.kit.errors import NotFound
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.models import Rendition
 from imagesync.sync import repository
-from imagesync.sync.apply import relink
-from imagesync.sync.filenames import rendition_filename, url_segment
+from imagesync.sync.core.filenames import rendition_filename, url_segment
+from imagesync.sync.core.planner import matching_variants
 from imagesync.sync.models import Image
-from imagesync.sync.planner import matching_variants
+from imagesync.sync.run.apply import relink
 from imagesync.sync.schemas import ImageRead, ProductRead, RenditionRead
 
 log = structlog.get_logger(__name__)
@@ -99,7 +99,7 @@ async def read_images(
 def image_read(
     image: Image, skus: dict[int, str], renditions: Sequence[Rendition], base_url: str
 ) -> ImageRead:
-    name = rendition_filename(image)
+    name = rendition_filename(image.filename)
     return ImageRead(
         id=image.id,
         url=image.url,
@@ -144,7 +144,7 @@ async def get_rendition_file(
     session: AsyncSession, image_id: str, width: int, filename: str
 ) -> tuple[Image, Rendition]:
     image = await get_image_file(session, image_id)
-    if filename != rendition_filename(image):
+    if filename != rendition_filename(image.filename):
         # Saying the right name would hand out a working URL to whoever guesses an id.
         raise NotFound(f"No rendition {filename!r} of image {image_id!r}")
     for rendition in (await blob_repository.renditions_of_blobs(session, [image.blob_id])).get(

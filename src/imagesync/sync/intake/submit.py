@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,13 +16,13 @@ from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import Job
 from imagesync.sync import repository
-from imagesync.sync.apply import apply_plan, plan_products
-from imagesync.sync.context import SyncContext
-from imagesync.sync.download import reuse
+from imagesync.sync.core.planner import Identity
 from imagesync.sync.models import SyncJob, SyncJobProduct
-from imagesync.sync.planner import Identity, ImageSpec
 from imagesync.sync.results import failed_with, finish
-from imagesync.sync.schemas import ImageIn, ImageSyncRequest, ProductImagesIn
+from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
+from imagesync.sync.run.context import SyncContext
+from imagesync.sync.run.download import reuse
+from imagesync.sync.schemas import ImageSyncRequest, ProductImagesIn
 
 log = structlog.get_logger(__name__)
 
@@ -195,37 +194,3 @@ async def _apply_quick(
         blob_ids, planned = plans[product.id]
         result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, 0)
         finish(entry, result)
-
-
-def spec_of(image: ImageIn) -> ImageSpec:
-    rule = image.attach_to_variants_matching_attribute_code
-    return ImageSpec(
-        url=image.url,
-        sort=image.sort,
-        sort_b2c=image.sort_b2c,
-        existance_key=image.existance_key,
-        alt=image.alt,
-        filename=image.filename,
-        attach_rule=dict(rule) if rule else None,
-        skip_if_no_variant_matches=image.skip_if_no_variant_matches_attribute_code,
-    )
-
-
-def specs_of_request(request: dict[str, Any]) -> list[ImageSpec]:
-    """The specs of a product's request as its job entry keeps it (`model_dump(mode=
-    "json")` of a validated `ProductImagesIn`): taken by value, not validated again."""
-    return [
-        ImageSpec(
-            url=image["url"],
-            sort=image["sort"],
-            sort_b2c=image.get("sort_b2c"),
-            existance_key=image.get("existance_key"),
-            alt=image.get("alt"),
-            filename=image.get("filename"),
-            attach_rule=dict(rule)
-            if (rule := image.get("attach_to_variants_matching_attribute_code"))
-            else None,
-            skip_if_no_variant_matches=bool(image.get("skip_if_no_variant_matches_attribute_code")),
-        )
-        for image in request["images"]
-    ]

@@ -8,8 +8,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from anyascii import anyascii
 
-from imagesync.sync.models import Image
-from imagesync.sync.planner import ImageSpec
+from imagesync.sync.core.planner import ImageSpec
 
 # Letters, marks and digits of any script are kept; so are these. Everything else (path
 # separators, quotes, spaces, controls, bidi overrides, symbols) becomes one hyphen.
@@ -76,5 +75,6 @@ def url_segment(filename: str) -> str:
     return quote(filename, safe="")
 
 
-def rendition_filename(image: Image) -> str:
-    return f"{PurePosixPath(image.filename).stem}.webp"
+def rendition_filename(filename: str) -> str:
+    """The WebP rendition's name of an image named `filename`."""
+    return f"{PurePosixPath(filename).stem}.webp"

@@ -21,14 +21,13 @@ from imagesync.kit.db import session_scope, utcnow
 from imagesync.queue import Attempt, RetrySoon
 from imagesync.storage import repository as blob_repository
 from imagesync.sync import repository
-from imagesync.sync.apply import Planned, Requeue, apply_plan, plan_product
-from imagesync.sync.context import SyncContext
-from imagesync.sync.download import Fetched, Stored, download, record, reuse
+from imagesync.sync.core.planner import Identity
 from imagesync.sync.models import SyncJobProduct
-from imagesync.sync.planner import Identity
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
+from imagesync.sync.run.apply import Planned, Requeue, apply_plan, plan_product, specs_of_request
+from imagesync.sync.run.context import SyncContext
+from imagesync.sync.run.download import Fetched, Stored, download, record, reuse
 from imagesync.sync.schemas import ImageError
-from imagesync.sync.submit import specs_of_request
 
 log = structlog.get_logger(__name__)
 

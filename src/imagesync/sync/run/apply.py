@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,19 +15,19 @@ from imagesync.kit.db import utcnow
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.renditions import queue_renditions
 from imagesync.sync import repository
-from imagesync.sync.context import SyncContext
-from imagesync.sync.download import Stored
-from imagesync.sync.filenames import effective_filename
-from imagesync.sync.models import Image, ImageVariant, SyncJobProduct
-from imagesync.sync.planner import (
+from imagesync.sync.core.filenames import effective_filename
+from imagesync.sync.core.planner import (
     CurrentImage,
     ImageSpec,
     ProductPlan,
     VariantCodes,
     plan_product_sync,
 )
+from imagesync.sync.models import Image, ImageVariant, SyncJobProduct
 from imagesync.sync.results import image_result
-from imagesync.sync.schemas import ImageResult, ProductResult, SyncCounts
+from imagesync.sync.run.context import SyncContext
+from imagesync.sync.run.download import Stored
+from imagesync.sync.schemas import ImageIn, ImageResult, ProductResult, SyncCounts
 
 
 class Requeue(Exception):
@@ -193,3 +194,37 @@ def relink(image: Image, variant_ids: frozenset[int]) -> bool:
     for variant_id in sorted(variant_ids - set(current)):
         image.variant_links.append(ImageVariant(variant_id=variant_id))
     return True
+
+
+def spec_of(image: ImageIn) -> ImageSpec:
+    rule = image.attach_to_variants_matching_attribute_code
+    return ImageSpec(
+        url=image.url,
+        sort=image.sort,
+        sort_b2c=image.sort_b2c,
+        existance_key=image.existance_key,
+        alt=image.alt,
+        filename=image.filename,
+        attach_rule=dict(rule) if rule else None,
+        skip_if_no_variant_matches=image.skip_if_no_variant_matches_attribute_code,
+    )
+
+
+def specs_of_request(request: dict[str, Any]) -> list[ImageSpec]:
+    """The specs of a product's request as its job entry keeps it (`model_dump(mode=
+    "json")` of a validated `ProductImagesIn`): taken by value, not validated again."""
+    return [
+        ImageSpec(
+            url=image["url"],
+            sort=image["sort"],
+            sort_b2c=image.get("sort_b2c"),
+            existance_key=image.get("existance_key"),
+            alt=image.get("alt"),
+            filename=image.get("filename"),
+            attach_rule=dict(rule)
+            if (rule := image.get("attach_to_variants_matching_attribute_code"))
+            else None,
+            skip_if_no_variant_matches=bool(image.get("skip_if_no_variant_matches_attribute_code")),
+        )
+        for image in request["images"]
+    ]
