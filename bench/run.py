@@ -86,8 +86,11 @@ class Service:
 
 
 @contextmanager
-def running(mode: str, images_base: str) -> Iterator[Service]:
-    """A fresh deployment of `mode`: its own database and storage folder."""
+def running(
+    mode: str, images_base: str, settings: dict[str, str] | None = None
+) -> Iterator[Service]:
+    """A fresh deployment of `mode`: its own database and storage folder; `settings`
+    (`IMAGESYNC_*` variables) on top of the bench's own."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{mode}-") as tmp:
         cwd = Path(tmp)
         port = images_base.rsplit(":", 1)[1]
@@ -100,7 +103,7 @@ def running(mode: str, images_base: str) -> Iterator[Service]:
             # of requests a minute.
             "IMAGESYNC_RATE_LIMIT": "0",
             "IMAGESYNC_DOWNLOAD_CONCURRENCY": str(DOWNLOAD_CONCURRENCY),
-        }
+        } | (settings or {})
         database = ""
         if mode == "embedded":
             env["IMAGESYNC_DATABASE_URL"] = f"sqlite:///{cwd / 'imagesync.db'}"
@@ -196,14 +199,21 @@ def non_2xx(result: dict[str, Any]) -> int:
     return sum(n for code, n in result["answers"].items() if not code.startswith("2"))
 
 
-def measure(mode: str, catalog: Catalog, images_base: str, *, full: bool) -> dict[str, Any]:
+def measure(
+    mode: str,
+    catalog: Catalog,
+    images_base: str,
+    *,
+    full: bool,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One catalog size in one mode, on a fresh deployment."""
     out: dict[str, Any] = {
         "mode": mode,
         "products": len(catalog.products),
         "images": catalog.images,
     }
-    with running(mode, images_base) as service:
+    with running(mode, images_base, settings) as service:
         set_up_catalog(service, catalog)
         started = time.perf_counter()
         first = drive(service, catalog, images_base, clients=32)
@@ -339,7 +349,15 @@ def main() -> int:
         help=f"of {', '.join(MODES)} (embedded-pg: the embedded queue on PostgreSQL, "
         "procrastinate's worker inside serve)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="IMAGESYNC_NAME=VALUE",
+        help="a setting of the service under test (A/B runs); repeatable",
+    )
     args = parser.parse_args()
+    settings = dict(item.split("=", 1) for item in args.set)
     sizes = [20] if args.quick else [args.products, 10 * args.products]
     results: dict[str, Any] = {
         "machine": f"{platform.node()}, {os.cpu_count()} cores, {platform.python_version()}",
@@ -356,7 +374,13 @@ def main() -> int:
             for mode in args.modes.split(","):
                 print(f"{mode}, {size} products ...", file=sys.stderr, flush=True)
                 results["runs"].append(
-                    measure(mode, catalog, images_base, full=not args.quick and size == sizes[0])
+                    measure(
+                        mode,
+                        catalog,
+                        images_base,
+                        full=not args.quick and size == sizes[0],
+                        settings=settings,
+                    )
                 )
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
 from imagesync.queue import Attempt
-from imagesync.runtime import serving_work
+from imagesync.queue.memory import MemoryQueue
+from imagesync.runtime import resources, serving_work, tasks
 from imagesync.sync import repository
 from imagesync.sync.run.product import run_product
 from tests.factories import create_tshirt, wait_for_job
@@ -245,3 +246,47 @@ async def test_an_unfinished_job_says_where_and_when_to_read_it_again(
     again = await client.post("/products/images/sync", json=body, headers=headers)
     assert again.status_code == 200
     assert "Retry-After" not in again.headers
+
+
+async def test_the_fake_queue_sees_one_job_per_product_to_download_and_runs_it(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    settings: Settings,
+) -> None:
+    """What a request queues, read off the fake queue: the product that needs a download,
+    under its product's lock and its account's share; not the one applied in the
+    request. Run through the fake, the product and its renditions are done."""
+    ctx = app.state.sync_context
+    queue = MemoryQueue(tasks())
+    ctx.blobs.queue = queue
+    await create_tshirt(client, headers, "other-product")
+    response = await post(
+        client,
+        headers,
+        [
+            {
+                "item_number": "cool-product-001",
+                "images": [{"url": image_server.add("q.jpg"), "sort": 1}],
+            },
+            {"item_number": "other-product", "images": []},
+        ],
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert [p["status"] for p in job["products"]] == ["queued", "succeeded"]
+    (deferred,) = queue.jobs
+    assert deferred.task == "sync.run_product"
+    assert (deferred.lock or "").endswith(":cool-product-001")
+    assert (deferred.share or "").startswith("account:")
+
+    await queue.run_all(resources(ctx, settings))
+    assert queue.jobs == []
+    assert queue.failed == []
+    read = await client.get(f"/products/images/sync/{job['id']}", headers=headers)
+    assert read.json()["status"] == "succeeded"
+    (image,) = (await client.get("/products/cool-product-001/images", headers=headers)).json()[
+        "images"
+    ]
+    assert {r["state"] for r in image["renditions"]} == {"ready"}
