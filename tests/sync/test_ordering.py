@@ -21,7 +21,7 @@ from imagesync.runtime import resources, serving_work, tasks
 from imagesync.sync import repository
 from imagesync.sync.run.product import run_product
 from tests.factories import create_tshirt, wait_for_job
-from tests.sync.conftest import ImageServer, server_settings
+from tests.sync.conftest import ImageServer, make_image, server_settings
 
 
 @pytest.fixture
@@ -259,6 +259,7 @@ async def test_the_fake_queue_sees_one_job_per_product_to_download_and_runs_it(
     under its product's lock and its account's share; not the one applied in the
     request. Run through the fake, the product and its renditions are done."""
     ctx = app.state.sync_context
+    wide = make_image((10, 120, 200), (500, 400))  # wider than 200 and 400: two renditions
     queue = MemoryQueue(tasks())
     ctx.blobs.queue = queue
     await create_tshirt(client, headers, "other-product")
@@ -268,7 +269,7 @@ async def test_the_fake_queue_sees_one_job_per_product_to_download_and_runs_it(
         [
             {
                 "item_number": "cool-product-001",
-                "images": [{"url": image_server.add("q.jpg"), "sort": 1}],
+                "images": [{"url": image_server.add("q.jpg", wide), "sort": 1}],
             },
             {"item_number": "other-product", "images": []},
         ],
@@ -289,4 +290,7 @@ async def test_the_fake_queue_sees_one_job_per_product_to_download_and_runs_it(
     (image,) = (await client.get("/products/cool-product-001/images", headers=headers)).json()[
         "images"
     ]
-    assert {r["state"] for r in image["renditions"]} == {"ready"}
+    assert [(r["width"], r["state"]) for r in image["renditions"]] == [
+        (200, "ready"),
+        (400, "ready"),
+    ]
