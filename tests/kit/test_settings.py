@@ -27,6 +27,15 @@ def test_unknown_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
 
 
+def test_a_retired_setting_is_refused_with_what_replaced_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGESYNC_COLLECT_INTERVAL_SECONDS", "60")
+    with pytest.raises(SettingsError, match="COLLECT_INTERVAL_SECONDS: no longer read") as caught:
+        load_settings()
+    assert "periodic task" in str(caught.value)
+
+
 def test_every_invalid_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGESYNC_PORT", "eighty")
     monkeypatch.setenv("IMAGESYNC_DATABASE_URL", "mysql://root@localhost/x")

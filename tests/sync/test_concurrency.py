@@ -17,6 +17,9 @@ import httpx
 import psycopg
 import pytest
 
+from imagesync.sync.core.planner import identity_of
+from imagesync.sync.run.download import FetchDeduper
+from imagesync.sync.schemas import ImageError
 from tests.served import clean_env, free_port
 from tests.sync.conftest import ImageServer
 from tests.waiting import wait_for
@@ -137,3 +140,30 @@ async def test_32_clients_at_once_get_only_2xx_and_each_post_is_one_job(
     await wait_for(all_finished, 120)
     assert max(image_server.hits.values()) == 1  # each URL downloaded once
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+async def test_a_shared_download_is_cancelled_with_the_last_product_waiting_for_it() -> None:
+    """Two products share one download; cutting off the first leaves it running for the
+    second, cutting off the second too cancels it: nothing runs on unawaited (after a
+    stop, it would write to a closed session)."""
+    deduper = FetchDeduper()
+    identity = identity_of("https://dam.example/a.jpg", None)
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def download() -> ImageError:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return ImageError(code="timeout", detail="never")
+
+    first = asyncio.create_task(deduper.fetch(1, identity, download))
+    second = asyncio.create_task(deduper.fetch(1, identity, download))
+    await started.wait()
+    first.cancel()
+    await asyncio.sleep(0.05)
+    assert not cancelled.is_set()
+    second.cancel()
+    await asyncio.wait_for(cancelled.wait(), 2)

@@ -14,6 +14,11 @@ ENV_PREFIX = "IMAGESYNC_"
 # The client's variables (`imagesync push`, `imagesync.client`): they live beside the
 # server's in one shell, and the server leaves them alone.
 CLIENT_VARIABLES = frozenset({"IMAGESYNC_URL", "IMAGESYNC_TOKEN"})
+# Settings an earlier release read, and why they are gone: refused with that reason.
+RETIRED = {
+    "IMAGESYNC_COLLECT_INTERVAL_SECONDS": "no longer read: collecting unused files is a "
+    "periodic task of the queue now (hourly at :07; the sweep daily at 03:37 UTC); unset it",
+}
 
 
 class SettingsError(Exception):
@@ -335,7 +340,7 @@ def load_settings(**overrides: object) -> Settings:
     own variables are known)."""
     known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields} | CLIENT_VARIABLES
     problems = [
-        f"{key}: unknown setting"
+        f"{key}: {RETIRED.get(key.upper(), 'unknown setting')}"
         for key in os.environ
         if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
     ]

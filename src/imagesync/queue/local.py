@@ -187,28 +187,33 @@ class LocalRunner:
         return max(wait, 0.01)
 
     async def _take(self) -> int:
-        """Start the jobs each lane has room for; how many."""
-        started = 0
-        for lane in self.lanes.values():
-            free = lane.slots - self.running(lane.queue)
-            if free <= 0 or (lane.behind is not None and self.running(lane.behind)):
-                continue
-            async with session_scope(self.sessionmaker) as session:
-                jobs = await _next_jobs(session, lane, free, utcnow())
-                if jobs:
-                    await session.execute(
-                        update(QueueJob)
-                        .where(QueueJob.id.in_([job.id for job in jobs]))
-                        .values(status="doing")
-                    )
-            for job in jobs:
-                task = asyncio.create_task(
-                    self._run(job.id, job.task, job.args, job.failures), name=f"job-{job.id}"
+        """Start the jobs each lane has room for, taken in one transaction; how many."""
+        room = {
+            lane: lane.slots - self.running(lane.queue)
+            for lane in self.lanes.values()
+            if lane.behind is None or not self.running(lane.behind)
+        }
+        room = {lane: free for lane, free in room.items() if free > 0}
+        if not room:
+            return 0
+        taken: list[tuple[QueueJob, str]] = []
+        async with session_scope(self.sessionmaker) as session:
+            now = utcnow()
+            for lane, free in room.items():
+                taken += [(job, lane.queue) for job in await _next_jobs(session, lane, free, now)]
+            if taken:
+                await session.execute(
+                    update(QueueJob)
+                    .where(QueueJob.id.in_([job.id for job, _ in taken]))
+                    .values(status="doing")
                 )
-                self._running[task] = (job.id, lane.queue)
-                task.add_done_callback(self._done)
-            started += len(jobs)
-        return started
+        for job, queue in taken:
+            task = asyncio.create_task(
+                self._run(job.id, job.task, job.args, job.failures), name=f"job-{job.id}"
+            )
+            self._running[task] = (job.id, queue)
+            task.add_done_callback(self._done)
+        return len(taken)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

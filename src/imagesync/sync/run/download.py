@@ -10,6 +10,7 @@ it stays down longer than the waits is the download given up, as `storage_error`
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -233,6 +234,7 @@ class FetchDeduper:
 
     def __init__(self) -> None:
         self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
+        self._waiting: Counter[tuple[int, Identity]] = Counter()
 
     async def fetch(
         self,
@@ -240,7 +242,9 @@ class FetchDeduper:
         identity: Identity,
         start: Callable[[], Awaitable[Fetched | ImageError]],
     ) -> tuple[Fetched | ImageError, bool]:
-        """The outcome, and whether this call started the download (else it shared one)."""
+        """The outcome, and whether this call started the download (else it shared one).
+        A download whose every product was cut off (a stop, a crash of the run) is
+        cancelled with the last of them, never left running unawaited."""
         key = (account_id, identity)
         future = self._inflight.get(key)
         started = future is None
@@ -248,4 +252,11 @@ class FetchDeduper:
             future = asyncio.ensure_future(start())
             self._inflight[key] = future
             future.add_done_callback(lambda _f: self._inflight.pop(key, None))
-        return await asyncio.shield(future), started
+        self._waiting[key] += 1
+        try:
+            return await asyncio.shield(future), started
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+                future.cancel()  # done already: nothing; else nobody waits for it any more
