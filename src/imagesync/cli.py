@@ -345,14 +345,16 @@ def queue(
     """Show the work: products of sync jobs waiting, running, failing now (their last
     sync failed) or failed in the last 24 h, renditions by state, and the queue's jobs
     per queue (on PostgreSQL also the stalled ones and the live workers)."""
+    from imagesync.runtime import uses_procrastinate
     from imagesync.sync.reads.status import queue_status
 
     settings = _settings()
+    procrastinate = uses_procrastinate(settings)
     found = _in_transaction(
         settings,
         lambda s: queue_status(
             s,
-            procrastinate=not settings.async_database_url.startswith("sqlite"),
+            procrastinate=procrastinate,
             stalled_after=timedelta(seconds=settings.stalled_worker_seconds),
         ),
     )
@@ -373,7 +375,7 @@ def queue(
     for name, statuses in found.jobs.items():
         for state, n in statuses.items():
             table.add_row(f"jobs: {name}", state, str(n))
-    if not settings.async_database_url.startswith("sqlite"):
+    if procrastinate:
         table.add_row("jobs", "stalled (worker silent)", str(found.stalled_jobs))
         table.add_row("workers", "live", str(found.workers))
     out.print(table)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from imagesync.kit.aio import wait_event
 from imagesync.kit.clock import utcnow
 from imagesync.kit.db import session_scope
-from imagesync.queue import SOON_SECONDS, Attempt, Job, RetrySoon, Task, Tasks, backoff
+from imagesync.queue import SOON_SECONDS, Attempt, Job, RetrySoon, Task, Tasks
 from imagesync.queue.models import QueueJob
 
 log = structlog.get_logger(__name__)
@@ -236,7 +236,7 @@ class LocalRunner:
                 outcome = {
                     "status": "todo",
                     "failures": attempt.number,
-                    "run_after": utcnow() + timedelta(seconds=backoff(attempt.number)),
+                    "run_after": utcnow() + timedelta(seconds=attempt.next_in),
                     "error": repr(exc),
                 }
         else:

@@ -30,7 +30,6 @@ from imagesync.queue import (
     RetrySoon,
     Task,
     Tasks,
-    backoff,
 )
 
 log = structlog.get_logger(__name__)
@@ -96,10 +95,10 @@ class Retry(BaseRetryStrategy):
         exception: BaseException,  # noqa: ARG002 - every failure counts alike
         job: procrastinate_jobs.Job,
     ) -> RetryDecision | None:
-        failures = job.attempts + 1
-        if failures >= self.max_attempts:
+        attempt = Attempt(job.attempts + 1, self.max_attempts, {})  # the run that failed
+        if attempt.final:
             return None
-        return RetryDecision(retry_in={"seconds": backoff(failures)})
+        return RetryDecision(retry_in={"seconds": attempt.next_in})
 
 
 def _adapt(task: Task, max_attempts: int) -> Callable[..., Awaitable[None]]:
