@@ -1,7 +1,8 @@
 """The client: drives a running imagesync over HTTP with the real contract, from its own
 process. Sends every image sync request of the catalog over CLIENTS connections at once,
 then reads every job until it has finished, as often as its `Retry-After` says; prints
-one JSON object.
+one JSON object. `--repeat` sends the catalog's requests several times over (a no-op
+pass long enough to measure).
 
     python bench/driver.py --base URL --token T --products N --images-base URL --clients 32
 """
@@ -23,7 +24,7 @@ from catalog import build
 
 
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
-    bodies = image_bodies(build(args.products), args.images_base)
+    bodies = image_bodies(build(args.products), args.images_base) * args.repeat
     todo: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
         todo.put_nowait(body)
@@ -95,4 +96,7 @@ if __name__ == "__main__":
     parser.add_argument("--products", type=int, required=True)
     parser.add_argument("--images-base", required=True)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="send the catalog's requests this many times"
+    )
     print(json.dumps(asyncio.run(drive(parser.parse_args()))))

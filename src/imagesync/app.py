@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 
 from imagesync import __version__, health
 from imagesync.catalog import api as catalog_api
+from imagesync.catalog.auth import TokenCache
 from imagesync.kit.docs_csp import DocsPolicy, serve_own_redoc_bundle
 from imagesync.kit.errors import Conflict
 from imagesync.kit.handlers import error_response, install_error_handlers
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url="/docs/assets",
     )
     app.state.settings = settings
+    app.state.token_cache = TokenCache(settings.token_cache_seconds)
     serve_own_redoc_bundle(app, "/docs/assets", OFFLINE_DOCS_ASSETS)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(DocsPolicy)

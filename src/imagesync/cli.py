@@ -462,10 +462,12 @@ def tokens_revoke(
 ) -> None:
     """Revoke the token starting with TOKEN_PREFIX (at least 8 characters; the whole token
     will do). The admin sessions opened with it end too."""
-    token = _in_transaction(_settings(), lambda s: catalog_auth.revoke_token(s, token_prefix))
+    settings = _settings()
+    token = _in_transaction(settings, lambda s: catalog_auth.revoke_token(s, token_prefix))
     out.print(
         f"token {token.prefix}… of account {token.account.name} revoked, "
-        "and the admin sessions opened with it ended"
+        "and the admin sessions opened with it ended; running API processes refuse it "
+        f"within {settings.token_cache_seconds:g} s (IMAGESYNC_TOKEN_CACHE_SECONDS)"
     )
 
 

@@ -1,9 +1,12 @@
 """Tokens: required on every API call, stored hashed, revocable."""
 
+import asyncio
 import hashlib
+import time
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -74,6 +77,41 @@ async def test_revoked_token_gets_401_and_others_keep_working(
         await catalog_auth.revoke_token(session, first.prefix)
     assert (await client.get("/products", headers=auth(first.token))).status_code == 401
     assert (await client.get("/products", headers=auth(second.token))).status_code == 200
+
+
+async def test_a_token_revoked_elsewhere_stops_working_within_the_cache_time(
+    app: FastAPI, client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The API keeps a token it has read for `IMAGESYNC_TOKEN_CACHE_SECONDS`; one revoked
+    by another process (`imagesync tokens revoke`) is refused once that has passed."""
+    app.state.token_cache.seconds = 0.5
+    async with session_scope(sessionmaker) as session:
+        issued = await catalog_auth.create_account(session, "acme")
+    assert (await client.get("/products", headers=auth(issued.token))).status_code == 200
+    async with session_scope(sessionmaker) as session:  # as from another process
+        await catalog_auth.revoke_token(session, issued.prefix)
+    answers = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        answers.append((await client.get("/products", headers=auth(issued.token))).status_code)
+        if answers[-1] == 401:
+            break
+        await asyncio.sleep(0.05)
+    assert answers[0] == 200  # cached: the revocation is seen within the cache time
+    assert answers[-1] == 401, answers
+    assert len(answers) <= 0.5 / 0.05 + 2  # and no later
+    # A rolled-back request leaves the cached account usable by the next one.
+    second = (await catalog_auth_token(sessionmaker, "acme")).token
+    for _ in range(2):
+        missing = await client.get("/products/images/sync/nope", headers=auth(second))
+        assert missing.status_code == 404, missing.text
+
+
+async def catalog_auth_token(
+    sessionmaker: async_sessionmaker[AsyncSession], account: str
+) -> catalog_auth.IssuedToken:
+    async with session_scope(sessionmaker) as session:
+        return await catalog_auth.create_token(session, account)
 
 
 async def test_revoke_by_whole_token_and_refusals(

@@ -364,25 +364,32 @@ async def test_b2c_channel_orders_by_sort_b2c(
     client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
 ) -> None:
     a, b, c = (image_server.add(n) for n in ("a.jpg", "b.jpg", "c.jpg"))
-    await sync(
-        client,
-        headers,
-        {
-            "products": [
-                {
-                    "item_number": "cool-product-001",
-                    "use_sort_b2c": True,
-                    "images": [
-                        {"url": a, "sort": 1, "sort_b2c": 2},
-                        {"url": b, "sort": 2},
-                        {"url": c, "sort": 3, "sort_b2c": 1},
-                    ],
-                }
-            ]
-        },
-    )
+    body: dict[str, Any] = {
+        "products": [
+            {
+                "item_number": "cool-product-001",
+                "use_sort_b2c": True,
+                "images": [
+                    {"url": a, "sort": 1, "sort_b2c": 2},
+                    {"url": b, "sort": 2},
+                    {"url": c, "sort": 3, "sort_b2c": 1},
+                ],
+            }
+        ]
+    }
+    await sync(client, headers, body)
     assert [i["url"] for i in await images_of(client, headers)] == [a, b, c]
     assert [i["url"] for i in await images_of(client, headers, query="?channel=b2c")] == [c, a, b]
+
+    # The same images with B2C sorting turned off: only the product changes, and it does.
+    product = body["products"][0]
+    for use_sort_b2c in (False, None):  # then left out: left as it is
+        product["use_sort_b2c"] = use_sort_b2c
+        job = await sync(client, headers, body)
+        assert job["status"] == "succeeded", job
+        assert job["products"][0]["counts"]["kept"] == 3
+        b2c = await images_of(client, headers, query="?channel=b2c")
+        assert [i["url"] for i in b2c] == [a, b, c]
 
 
 @pytest.mark.parametrize(

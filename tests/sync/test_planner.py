@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from imagesync.sync.core.planner import (
     CurrentImage,
     ImageSpec,
     ProductPlan,
+    StoredImage,
     VariantCodes,
     matching_variants,
     plan_product_sync,
+    unchanged,
 )
 
 URLS = st.sampled_from([f"https://img.example/{n}.jpg" for n in "abcdef"])
@@ -179,3 +182,44 @@ def test_matched_by_existance_key_the_image_takes_the_new_url() -> None:
     assert plan.keeps[0].changed
     assert plan.keeps[0].spec.url == "https://cdn/x.jpg?sig=new"
     assert not plan.creates
+
+
+@st.composite
+def resends(draw: st.DrawFn) -> tuple[list[CurrentImage], list[ImageSpec], list[VariantCodes]]:
+    """A product's images as stored (links = each rule on its variants), and a request
+    that sends them again: in any order, as they are or with one image changed, dropped
+    or added, or another list altogether."""
+    variants = draw(variant_lists)
+    previous = [
+        dataclasses.replace(spec, skip_if_no_variant_matches=False) for spec in draw(requests)
+    ]
+    current = [
+        CurrentImage(f"old-{i}", spec, matching_variants(spec.attach_rule, variants))
+        for i, spec in enumerate(previous)
+    ]
+    requested = list(draw(st.permutations(previous)))
+    change = draw(st.sampled_from(["none", "none", "replace", "drop", "add", "other"]))
+    if change == "replace" and requested:
+        requested[draw(st.integers(0, len(requested) - 1))] = draw(specs)
+    elif change == "drop" and requested:
+        requested.pop(draw(st.integers(0, len(requested) - 1)))
+    elif change == "add":
+        requested.append(draw(specs))
+    elif change == "other":
+        requested = draw(requests)
+    return current, unique_by_identity(requested), variants
+
+
+@given(resends())
+def test_unchanged_is_exactly_a_plan_that_neither_changes_nor_warns(
+    scenario: tuple[list[CurrentImage], list[ImageSpec], list[VariantCodes]],
+) -> None:
+    """The submission's no-op check reads no variants: it tells the same as planning."""
+    current, requested, variants = scenario
+    stored = [StoredImage(i.image_id, i.spec, len(i.variant_ids)) for i in current]
+    plan = plan_product_sync(current, requested, variants)
+    ids = unchanged(stored, requested)
+    event("unchanged" if ids is not None else "to plan")
+    assert (ids is not None) == (plan.is_noop and not plan.warnings and not plan.skips)
+    if ids is not None:
+        assert ids == [k.image_id for k in sorted(plan.keeps, key=lambda k: k.index)]

@@ -299,6 +299,11 @@ async def test_a_rule_that_matches_no_variant_is_never_silent(
         ]
     ] == [5, 0, 0, 0, 0]
 
+    # Sent again unchanged: the images are kept, and the warnings said again.
+    again = await sync_images(client, headers, images)
+    assert [i["outcome"] for i in again["products"][0]["images"]] == ["kept"] * 5
+    assert [[w["code"] for w in i["warnings"]] for i in again["products"][0]["images"]] == expected
+
 
 @given(
     rule=st.dictionaries(

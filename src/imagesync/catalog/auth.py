@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from imagesync.catalog import repository
 from imagesync.catalog.models import (
@@ -103,20 +105,71 @@ async def revoke_token(session: AsyncSession, prefix_or_token: str) -> ApiToken:
     return token
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> Account:
-    """The account of a `Bearer` token; 401 when missing, unknown or revoked."""
-    return (await authenticate_token(session, authorization)).account
+class TokenCache:
+    """The accounts of active tokens seen lately, by the token's hash, each for
+    `seconds` after it was read: a token revoked by another process (`imagesync tokens
+    revoke`) stops working within that time. Unknown and revoked tokens are never kept,
+    so a token just issued works at once. At most `size` tokens; the oldest go first."""
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._found: dict[str, tuple[float, Account]] = {}
+
+    def get(self, token_hash: str) -> Account | None:
+        found = self._found.get(token_hash)
+        if found is None:
+            return None
+        read_at, account = found
+        if time.monotonic() - read_at >= self.seconds:
+            del self._found[token_hash]
+            return None
+        return account
+
+    def put(self, token_hash: str, account: Account) -> None:
+        """Keep a copy of `account` that belongs to no session: the request's session
+        may roll back (which expires what it loaded) while others use the copy."""
+        if self.seconds <= 0:
+            return
+        if len(self._found) >= self.size:
+            del self._found[next(iter(self._found))]
+        copy = Account(id=account.id, name=account.name, created_at=account.created_at)
+        make_transient_to_detached(copy)
+        self._found[token_hash] = (time.monotonic(), copy)
 
 
-async def authenticate_token(session: AsyncSession, authorization: str | None) -> ApiToken:
-    """The active token of a `Bearer` header, with its account; 401 otherwise."""
+def bearer_hash(authorization: str | None) -> str:
+    """The hash of a `Bearer` header's token; 401 when it is missing or not one."""
     if not authorization:
         raise Unauthorized("Send an API token: Authorization: Bearer <token>")
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Use the Bearer scheme: Authorization: Bearer <token>")
-    api_token = await repository.get_active_token(session, hash_token(token))
+    return hash_token(token)
+
+
+async def authenticate(
+    session: AsyncSession, authorization: str | None, cache: TokenCache | None = None
+) -> Account:
+    """The account of a `Bearer` token, from `cache` when it was read lately; 401 when
+    missing, unknown or revoked."""
+    token_hash = bearer_hash(authorization)
+    if cache is not None and (account := cache.get(token_hash)) is not None:
+        return account
+    api_token = await _active_token(session, token_hash)
+    if cache is not None:
+        cache.put(token_hash, api_token.account)
+    return api_token.account
+
+
+async def authenticate_token(session: AsyncSession, authorization: str | None) -> ApiToken:
+    """The active token of a `Bearer` header, with its account, read now; 401 otherwise."""
+    return await _active_token(session, bearer_hash(authorization))
+
+
+async def _active_token(session: AsyncSession, token_hash: str) -> ApiToken:
+    api_token = await repository.get_active_token(session, token_hash)
     if api_token is None:
         raise Unauthorized("The API token is unknown or revoked")
     return api_token

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import auth as catalog_auth
@@ -21,13 +21,16 @@ bearer = HTTPBearer(
 
 
 async def _account(
+    request: Request,
     session: SessionDep,
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
-    account = await catalog_auth.authenticate(session, authorization)
-    # Hand the connection back before the route runs: a request never holds two, and a
-    # route that opens its own transactions holds none while it waits.
+    cache: catalog_auth.TokenCache = request.app.state.token_cache
+    account = await catalog_auth.authenticate(session, authorization, cache)
+    # Hand the connection back before the route runs (none was taken when the token was
+    # cached): a request never holds two, and a route that opens its own transactions
+    # holds none while it waits.
     await session.commit()
     return account
 

@@ -7,7 +7,7 @@ from itertools import islice
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from imagesync.catalog.models import (
@@ -45,7 +45,7 @@ async def get_active_token(session: AsyncSession, token_hash: str) -> ApiToken |
     stmt = (
         select(ApiToken)
         .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
-        .options(selectinload(ApiToken.account))
+        .options(joinedload(ApiToken.account, innerjoin=True))
     )
     return await session.scalar(stmt)
 

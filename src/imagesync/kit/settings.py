@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         "the memory that its URL was seen).",
     )
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long an API process keeps a token it has read (no database read "
+        "per request); a token revoked elsewhere stops working within this time. `0`: "
+        "read it on every request.",
+    )
     rate_limit: str = Field(
         default="600/minute",
         description="Requests per API token, in the `limits` notation (`600/minute`, "

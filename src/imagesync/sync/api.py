@@ -8,6 +8,7 @@ import structlog
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
+from pydantic import BaseModel
 
 from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
@@ -65,6 +66,7 @@ products_router = APIRouter(responses=ERRORS, route_class=StrictRoute)
     "/products/images/sync",
     tags=["images"],
     status_code=202,
+    response_model=SyncJobRead | SyncPlan,
     responses={
         200: {
             "model": SyncJobRead | SyncPlan,
@@ -92,7 +94,7 @@ async def sync_images(
             "a sync is; nothing is downloaded, recorded or changed."
         ),
     ] = False,
-) -> SyncJobRead | SyncPlan:
+) -> SyncJobRead | SyncPlan | Response:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
     if dry_run:
         response.status_code = 200
@@ -122,9 +124,19 @@ async def sync_images(
         except Exception:  # the job is recorded: answer with what is known of it
             log.exception("sync.job.wait_failed", job=job.id)
             break
-    if not _ask_to_poll(response, read):
-        response.status_code = 200
-    return read
+    status = 202 if _ask_to_poll(response, read) else 200
+    return serialized(read, status, response)
+
+
+def serialized(model: BaseModel, status: int, response: Response) -> Response:
+    """`model` as JSON, serialised once: the model was built by the service and is
+    valid, so FastAPI's second validation of a returned value is skipped."""
+    return Response(
+        model.model_dump_json(),
+        status_code=status,
+        headers=dict(response.headers),
+        media_type="application/json",
+    )
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagesync.kit.db import Base, UTCDateTime, utcnow
@@ -91,6 +91,10 @@ class SyncJob(Base):
     )
 
 
+# Written out, not bound: a partial index serves only a query that says the same.
+UNFINISHED = text("status IN ('queued', 'running')")
+
+
 class SyncJobProduct(Base):
     """One product of a job. `seq` orders a product's syncs in submission order."""
 
@@ -98,6 +102,14 @@ class SyncJobProduct(Base):
     __table_args__ = (
         Index("ix_sync_job_product_status", "status"),
         Index("ix_sync_job_product_item", "account_id", "item_number", "seq"),
+        # Whether a product has a sync still to finish reads only those (migration 0011).
+        Index(
+            "ix_sync_job_product_unfinished",
+            "account_id",
+            "item_number",
+            sqlite_where=UNFINISHED,
+            postgresql_where=UNFINISHED,
+        ),
         # seq must never be reused: SQLite would otherwise hand out a deleted max again.
         {"sqlite_autoincrement": True},
     )

@@ -5,36 +5,189 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, func, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, selectinload
 
 from imagesync.catalog.models import (
-    Account,
     Attribute,
     AttributeValue,
     Product,
     Variant,
     VariantAttribute,
 )
+from imagesync.kit.db import UTCDateTime
 from imagesync.storage.models import Blob
-from imagesync.sync.core.planner import VariantCodes
-from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.sync.core.planner import ImageSpec, StoredImage, VariantCodes
+from imagesync.sync.models import (
+    UNFINISHED,
+    Image,
+    ImageVariant,
+    Source,
+    SyncJob,
+    SyncJobProduct,
+)
+
+# PostgreSQL advisory lock space of an account's submissions: (SUBMISSIONS, account id).
+SUBMISSIONS = 7411
 
 
-async def lock_submissions(session: AsyncSession, account_id: int) -> None:
-    """Hold the account's submissions until this transaction ends, so that the jobs'
-    `created_at` and their products' `seq` (the order that wins) agree. PostgreSQL: a
-    transaction-level advisory lock per account; SQLite: its one write lock, taken by a
-    write that changes nothing."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(7411, :id)"), {"id": account_id})
+def _record_job(dialect: str) -> Executable:
+    job = cast(Table, SyncJob.__table__)
+    values: list[Any] = [bindparam("id", type_=String), bindparam("account_id", type_=Integer)]
+    if dialect == "postgresql":
+        held = select(
+            func.pg_advisory_xact_lock(SUBMISSIONS, bindparam("account_id")).label("held")
+        )
+        now: Any = func.clock_timestamp()
+        select_values = select(*values, type_coerce(now, UTCDateTime)).select_from(held.subquery())
     else:
-        await session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
+        # SQLAlchemy's own text form of a datetime on SQLite, to the microsecond.
+        now = func.strftime("%Y-%m-%d %H:%M:%f", "now").concat("000")
+        select_values = select(*values, type_coerce(now, UTCDateTime))
+    return (
+        insert(job)
+        .from_select(["id", "account_id", "created_at"], select_values)
+        .returning(job.c.created_at)
+    )
+
+
+# The hot path's statements, built once (per dialect) so that each call only binds.
+RECORD_JOB = {dialect: _record_job(dialect) for dialect in ("postgresql", "sqlite")}
+
+
+async def record_job(session: AsyncSession, job_id: str, account_id: int) -> datetime:
+    """Insert the job, holding the account's submissions until this transaction ends, so
+    that what the submission reads next is not changed by another one meanwhile; its
+    `created_at`, taken by the database once the hold is had, so that the jobs'
+    `created_at` and their products' `seq` (the order that wins) agree. PostgreSQL: a
+    transaction-level advisory lock per account, taken by the INSERT itself; SQLite: its
+    one write lock, which the INSERT takes before it reads the clock."""
+    stmt = RECORD_JOB[session.get_bind().dialect.name]
+    result = await session.execute(stmt, {"id": job_id, "account_id": account_id})
+    created_at: datetime = result.scalar_one()
+    return created_at
+
+
+@dataclass(frozen=True)
+class ProductState:
+    """A product as a submission finds it: its images, and whether an earlier sync of it
+    is still to finish."""
+
+    id: int
+    use_sort_b2c: bool
+    pending: bool
+    images: list[StoredImage]
+
+
+def _product_states() -> Executable:
+    product, image, entry = Product.__table__, Image.__table__, SyncJobProduct.__table__
+    pending = (
+        exists()
+        .where(
+            entry.c.account_id == product.c.account_id,
+            entry.c.item_number == product.c.item_number,
+            UNFINISHED,  # as the partial index says it
+        )
+        .label("pending")
+    )
+    links = (
+        select(func.count())
+        .select_from(ImageVariant.__table__)
+        .where(ImageVariant.__table__.c.image_id == image.c.id)
+        .scalar_subquery()
+        .label("links")
+    )
+    return (
+        select(
+            product.c.id,
+            product.c.item_number,
+            product.c.use_sort_b2c,
+            pending,
+            image.c.id.label("image_id"),
+            image.c.url,
+            image.c.sort,
+            image.c.sort_b2c,
+            image.c.existance_key,
+            image.c.alt,
+            image.c.custom_filename,
+            image.c.attach_rule,
+            links,
+        )
+        .select_from(product.outerjoin(image, image.c.product_id == product.c.id))
+        .where(
+            product.c.account_id == bindparam("account_id"),
+            product.c.item_number.in_(bindparam("items", expanding=True)),
+        )
+        .order_by(product.c.id, image.c.sort, image.c.created_at, image.c.id)
+    )
+
+
+PRODUCT_STATES = _product_states()
+
+
+async def product_states(
+    session: AsyncSession, account_id: int, item_numbers: Collection[str]
+) -> dict[str, ProductState]:
+    """These products' images, and which have an unfinished sync, in one read."""
+    rows = await session.execute(
+        PRODUCT_STATES, {"account_id": account_id, "items": sorted(item_numbers)}
+    )
+    states: dict[str, ProductState] = {}
+    for row in rows:
+        state = states.get(row.item_number)
+        if state is None:
+            state = states[row.item_number] = ProductState(
+                row.id, row.use_sort_b2c, bool(row.pending), []
+            )
+        if row.image_id is not None:
+            spec = ImageSpec(
+                url=row.url,
+                sort=row.sort,
+                sort_b2c=row.sort_b2c,
+                existance_key=row.existance_key,
+                alt=row.alt,
+                filename=row.custom_filename,
+                attach_rule=dict(row.attach_rule) if row.attach_rule else None,
+            )
+            state.images.append(StoredImage(row.image_id, spec, row.links))
+    return states
+
+
+ENTRIES = cast(Table, SyncJobProduct.__table__)
+ADD_ENTRIES = insert(ENTRIES).returning(ENTRIES.c.position, ENTRIES.c.seq)
+
+
+async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Insert a job's entries, in one statement; their `seq` by position."""
+    result = await session.execute(ADD_ENTRIES, list(rows))
+    return {row.position: row.seq for row in result}
+
+
+async def finish_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Write these entries' ends (`seq`, `status`, `result`, `finished_at`), one
+    statement for all."""
+    if rows:
+        await session.execute(update(SyncJobProduct), list(rows))
 
 
 async def get_product(session: AsyncSession, account_id: int, item_number: str) -> Product | None:

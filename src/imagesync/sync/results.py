@@ -36,6 +36,19 @@ def image_warning(warning: RuleWarning) -> ImageWarning:
     return ImageWarning(code=warning.code, detail=warning.detail)
 
 
+def kept(entry: SyncJobProduct, specs: list[ImageSpec], image_ids: list[str]) -> ProductResult:
+    """The product's images were already exactly the request's: each kept as it is."""
+    return ProductResult(
+        item_number=entry.item_number,
+        status="succeeded",
+        counts=SyncCounts(kept=len(specs)),
+        images=[
+            image_result(spec, "kept", image_id)
+            for spec, image_id in zip(specs, image_ids, strict=True)
+        ],
+    )
+
+
 def superseded(entry: SyncJobProduct) -> ProductResult:
     return ProductResult(
         item_number=entry.item_number,

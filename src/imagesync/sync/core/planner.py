@@ -208,6 +208,39 @@ def plan_product_sync(
     )
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """An image as the no-op check reads it: no variant ids, only how many it is linked
+    to (links are kept equal to its rule evaluated on the product's variants)."""
+
+    image_id: str
+    spec: ImageSpec
+    links: int
+
+
+def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) -> list[str] | None:
+    """The image ids, by position in `requested`, when the request changes nothing: the
+    same identities, the same metadata, and every rule attaching the image to some
+    variant. None when the product must be planned (`plan_product_sync` would create,
+    update, delete, skip or warn).
+
+    This needs no variants: an image's links are its rule evaluated on the product's
+    variants, re-evaluated whenever they change, so a rule with links matches and one
+    without would warn."""
+    if len(current) != len(requested):
+        return None
+    by_identity = {image.spec.identity: image for image in current}
+    ids = []
+    for spec in requested:
+        image = by_identity.get(spec.identity)
+        if image is None or _metadata(image.spec) != _metadata(spec):
+            return None
+        if (image.links > 0) != bool(spec.attach_rule):  # would warn, or links to heal
+            return None
+        ids.append(image.image_id)
+    return ids
+
+
 def _metadata(spec: ImageSpec) -> tuple[object, ...]:
     rule = tuple(sorted(spec.attach_rule.items())) if spec.attach_rule else None
     return (spec.url, spec.sort, spec.sort_b2c, spec.existance_key, spec.alt, spec.filename, rule)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.catalog.models import Account
 from imagesync.fetch.errors import FetchError
 from imagesync.fetch.guard import check_url
-from imagesync.kit.db import utcnow
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import Job
 from imagesync.sync import repository
-from imagesync.sync.core.planner import Identity
+from imagesync.sync.core.planner import Identity, unchanged
 from imagesync.sync.models import SyncJob, SyncJobProduct
-from imagesync.sync.results import failed_with, finish
+from imagesync.sync.repository import ProductState
+from imagesync.sync.results import failed_with, finish, kept
 from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import reuse
@@ -97,29 +98,47 @@ async def submit(
     *,
     max_images: int,
 ) -> SyncJob:
-    """Record the job in the caller's transaction; apply at once, in that same
+    """Record the job in the caller's transaction; finish at once, in that same
     transaction, each product whose new list needs no download and no earlier sync of
-    which is pending (the nightly re-send), and queue the others. The job and what was
-    applied commit together, or nothing does."""
+    which is pending, and queue the others. The job and what was applied commit
+    together, or nothing does.
+
+    The nightly re-send, where every product is unchanged, costs three statements: the
+    job (which holds the account's submissions), one read of the products' images, and
+    the job's entries, each already finished."""
     validate_request(
         request, max_images=max_images, allow=ctx.fetcher.allow, ports=ctx.fetcher.limits.ports
     )
-    await repository.lock_submissions(session, account.id)
-    now = utcnow()  # taken under the lock: created_at orders jobs as seq orders products
-    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, created_at=now, products=[])
-    session.add(job)
-    for position, product in enumerate(request.items):
-        job.products.append(
-            SyncJobProduct(
-                account_id=account.id,
-                position=position,
-                item_number=product.item_number,
-                status="queued",
-                request=product.model_dump(mode="json"),
-            )
+    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, products=[])
+    job.created_at = await repository.record_job(session, job.id, account.id)
+    numbers = [product.item_number for product in request.items]
+    states = await repository.product_states(session, account.id, numbers)
+    to_plan: list[tuple[SyncJobProduct, ProductImagesIn]] = []
+    for position, item in enumerate(request.items):
+        entry = SyncJobProduct(
+            account_id=account.id,
+            job_id=job.id,
+            position=position,
+            item_number=item.item_number,
+            status="queued",
+            request=item.model_dump(mode="json"),
         )
-    await session.flush()
-    await _apply_quick(ctx, session, job, request.items)
+        job.products.append(entry)
+        state = states.get(item.item_number)
+        if state is None:
+            detail = f"the account has no product {item.item_number!r}"
+            finish(entry, failed_with(entry, "product_not_found", detail))
+        elif state.pending:
+            continue  # behind the earlier sync, in the queue
+        elif (ids := _unchanged(state, item)) is not None:
+            finish(entry, kept(entry, [spec_of(image) for image in item.images], ids))
+        else:
+            to_plan.append((entry, item))
+    seqs = await repository.add_entries(session, [_row(entry) for entry in job.products])
+    for entry in job.products:
+        entry.seq = seqs[entry.position]
+    applied = await _apply_quick(ctx, session, account.id, to_plan)
+    await repository.finish_entries(session, [_end(entry) for entry in applied])
     queued = [entry for entry in job.products if entry.status == "queued"]
     await ctx.queue.defer(
         session,
@@ -143,42 +162,65 @@ async def submit(
     return job
 
 
+def _unchanged(state: ProductState, item: ProductImagesIn) -> list[str] | None:
+    if item.use_sort_b2c is not None and item.use_sort_b2c != state.use_sort_b2c:
+        return None
+    return unchanged(state.images, [spec_of(image) for image in item.images])
+
+
+def _row(entry: SyncJobProduct) -> dict[str, Any]:
+    return {
+        "job_id": entry.job_id,
+        "account_id": entry.account_id,
+        "position": entry.position,
+        "item_number": entry.item_number,
+        "status": entry.status,
+        "request": entry.request,
+        "result": entry.result,
+        "finished_at": entry.finished_at,
+    }
+
+
+def _end(entry: SyncJobProduct) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "status": entry.status,
+        "result": entry.result,
+        "finished_at": entry.finished_at,
+    }
+
+
 async def _apply_quick(
-    ctx: SyncContext, session: AsyncSession, job: SyncJob, items: Sequence[ProductImagesIn]
-) -> None:
-    """Apply the products of a new job that need no download, reading the state of all
-    of them in a few queries. Under the account's submission lock no newer sync of them
-    exists, and one still pending (seen before their images are read) keeps a product
-    queued, behind it."""
-    entries = job.products
-    numbers = [entry.item_number for entry in entries]
-    products = await repository.products_by_item(session, job.account_id, numbers)
-    pending = await repository.items_with_unfinished(
-        session, job.account_id, numbers, other_than=job.id
+    ctx: SyncContext,
+    session: AsyncSession,
+    account_id: int,
+    to_plan: Sequence[tuple[SyncJobProduct, ProductImagesIn]],
+) -> list[SyncJobProduct]:
+    """Plan the products of a new job that change, and apply those that need no
+    download, reading the state of all of them in a few queries; the entries finished.
+    Under the account's submission lock no newer sync of them exists, and none was
+    pending when they were read."""
+    if not to_plan:
+        return []
+    products = await repository.products_by_item(
+        session, account_id, [entry.item_number for entry, _ in to_plan]
     )
-    candidates = []
-    for entry, item in zip(entries, items, strict=True):
-        product = products.get(entry.item_number)
-        if product is None:
-            finish(
-                entry,
-                failed_with(
-                    entry, "product_not_found", f"the account has no product {entry.item_number!r}"
-                ),
-            )
-        elif entry.item_number not in pending:
-            specs = [spec_of(image) for image in item.images]
-            candidates.append((entry, (product, specs, item.use_sort_b2c)))
-    if not candidates:
-        return
-    plans = await plan_products(session, [wanted for _, wanted in candidates])
+    candidates = [
+        (entry, product, ([spec_of(image) for image in item.images], item.use_sort_b2c))
+        for entry, item in to_plan
+        # One deleted since it was read stays queued: its run finds it gone.
+        if (product := products.get(entry.item_number)) is not None
+    ]
+    plans = await plan_products(
+        session, [(product, specs, b2c) for _, product, (specs, b2c) in candidates]
+    )
     digests = {
         c.spec.identity.digest for _, planned in plans.values() for c in planned.plan.creates
     }
-    stored = await reuse(session, job.account_id, digests)  # a product missing one is queued
+    stored = await reuse(session, account_id, digests)  # a product missing one is queued
     ready = [
         (entry, product)
-        for entry, (product, _, _) in candidates
+        for entry, product, _ in candidates
         if all(c.spec.identity.digest in stored for c in plans[product.id][1].plan.creates)
     ]  # the others need a download first: the queue runs them
     taken = await repository.take_products_for_seqs(
@@ -186,11 +228,13 @@ async def _apply_quick(
         {product.id: entry.seq for entry, product in ready},
         {product.id: plans[product.id][1].version for _, product in ready},
     )
+    applied = []
     for entry, product in ready:
         if product.id not in taken:
-            # Not newer than what was applied (the queue finds it superseded), or changed
-            # since it was planned (the queue plans it again).
+            # Changed since it was read (the queue plans it again).
             continue
         blob_ids, planned = plans[product.id]
         result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, 0)
         finish(entry, result)
+        applied.append(entry)
+    return applied
