@@ -10,6 +10,7 @@ slip through. Pure: the request schema uses it too, and so does `imagesync.clien
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -190,9 +191,11 @@ def check_url(raw: str, *, allow: frozenset[tuple[str, int]], ports: frozenset[i
     return url
 
 
+@functools.lru_cache(maxsize=4096)
 def host_address(host: str) -> IPAddress | None:
     """The address an IP host means, in any spelling; None for a name. ValueError for
-    a number that is no address."""
+    a number that is no address. Kept per host: a catalog's images come from few hosts,
+    and every request names each host again."""
     numeric = parse_ipv4_number(host)
     if numeric is not None:
         return numeric

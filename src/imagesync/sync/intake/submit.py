@@ -16,14 +16,14 @@ from imagesync.fetch.guard import check_url
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import Job
 from imagesync.sync import repository
-from imagesync.sync.core.planner import Identity, unchanged
+from imagesync.sync.core.planner import Identity, ImageSpec, identity_of, unchanged
 from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.repository import ProductState
 from imagesync.sync.results import failed_with, finish, kept
 from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import reuse
-from imagesync.sync.schemas import ImageSyncRequest, ProductImagesIn
+from imagesync.sync.schemas import ImageSyncRequest
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ def validate_request(
             )
         identities: dict[Identity, int] = {}
         for j, image in enumerate(product.images):
-            identity = spec_of(image).identity
+            identity = identity_of(image.url, image.existance_key)
             if identity in identities:
                 field = "existance_key" if identity.kind == "existance_key" else "url"
                 problems.append(
@@ -113,7 +113,7 @@ async def submit(
     job.created_at = await repository.record_job(session, job.id, account.id)
     numbers = [product.item_number for product in request.items]
     states = await repository.product_states(session, account.id, numbers)
-    to_plan: list[tuple[SyncJobProduct, ProductImagesIn]] = []
+    to_plan: list[tuple[SyncJobProduct, list[ImageSpec], bool | None]] = []
     for position, item in enumerate(request.items):
         entry = SyncJobProduct(
             account_id=account.id,
@@ -125,15 +125,16 @@ async def submit(
         )
         job.products.append(entry)
         state = states.get(item.item_number)
+        specs = [spec_of(image) for image in item.images]
         if state is None:
             detail = f"the account has no product {item.item_number!r}"
             finish(entry, failed_with(entry, "product_not_found", detail))
         elif state.pending:
             continue  # behind the earlier sync, in the queue
-        elif (ids := _unchanged(state, item)) is not None:
-            finish(entry, kept(entry, [spec_of(image) for image in item.images], ids))
+        elif (ids := _unchanged(state, specs, item.use_sort_b2c)) is not None:
+            finish(entry, kept(entry, specs, ids))
         else:
-            to_plan.append((entry, item))
+            to_plan.append((entry, specs, item.use_sort_b2c))
     seqs = await repository.add_entries(session, [_row(entry) for entry in job.products])
     for entry in job.products:
         entry.seq = seqs[entry.position]
@@ -162,10 +163,12 @@ async def submit(
     return job
 
 
-def _unchanged(state: ProductState, item: ProductImagesIn) -> list[str] | None:
-    if item.use_sort_b2c is not None and item.use_sort_b2c != state.use_sort_b2c:
+def _unchanged(
+    state: ProductState, specs: list[ImageSpec], use_sort_b2c: bool | None
+) -> list[str] | None:
+    if use_sort_b2c is not None and use_sort_b2c != state.use_sort_b2c:
         return None
-    return unchanged(state.images, [spec_of(image) for image in item.images])
+    return unchanged(state.images, specs)
 
 
 def _row(entry: SyncJobProduct) -> dict[str, Any]:
@@ -194,7 +197,7 @@ async def _apply_quick(
     ctx: SyncContext,
     session: AsyncSession,
     account_id: int,
-    to_plan: Sequence[tuple[SyncJobProduct, ProductImagesIn]],
+    to_plan: Sequence[tuple[SyncJobProduct, list[ImageSpec], bool | None]],
 ) -> list[SyncJobProduct]:
     """Plan the products of a new job that change, and apply those that need no
     download, reading the state of all of them in a few queries; the entries finished.
@@ -203,24 +206,22 @@ async def _apply_quick(
     if not to_plan:
         return []
     products = await repository.products_by_item(
-        session, account_id, [entry.item_number for entry, _ in to_plan]
+        session, account_id, [entry.item_number for entry, _, _ in to_plan]
     )
     candidates = [
-        (entry, product, ([spec_of(image) for image in item.images], item.use_sort_b2c))
-        for entry, item in to_plan
+        (entry, (product, specs, use_sort_b2c))
+        for entry, specs, use_sort_b2c in to_plan
         # One deleted since it was read stays queued: its run finds it gone.
         if (product := products.get(entry.item_number)) is not None
     ]
-    plans = await plan_products(
-        session, [(product, specs, b2c) for _, product, (specs, b2c) in candidates]
-    )
+    plans = await plan_products(session, [wanted for _, wanted in candidates])
     digests = {
         c.spec.identity.digest for _, planned in plans.values() for c in planned.plan.creates
     }
     stored = await reuse(session, account_id, digests)  # a product missing one is queued
     ready = [
         (entry, product)
-        for entry, product, _ in candidates
+        for entry, (product, _, _) in candidates
         if all(c.spec.identity.digest in stored for c in plans[product.id][1].plan.creates)
     ]  # the others need a download first: the queue runs them
     taken = await repository.take_products_for_seqs(
