@@ -41,6 +41,7 @@ PYTHON = sys.executable
 POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DOWNLOAD_CONCURRENCY = 8
 NOOP_REQUESTS = 300
+FILE_URLS, FILE_REQUESTS = 50, 2000
 
 
 @dataclass
@@ -241,6 +242,7 @@ def measure(
         for n in clients:
             out[f"noop_{n}"] = drive(service, catalog, images_base, n, repeat=repeat)
         out["bare_diff_products_per_second"] = bare_diff(service.database_url, bodies)
+        out["files"] = serve_files(service, requests=FILE_REQUESTS // (4 if not full else 1))
         out["peak_rss_mb"] = service.peak_rss_mb()
         with bare_http(service) as base:
             for n in clients:
@@ -248,6 +250,35 @@ def measure(
                     service, catalog, images_base, n, base=base, repeat=repeat
                 )
     return out
+
+
+def files(urls: list[str], requests: int, *, revalidate: bool = False) -> dict[str, Any]:
+    """The file client (bench/files.py) over these URLs, 8 connections."""
+    command = [PYTHON, str(HERE / "files.py"), "--clients", "8", "--requests", str(requests)]
+    if revalidate:
+        command.append("--revalidate")
+    done = subprocess.run(
+        [*command, *urls],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def serve_files(service: Service, requests: int) -> dict[str, Any]:
+    """The API's file route against nginx serving the same bytes (the catalog's
+    originals, which the service stored as they were), with the same client; and the
+    file route revalidated (`If-None-Match`, answered 304)."""
+    headers = {"Authorization": f"Bearer {service.token}"}
+    page = httpx.get(f"{service.base}/products?limit=20", headers=headers, timeout=60).json()
+    images = [i for p in page["products"] for i in p["images"]][:FILE_URLS]
+    return {
+        "api": files([i["file_url"] for i in images], requests),
+        "nginx": files([i["url"] for i in images], requests),
+        "api_revalidated": files([i["file_url"] for i in images], requests, revalidate=True),
+    }
 
 
 @contextmanager
@@ -287,6 +318,10 @@ def check(result: dict[str, Any]) -> list[str]:
     """What must hold in any run, fast or slow: every answer 2xx, every job succeeded,
     and a no-op re-send answered 200 with its finished job."""
     problems = []
+    for kind, served in result["files"].items():
+        expected = {"304"} if kind == "api_revalidated" else {"200"}
+        if set(served["answers"]) != expected:
+            problems.append(f"{result['mode']} files, {kind}: answers {served['answers']}")
     for phase in ("first_import", "noop_8", "noop_32", "noop_1", "bare_http_8"):
         found = result.get(phase)
         if found is None:
@@ -381,6 +416,21 @@ def table(results: dict[str, Any]) -> str:
                     "<= 1.5",
                 ),
             ]
+        served = r["files"]
+        api, nginx = served["api"]["requests_per_second"], served["nginx"]["requests_per_second"]
+        lines += [
+            row(
+                f"{name}: the file route (8 clients)",
+                f"{api:.0f} files/s, {served['api']['megabytes_per_second']:.0f} MB/s",
+                f"{api / nginx:.2f} of nginx ({nginx:.0f} files/s)",
+                ">= 0.5",
+            ),
+            row(
+                f"{name}: the file route revalidated (304)",
+                f"{served['api_revalidated']['requests_per_second']:.0f} answers/s",
+                str(served["api_revalidated"]["answers"]),
+            ),
+        ]
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in r["peak_rss_mb"].items())
         lines.append(row(f"{name}: peak RSS", rss, "", "<= 300 MB"))
     for mode in MODES:

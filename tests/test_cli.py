@@ -172,7 +172,7 @@ def test_collect_deletes_files_unused_past_the_grace_period(
     store = open_store(str(files))
 
     async def stored_unused(sha: str, days_ago: float) -> None:
-        await store.put_bytes(blob_key(sha), b"bytes")
+        await store.put_bytes(blob_key(sha), b"bytes", content_type="image/jpeg")
         engine = create_engine(Settings(database_url=env).async_database_url)
         async with session_scope(create_sessionmaker(engine)) as session:
             session.add(

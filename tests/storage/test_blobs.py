@@ -38,7 +38,7 @@ async def test_a_stored_file_reads_back_byte_for_byte(store: BlobStore, tmp_path
     key = blob_key(hashlib.sha256(data).hexdigest())
     assert not await store.exists(key)
     source = write(tmp_path, data)
-    await store.put_file(key, source)
+    await store.put_file(key, source, content_type="image/jpeg")
     assert source.exists()  # the staged download is the caller's to delete
     assert await store.exists(key)
     assert await store.read(key) == data
@@ -48,14 +48,14 @@ async def test_a_stored_file_reads_back_byte_for_byte(store: BlobStore, tmp_path
 
 
 async def test_writing_the_same_key_again_is_harmless(store: BlobStore, tmp_path: Path) -> None:
-    await store.put_bytes("aa/bb/x", b"same")
-    await store.put_file("aa/bb/x", write(tmp_path, b"same"))
+    await store.put_bytes("aa/bb/x", b"same", content_type="image/jpeg")
+    await store.put_file("aa/bb/x", write(tmp_path, b"same"), content_type="image/jpeg")
     assert await store.read("aa/bb/x") == b"same"
 
 
 async def test_deleting_is_idempotent(store: BlobStore) -> None:
-    await store.put_bytes("aa/bb/one", b"1")
-    await store.put_bytes("aa/bb/two", b"2")
+    await store.put_bytes("aa/bb/one", b"1", content_type="image/jpeg")
+    await store.put_bytes("aa/bb/two", b"2", content_type="image/jpeg")
     await store.delete(["aa/bb/one", "aa/bb/missing"])
     assert not await store.exists("aa/bb/one")
     assert await store.exists("aa/bb/two")
@@ -79,7 +79,7 @@ async def test_a_write_is_never_seen_half_done(store: BlobStore, tmp_path: Path)
             await asyncio.sleep(0)
 
     task = asyncio.create_task(reader())
-    await store.put_file("big/blob", source)
+    await store.put_file("big/blob", source, content_type="image/jpeg")
     done.set()
     await task
     seen.append(len(await store.read("big/blob")))

@@ -164,8 +164,8 @@ async def test_a_download_whose_file_the_collector_deleted_meanwhile_is_stored_a
     put = store.put_file
     raced: list[str] = []
 
-    async def put_then_collected(key: str, path: Path) -> None:
-        await put(key, path)
+    async def put_then_collected(key: str, path: Path, *, content_type: str) -> None:
+        await put(key, path, content_type=content_type)
         if not raced:
             raced.append(key)
             await store.delete([key])
@@ -291,7 +291,7 @@ async def test_files_no_row_knows_are_swept_once_old_enough(
     await sync_images(client, headers, [{"url": image_server.add("a.jpg", picture(1)), "sort": 1}])
     await wait_for_renditions(sessionmaker)
     kept = await stored_keys(app)
-    await store.put_bytes("ab/cd/" + "ab" * 32, b"orphan")
+    await store.put_bytes("ab/cd/" + "ab" * 32, b"orphan", content_type="image/jpeg")
 
     # Young: it may be about to get its row.
     assert await sweep(app.state.sync_context.blobs, older_than=timedelta(hours=1)) == 0

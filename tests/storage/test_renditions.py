@@ -83,7 +83,8 @@ async def test_a_rendition_that_cannot_be_made_is_failed_with_a_reason(
     store: BlobStore = app.state.sync_context.store
     blob = await synced(app, client, headers, image_server.add("x.jpg", samples.jpeg(500, 500)))
     # The stored original was damaged after the sync (a disk fault, say).
-    await store.put_bytes(blob.storage_key, b"\xff\xd8\xff" + b"\x00" * 100)
+    damaged = b"\xff\xd8\xff" + b"\x00" * 100
+    await store.put_bytes(blob.storage_key, damaged, content_type="image/jpeg")
     await render(app.state.sync_context.blobs, blob.id, attempt())  # not worth a retry
     (image,) = await images_of(client, headers)
     assert [(r["width"], r["state"], r["url"]) for r in image["renditions"]] == [
@@ -102,7 +103,7 @@ class FailingWrites:
     async def read(self, key: str) -> bytes:
         return await self.store.read(key)
 
-    async def put_bytes(self, key: str, data: bytes) -> None:  # noqa: ARG002
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:  # noqa: ARG002
         raise OSError("the disk refuses writes")
 
 

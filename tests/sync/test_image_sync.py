@@ -77,6 +77,20 @@ async def test_traede_example_downloads_stores_and_attaches(
     assert "immutable" in file.headers["cache-control"]
     assert 'filename="black-product-01.jpg"' in file.headers["content-disposition"]
 
+    # A cache revalidating its copy gets a 304, whichever way it names the ETag.
+    etag = file.headers["etag"]
+    for held in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = await client.get(images[0]["file_url"], headers={"If-None-Match": held})
+        assert again.status_code == 304, held
+        assert again.content == b""
+        assert (again.headers["etag"], again.headers["cache-control"]) == (
+            etag,
+            file.headers["cache-control"],
+        )
+    other = await client.get(images[0]["file_url"], headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200
+    assert other.content == served
+
 
 async def test_a_wrong_file_name_is_a_404_that_does_not_tell_the_right_one(
     client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer

@@ -158,6 +158,10 @@ async def test_renditions_follow_the_sync_and_the_original_is_kept_byte_for_byte
             assert image.format == "WEBP"
             assert image.size == (rendition["width"], rendition["height"])
         assert rendition["height"] == rendition["width"] * 3 // 4
+        revalidated = await client.get(
+            rendition["url"], headers={"If-None-Match": response.headers["etag"]}
+        )
+        assert revalidated.status_code == 304
 
     served = (await fetch(client, big["file_url"])).content
     assert served == original

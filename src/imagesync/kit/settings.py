@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         "(empty: imagesync-UID in the system's temporary folder). Put it on a file system of "
         "its own so that a full store cannot fill it.",
     )
+    public_base_url: str = Field(
+        default="",
+        description="With an s3:// store: the URL its keys are served under (a CDN in front "
+        "of the bucket, or the bucket's public endpoint with its prefix). Images' `file_url` "
+        "and rendition URLs then point there; empty: at the API's own file routes.",
+    )
     s3_endpoint: str = Field(
         default="", description="S3-compatible endpoint URL (empty: AWS, or AWS_ENDPOINT_URL)."
     )
@@ -229,6 +235,15 @@ class Settings(BaseSettings):
             raise ValueError("s3:// needs a bucket: s3://BUCKET[/PREFIX]")
         return value
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if value and not (sep and scheme in ("http", "https") and rest):
+            raise ValueError("must be an http:// or https:// URL, such as https://cdn.example.com")
+        return value
+
     @field_validator("rendition_widths")
     @classmethod
     def _widths(cls, value: str) -> str:
@@ -265,6 +280,16 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         normalize_database_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _public_files_need_a_bucket(self) -> Settings:
+        if self.public_base_url and not self.storage_url.startswith("s3://"):
+            raise ValueError(
+                "IMAGESYNC_PUBLIC_BASE_URL serves a bucket's objects: it needs "
+                "IMAGESYNC_STORAGE_URL=s3://BUCKET[/PREFIX]. Files in a directory are served "
+                "by the API's file routes; put a CDN in front of the API for them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _queue_needs_postgres(self) -> Settings:

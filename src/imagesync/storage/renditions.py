@@ -92,7 +92,7 @@ async def render(ctx: Blobs, blob_id: int, attempt: Attempt) -> None:
                 )
             for width, rendered in renditions.items():
                 key = rendition_key(blob.sha256, width)
-                await ctx.store.put_bytes(key, rendered.data)
+                await ctx.store.put_bytes(key, rendered.data, content_type="image/webp")
                 made[width] = (rendered.height, len(rendered.data), key)
         except MediaError as exc:
             error = f"{exc.code}: {exc.detail}"

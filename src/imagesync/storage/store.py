@@ -21,6 +21,9 @@ from obstore.store import LocalStore, MemoryStore, S3Store
 
 from imagesync.kit.settings import Settings
 
+# Stored bytes never change under their key: caches may keep them for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
 
 def blob_key(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
@@ -58,12 +61,13 @@ class BlobStore(Protocol):
 
     kind: str
 
-    async def put_file(self, key: str, path: Path) -> None:
-        """Store the file at `path` under `key`, atomically. The file stays.
-        Raises `StorageError` when the store refuses it."""
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        """Store the file at `path` under `key`, atomically. The file stays. A bucket
+        keeps its `content_type` and an immutable `Cache-Control`, to serve it itself
+        (`IMAGESYNC_PUBLIC_BASE_URL`). Raises `StorageError` when the store refuses it."""
 
-    async def put_bytes(self, key: str, data: bytes) -> None:
-        """Store `data` under `key`, atomically; `StorageError` when refused."""
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store `data` under `key`, atomically, as `put_file` does."""
 
     async def exists(self, key: str) -> bool: ...
 
@@ -91,6 +95,8 @@ class _ObjectStore:
     """The three stores share obstore's one interface; they differ in how they are built."""
 
     kind = "object"
+    # Whether objects keep HTTP attributes (a bucket serves them with these headers).
+    serves_objects = False
 
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -98,15 +104,18 @@ class _ObjectStore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    async def put_file(self, key: str, path: Path) -> None:
-        await self._put(key, path)
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        await self._put(key, path, content_type)
 
-    async def put_bytes(self, key: str, data: bytes) -> None:
-        await self._put(key, data)
+    async def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        await self._put(key, data, content_type)
 
-    async def _put(self, key: str, data: Path | bytes) -> None:
+    async def _put(self, key: str, data: Path | bytes, content_type: str) -> None:
+        attributes = None
+        if self.serves_objects:  # keys are content-addressed: the bytes never change
+            attributes = {"Content-Type": content_type, "Cache-Control": IMMUTABLE}
         try:
-            await obstore.put_async(self._store, key, data)
+            await obstore.put_async(self._store, key, data, attributes=attributes)
         except Exception as exc:  # obstore's errors, or an OSError from a local disk
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             number = _errno(exc)
@@ -179,6 +188,7 @@ class S3BlobStore(_ObjectStore):
     at all."""
 
     kind = "s3"
+    serves_objects = True
 
     def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None) -> None:
         options = options or S3Options()

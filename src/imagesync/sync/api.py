@@ -18,9 +18,9 @@ from imagesync.kit.errors import ErrorResponse, NotFound
 from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
-from imagesync.storage.store import BlobStore
+from imagesync.storage.store import IMMUTABLE, BlobStore
 from imagesync.sync.core.filenames import content_disposition
-from imagesync.sync.deps import StoreDep, SyncContextDep
+from imagesync.sync.deps import FileUrlsDep, StoreDep, SyncContextDep
 from imagesync.sync.intake import dry_run as planning
 from imagesync.sync.intake import submit
 from imagesync.sync.reads import images, jobs
@@ -168,7 +168,7 @@ def _ask_to_poll(response: Response, job: SyncJobRead) -> bool:
 @router.get("/products/{item_number:path}/images", tags=["images"])
 async def list_product_images(
     item_number: Key,
-    request: Request,
+    urls: FileUrlsDep,
     session: SessionDep,
     account: AccountDep,
     channel: Annotated[
@@ -178,9 +178,7 @@ async def list_product_images(
 ) -> ImageList:
     """A product's images in sort order, with their variants and stored file."""
     return ImageList(
-        images=await images.list_images(
-            session, account, item_number, channel=channel, base_url=str(request.base_url)
-        )
+        images=await images.list_images(session, account, item_number, channel=channel, urls=urls)
     )
 
 
@@ -194,14 +192,16 @@ async def rendition_file(
     image_id: Identifier,
     width: Annotated[int, Path(ge=1, le=INT32_MAX)],
     filename: Key,
+    request: Request,
     session: SessionDep,
     store: StoreDep,
 ) -> Response:
-    """A WebP rendition of an image, once ready (see the image's `renditions`)."""
+    """A WebP rendition of an image, once ready (see the image's `renditions`). A
+    conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
     image, rendition = await images.get_rendition_file(session, image_id, width, filename)
     assert rendition.storage_key is not None
     headers = immutable_headers(f"{image.blob.sha256}-w{width}", filename)
-    return await stored_file(store, rendition.storage_key, "image/webp", headers)
+    return await stored_file(request, store, rendition.storage_key, "image/webp", headers)
 
 
 @router.get(
@@ -211,26 +211,28 @@ async def rendition_file(
     responses={200: {"content": {"image/*": {}}, "description": "The stored file"}},
 )
 async def image_file(
-    image_id: Identifier, filename: Key, session: SessionDep, store: StoreDep
+    image_id: Identifier, filename: Key, request: Request, session: SessionDep, store: StoreDep
 ) -> RawResponse:
-    """The stored bytes of an image. The URL is unguessable and its bytes never change."""
+    """The stored bytes of an image. The URL is unguessable and its bytes never change. A
+    conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
     image = await images.get_image_file(session, image_id)
     if filename != image.filename:
         # Saying the right name would hand out a working URL to whoever guesses an id.
         raise NotFound(f"No file {filename!r} of image {image_id!r}")
     headers = immutable_headers(image.blob.sha256, image.filename)
-    return await stored_file(store, image.blob.storage_key, image.blob.content_type, headers)
+    blob = image.blob
+    return await stored_file(request, store, blob.storage_key, blob.content_type, headers)
 
 
 @products_router.get("/products", tags=["products"])
 async def list_products(
-    request: Request, session: SessionDep, account: AccountDep, page: PageDep
+    urls: FileUrlsDep, session: SessionDep, account: AccountDep, page: PageDep
 ) -> ProductPage:
     """List products by item number, a page at a time, with their images."""
     products, total = await catalog_products.list_products(
         session, account, offset=page.offset, limit=page.limit
     )
-    found = await images.read_images(session, [p.id for p in products], str(request.base_url))
+    found = await images.read_images(session, [p.id for p in products], urls)
     return ProductPage(
         products=[images.product_read(p, found.get(p.id, [])) for p in products],
         meta=page.meta(total),
@@ -239,18 +241,27 @@ async def list_products(
 
 @products_router.get("/products/{item_number:path}", tags=["products"])
 async def get_product(
-    item_number: Key, request: Request, session: SessionDep, account: AccountDep
+    item_number: Key, urls: FileUrlsDep, session: SessionDep, account: AccountDep
 ) -> ProductRead:
     """One product with its variants (each listing its images) and its images."""
     product = await catalog_products.get_product(session, account, item_number)
-    found = await images.read_images(session, [product.id], str(request.base_url))
+    found = await images.read_images(session, [product.id], urls)
     return images.product_read(product, found.get(product.id, []))
+
+
+def holds(if_none_match: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` names `etag` (compared weakly, as RFC 9110 says) or is
+    `*`."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
 def immutable_headers(etag: str, filename: str) -> dict[str, str]:
     """Stored bytes never change: cache them for a year, never sniff their type."""
     return {
-        "Cache-Control": "public, max-age=31536000, immutable",
+        "Cache-Control": IMMUTABLE,
         "ETag": f'"{etag}"',
         "Content-Disposition": content_disposition(filename),
         "X-Content-Type-Options": "nosniff",
@@ -258,9 +269,14 @@ def immutable_headers(etag: str, filename: str) -> dict[str, str]:
 
 
 async def stored_file(
-    store: BlobStore, key: str, content_type: str, headers: dict[str, str]
+    request: Request, store: BlobStore, key: str, content_type: str, headers: dict[str, str]
 ) -> Response:
-    """A local file is sent by the server; a bucket's object is streamed through."""
+    """304 when the client holds these bytes already (its `If-None-Match` names their
+    ETag); else a local file sent by the server (with sendfile where it offers it), or a
+    bucket's object streamed through."""
+    if holds(request.headers.get("if-none-match"), headers["ETag"]):
+        kept = ("Cache-Control", "ETag")  # what a 200 would have said of caching
+        return Response(status_code=304, headers={k: headers[k] for k in kept})
     path = store.local_path(key)
     if path is not None:
         return FileResponse(path, media_type=content_type, headers=headers)

@@ -299,7 +299,11 @@ class ImageRead(BaseModel):
     content_type: str
     size: int
     sha256: str
-    file_url: str
+    file_url: str = Field(
+        description="The stored bytes: this API's file route, or the bucket's (or CDN's) "
+        "content-addressed key where the server sets IMAGESYNC_PUBLIC_BASE_URL. Its bytes "
+        "never change."
+    )
     renditions: list[RenditionRead] = Field(
         description="WebP copies at the configured widths narrower than the image."
     )

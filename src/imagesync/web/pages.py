@@ -261,8 +261,11 @@ async def product(
     # Read before the images: reading them loads the product again, without its variants.
     variants = [catalog_products.variant_read(v) for v in found.variants]
     channel = "b2c" if order == "b2c" else None
+    # Through the API's own file routes, whatever IMAGESYNC_PUBLIC_BASE_URL says: the
+    # page's policy allows images from this origin only.
+    urls = sync_images.FileUrls(str(request.base_url))
     images = await sync_images.list_images(
-        session, me.account, item_number, channel=channel, base_url=str(request.base_url)
+        session, me.account, item_number, channel=channel, urls=urls
     )
     last = await overview.last_sync(session, me.account.id, item_number)
     attribute_names = sorted({name for v in variants for name in v.attributes})

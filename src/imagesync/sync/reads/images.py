@@ -68,19 +68,24 @@ async def relink_account(session: AsyncSession, account: Account) -> None:
 
 
 async def list_images(
-    session: AsyncSession, account: Account, item_number: str, *, channel: str | None, base_url: str
+    session: AsyncSession,
+    account: Account,
+    item_number: str,
+    *,
+    channel: str | None,
+    urls: FileUrls,
 ) -> list[ImageRead]:
     product = await repository.get_product(session, account.id, item_number)
     if product is None:
         raise NotFound(f"No product with item number {item_number!r}")
-    images = (await read_images(session, [product.id], base_url)).get(product.id, [])
+    images = (await read_images(session, [product.id], urls)).get(product.id, [])
     if channel == "b2c" and product.use_sort_b2c:
         images = sorted(images, key=lambda i: (i.sort_b2c is None, i.sort_b2c or 0, i.sort))
     return images
 
 
 async def read_images(
-    session: AsyncSession, product_ids: Sequence[int], base_url: str
+    session: AsyncSession, product_ids: Sequence[int], urls: FileUrls
 ) -> dict[int, list[ImageRead]]:
     """The images of these products (in sort order), by product id."""
     images = await repository.images_of_products(session, product_ids)
@@ -91,15 +96,35 @@ async def read_images(
     by_product: dict[int, list[ImageRead]] = {}
     for image in images:
         by_product.setdefault(image.product_id, []).append(
-            image_read(image, skus, renditions.get(image.blob_id, []), base_url)
+            image_read(image, skus, renditions.get(image.blob_id, []), urls)
         )
     return by_product
 
 
+@dataclass(frozen=True)
+class FileUrls:
+    """Where an image's file and renditions are fetched: the API's file routes under
+    `api` (the request's base URL), or, given `public` (IMAGESYNC_PUBLIC_BASE_URL), the
+    bucket's content-addressed keys under it, which never change."""
+
+    api: str
+    public: str = ""
+
+    def original(self, image: Image) -> str:
+        if self.public:
+            return f"{self.public}/{image.blob.storage_key}"
+        return f"{self.api}images/{image.id}/{url_segment(image.filename)}"
+
+    def rendition(self, image: Image, rendition: Rendition) -> str:
+        if self.public and rendition.storage_key:
+            return f"{self.public}/{rendition.storage_key}"
+        name = url_segment(rendition_filename(image.filename))
+        return f"{self.api}images/{image.id}/w{rendition.width}/{name}"
+
+
 def image_read(
-    image: Image, skus: dict[int, str], renditions: Sequence[Rendition], base_url: str
+    image: Image, skus: dict[int, str], renditions: Sequence[Rendition], urls: FileUrls
 ) -> ImageRead:
-    name = rendition_filename(image.filename)
     return ImageRead(
         id=image.id,
         url=image.url,
@@ -114,16 +139,14 @@ def image_read(
         content_type=image.blob.content_type,
         size=image.blob.size,
         sha256=image.blob.sha256,
-        file_url=f"{base_url}images/{image.id}/{url_segment(image.filename)}",
+        file_url=urls.original(image),
         renditions=[
             RenditionRead(
                 width=r.width,
                 height=r.height,
                 state=r.state,
                 size=r.size,
-                url=f"{base_url}images/{image.id}/w{r.width}/{url_segment(name)}"
-                if r.state == "ready"
-                else None,
+                url=urls.rendition(image, r) if r.state == "ready" else None,
                 error=r.error if r.state == "failed" else None,
             )
             for r in renditions

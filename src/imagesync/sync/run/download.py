@@ -113,7 +113,7 @@ async def download(
         while True:
             try:
                 # Stored before any row points to it; a row never points to nothing.
-                await blobs.store.put_file(blob_key(sha256), path)
+                await blobs.store.put_file(blob_key(sha256), path, content_type=probed.content_type)
                 return Fetched(spec, sha256, size, probed)
             except StorageError as exc:
                 error = ImageError(code=exc.code, detail=exc.detail)
