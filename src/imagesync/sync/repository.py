@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import aliased, joinedload, selectinload
 
 from imagesync.catalog.models import (
     Attribute,
@@ -417,8 +417,9 @@ async def find_sources(
 
 
 async def get_image(session: AsyncSession, image_id: str) -> Image | None:
+    """The image with its blob, in one statement (the file routes read it per request)."""
     return await session.scalar(
-        select(Image).where(Image.id == image_id).options(selectinload(Image.blob))
+        select(Image).where(Image.id == image_id).options(joinedload(Image.blob, innerjoin=True))
     )
 
 
