@@ -14,7 +14,7 @@ from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.deps import SessionDep, SettingsDep
-from imagesync.kit.errors import ErrorResponse, NotFound
+from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
@@ -24,6 +24,7 @@ from imagesync.sync.deps import FileUrlsDep, StoreDep, SyncContextDep
 from imagesync.sync.intake import dry_run as planning
 from imagesync.sync.intake import submit
 from imagesync.sync.reads import images, jobs
+from imagesync.sync.reads.images import StoredFile
 from imagesync.sync.schemas import (
     ImageList,
     ImageSyncRequest,
@@ -198,10 +199,8 @@ async def rendition_file(
 ) -> Response:
     """A WebP rendition of an image, once ready (see the image's `renditions`). A
     conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
-    image, rendition = await images.get_rendition_file(session, image_id, width, filename)
-    assert rendition.storage_key is not None
-    headers = immutable_headers(f"{image.blob.sha256}-w{width}", filename)
-    return await stored_file(request, store, rendition.storage_key, "image/webp", headers)
+    found = await images.get_rendition_file(session, image_id, width, filename)
+    return await stored_file(request, store, found)
 
 
 @router.get(
@@ -215,13 +214,8 @@ async def image_file(
 ) -> RawResponse:
     """The stored bytes of an image. The URL is unguessable and its bytes never change. A
     conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
-    image = await images.get_image_file(session, image_id)
-    if filename != image.filename:
-        # Saying the right name would hand out a working URL to whoever guesses an id.
-        raise NotFound(f"No file {filename!r} of image {image_id!r}")
-    headers = immutable_headers(image.blob.sha256, image.filename)
-    blob = image.blob
-    return await stored_file(request, store, blob.storage_key, blob.content_type, headers)
+    found = await images.get_image_file(session, image_id, filename)
+    return await stored_file(request, store, found)
 
 
 @products_router.get("/products", tags=["products"])
@@ -275,16 +269,16 @@ def immutable_headers(etag: str, filename: str) -> dict[str, str]:
     }
 
 
-async def stored_file(
-    request: Request, store: BlobStore, key: str, content_type: str, headers: dict[str, str]
-) -> Response:
+async def stored_file(request: Request, store: BlobStore, found: StoredFile) -> Response:
     """304 when the client holds these bytes already (its `If-None-Match` names their
     ETag); else a local file sent by the server (with sendfile where it offers it), or a
     bucket's object streamed through."""
+    headers = immutable_headers(found.etag, found.filename)
     if holds(request.headers.get("if-none-match"), headers["ETag"]):
         kept = ("Cache-Control", "ETag")  # what a 200 would have said of caching
         return Response(status_code=304, headers={k: headers[k] for k in kept})
-    path = store.local_path(key)
+    path = store.local_path(found.key)
+    media_type = found.content_type
     if path is not None:
-        return LocalFile(path, media_type=content_type, headers=headers)
-    return StreamingResponse(await store.open(key), media_type=content_type, headers=headers)
+        return LocalFile(path, media_type=media_type, headers=headers)
+    return StreamingResponse(await store.open(found.key), media_type=media_type, headers=headers)

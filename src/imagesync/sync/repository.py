@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, joinedload, selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from imagesync.catalog.models import (
     Attribute,
@@ -36,7 +36,7 @@ from imagesync.catalog.models import (
     VariantAttribute,
 )
 from imagesync.kit.db import UTCDateTime
-from imagesync.storage.models import Blob
+from imagesync.storage.models import Blob, Rendition
 from imagesync.sync.core.planner import ImageSpec, StoredImage, VariantCodes
 from imagesync.sync.models import (
     UNFINISHED,
@@ -416,11 +416,32 @@ async def find_sources(
     return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
 
 
-async def get_image(session: AsyncSession, image_id: str) -> Image | None:
-    """The image with its blob, in one statement (the file routes read it per request)."""
-    return await session.scalar(
-        select(Image).where(Image.id == image_id).options(joinedload(Image.blob, innerjoin=True))
+async def image_file(session: AsyncSession, image_id: str) -> Any | None:
+    """What the file route needs of an image: its filename and its blob's key, type and
+    sha256, in one plain read (it answers every GET of a file)."""
+    stmt = (
+        select(Image.filename, Blob.storage_key, Blob.content_type, Blob.sha256)
+        .join(Blob, Blob.id == Image.blob_id)
+        .where(Image.id == image_id)
     )
+    return (await session.execute(stmt)).one_or_none()
+
+
+async def rendition_file(session: AsyncSession, image_id: str, width: int) -> Any | None:
+    """What the rendition route needs: the image's filename, its blob's sha256 and the
+    key of its ready rendition `width` px wide, in one plain read."""
+    stmt = (
+        select(Image.filename, Blob.sha256, Rendition.storage_key)
+        .join(Blob, Blob.id == Image.blob_id)
+        .join(Rendition, Rendition.blob_id == Blob.id)
+        .where(
+            Image.id == image_id,
+            Rendition.width == width,
+            Rendition.state == "ready",
+            Rendition.storage_key.is_not(None),
+        )
+    )
+    return (await session.execute(stmt)).one_or_none()
 
 
 async def get_job(session: AsyncSession, account_id: int, job_id: str) -> SyncJob | None:

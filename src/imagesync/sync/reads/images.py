@@ -156,26 +156,34 @@ def image_read(
     )
 
 
-async def get_image_file(session: AsyncSession, image_id: str) -> Image:
-    image = await repository.get_image(session, image_id)
-    if image is None:
+@dataclass(frozen=True)
+class StoredFile:
+    """A file to send: where it is stored, as what, its ETag and the name it goes by."""
+
+    key: str
+    content_type: str
+    etag: str
+    filename: str
+
+
+async def get_image_file(session: AsyncSession, image_id: str, filename: str) -> StoredFile:
+    found = await repository.image_file(session, image_id)
+    if found is None:
         raise NotFound(f"No image {image_id!r}")
-    return image
+    if filename != found.filename:
+        # Saying the right name would hand out a working URL to whoever guesses an id.
+        raise NotFound(f"No file {filename!r} of image {image_id!r}")
+    return StoredFile(found.storage_key, found.content_type, found.sha256, found.filename)
 
 
 async def get_rendition_file(
     session: AsyncSession, image_id: str, width: int, filename: str
-) -> tuple[Image, Rendition]:
-    image = await get_image_file(session, image_id)
-    if filename != rendition_filename(image.filename):
+) -> StoredFile:
+    found = await repository.rendition_file(session, image_id, width)
+    if found is None or filename != rendition_filename(found.filename):
         # Saying the right name would hand out a working URL to whoever guesses an id.
-        raise NotFound(f"No rendition {filename!r} of image {image_id!r}")
-    for rendition in (await blob_repository.renditions_of_blobs(session, [image.blob_id])).get(
-        image.blob_id, []
-    ):
-        if rendition.width == width and rendition.state == "ready" and rendition.storage_key:
-            return image, rendition
-    raise NotFound(f"Image {image_id!r} has no ready rendition {width} px wide")
+        raise NotFound(f"No rendition {filename!r} {width} px wide of image {image_id!r}")
+    return StoredFile(found.storage_key, "image/webp", f"{found.sha256}-w{width}", filename)
 
 
 def product_read(product: Product, images: Sequence[ImageRead] = ()) -> ProductRead:
