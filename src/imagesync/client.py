@@ -8,7 +8,8 @@
 Every call answers a schema of the API (the same classes the server uses). An error
 answer raises `ApiError` (or a subclass by status) carrying TRAEDE's error objects. 429,
 5xx and connection errors are retried with capped, jittered backoff that honours
-`Retry-After`; every call is safe to repeat, since a sync is idempotent.
+`Retry-After`; every call is safe to repeat: a sync is idempotent, and each carries an
+`Idempotency-Key`, so a retried one records no second job.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -139,10 +141,12 @@ class AsyncClient:
     ) -> SyncJobRead:
         """Sync the complete image lists of up to 10 products: the job, finished or to be
         waited for with `wait_for_job` (`wait`: seconds the server may hold the answer
-        until it finishes, at most 60)."""
+        until it finishes, at most 60). The request carries an `Idempotency-Key` of its
+        own, so a retry after a timeout or a lost answer records no second job."""
         params = {"wait": wait} if wait else {}
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         response = await self._send(
-            "POST", "/products/images/sync", json=_body(products), params=params
+            "POST", "/products/images/sync", json=_body(products), params=params, headers=headers
         )
         return SyncJobRead.model_validate(response.json())
 

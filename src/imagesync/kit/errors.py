@@ -47,6 +47,7 @@ class Problem:
     parameter: str | None = None
     code: str | None = None
     title: str | None = None
+    header: str | None = None
 
 
 class ImageSyncError(Exception):
@@ -155,9 +156,9 @@ def json_pointer(parts: Iterable[str | int]) -> str:
 
 
 def _source(problem: Problem) -> ErrorSource | None:
-    if problem.pointer is None and problem.parameter is None:
+    if problem.pointer is None and problem.parameter is None and problem.header is None:
         return None
-    return ErrorSource(pointer=problem.pointer, parameter=problem.parameter)
+    return ErrorSource(pointer=problem.pointer, parameter=problem.parameter, header=problem.header)
 
 
 _PYDANTIC_TITLES = {
@@ -196,6 +197,9 @@ def problems_from_validation(errors: Sequence[Any]) -> list[Problem]:
             problems.append(
                 Problem(detail=str(error.get("msg")), pointer=json_pointer(path), title=title)
             )
+        elif where == "header":
+            name = str(path[0]) if path else ""
+            problems.append(Problem(detail=str(error.get("msg")), header=name, title=title))
         else:
             name = str(path[0]) if path else str(where)
             problems.append(Problem(detail=str(error.get("msg")), parameter=name, title=title))

@@ -172,6 +172,13 @@ class Settings(BaseSettings):
         "the memory that its URL was seen).",
     )
     max_images_per_product: int = Field(default=250, ge=1, description="Images per product.")
+    idempotency_key_hours: int = Field(
+        default=24,
+        ge=1,
+        le=24 * 30,
+        description="How long a sync's `Idempotency-Key` answers with the job it recorded; "
+        "after that the key may be used again.",
+    )
     token_cache_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 from pydantic import BaseModel
@@ -22,7 +24,7 @@ from imagesync.storage.store import IMMUTABLE, BlobStore
 from imagesync.sync.core.filenames import content_disposition
 from imagesync.sync.deps import FileUrlsDep, StoreDep, SyncContextDep
 from imagesync.sync.intake import dry_run as planning
-from imagesync.sync.intake import submit
+from imagesync.sync.intake import idempotency, submit
 from imagesync.sync.reads import images, jobs
 from imagesync.sync.reads.images import StoredFile
 from imagesync.sync.schemas import (
@@ -95,6 +97,19 @@ async def sync_images(
             "a sync is; nothing is downloaded, recorded or changed."
         ),
     ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            min_length=1,
+            max_length=255,
+            description="Any unique string (a UUID) for this request, to send it again safely "
+            "after a timeout: the same key with the same body answers with the job it "
+            "recorded (with `Idempotent-Replayed: true`) and records nothing, for 24 hours "
+            "(IMAGESYNC_IDEMPOTENCY_KEY_HOURS); with another body it is a 422 "
+            "`idempotency_key_reused`. Keys are the account's own. Ignored by `dry_run`.",
+        ),
+    ] = None,
 ) -> SyncJobRead | SyncPlan | Response:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
     if dry_run:
@@ -109,11 +124,22 @@ async def sync_images(
                 ports=ctx.fetcher.limits.ports,
             )
     # One transaction: the job, what needed no download (applied here) and the queued
-    # rest commit together, or nothing is recorded.
+    # rest commit together, or nothing is recorded. Sent again with its Idempotency-Key,
+    # the request reads the job it recorded and writes nothing.
     async with session_scope(ctx.sessionmaker) as session:
-        job = await submit.submit(
-            session, ctx, account, body, max_images=settings.max_images_per_product
-        )
+        job_id = uuid.uuid4().hex
+        lifetime = timedelta(hours=settings.idempotency_key_hours)
+        earlier = None
+        if idempotency_key is not None:
+            earlier = await idempotency.claim(
+                session, account.id, idempotency_key, body, job_id, lifetime=lifetime
+            )
+        if earlier is None:
+            limit = settings.max_images_per_product
+            job = await submit.submit(session, ctx, account, body, max_images=limit, job_id=job_id)
+        else:
+            job = await jobs.get_job(session, account, earlier)
+            response.headers["Idempotent-Replayed"] = "true"
         read = jobs.job_read(job)
     response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job.id))
     deadline = time.monotonic() + wait

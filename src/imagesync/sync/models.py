@@ -127,6 +127,22 @@ class SyncJobProduct(Base):
     job: Mapped[SyncJob] = relationship(lazy="raise", back_populates="products")
 
 
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` an account sent with a sync: the job it recorded, and a
+    digest of the request it came with. The same key and request within the key's
+    lifetime answer with that job again."""
+
+    __tablename__ = "idempotency_key"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # Images keep their blobs alive; a source only remembers one and goes with it, so that a
 # URL sent again after its blob was collected is downloaded again.
 BLOB_USERS = BlobUsers(holders=(Image.blob_id,), dependents=(Source.blob_id,))

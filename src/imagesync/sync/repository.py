@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -40,6 +41,7 @@ from imagesync.storage.models import Blob, Rendition
 from imagesync.sync.core.planner import ImageSpec, StoredImage, VariantCodes
 from imagesync.sync.models import (
     UNFINISHED,
+    IdempotencyKey,
     Image,
     ImageVariant,
     Source,
@@ -547,3 +549,49 @@ async def images_of_products(
         .order_by(Image.sort, Image.created_at, Image.id)
     )
     return (await session.scalars(stmt)).all()
+
+
+async def add_idempotency_key(
+    session: AsyncSession,
+    account_id: int,
+    key: str,
+    digest: str,
+    job_id: str,
+    now: datetime,
+) -> bool:
+    """Insert the key; False when the account has it already. On PostgreSQL, a key
+    another transaction is inserting waits for that transaction to end."""
+    insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert_(IdempotencyKey)
+        .values(
+            account_id=account_id, key=key, request_digest=digest, job_id=job_id, created_at=now
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "key"])
+        .returning(IdempotencyKey.key)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def get_idempotency_key(
+    session: AsyncSession, account_id: int, key: str
+) -> IdempotencyKey | None:
+    return await session.get(IdempotencyKey, (account_id, key), populate_existing=True)
+
+
+async def renew_idempotency_key(
+    session: AsyncSession, account_id: int, key: str, digest: str, job_id: str, now: datetime
+) -> None:
+    await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.account_id == account_id, IdempotencyKey.key == key)
+        .values(request_digest=digest, job_id=job_id, created_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def delete_idempotency_keys(session: AsyncSession, *, before: datetime) -> int:
+    result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        delete(IdempotencyKey).where(IdempotencyKey.created_at < before)
+    )
+    return result.rowcount

@@ -1,9 +1,13 @@
-"""Image sync's task: running one product of a sync job. The queue owns its retries
-(see `run.product.run_product`)."""
+"""Image sync's tasks: running one product of a sync job (the queue owns its retries, see
+`run.product.run_product`), and forgetting idempotency keys past their lifetime."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from imagesync.kit.db import session_scope
 from imagesync.queue import SYNC, Attempt, Tasks
+from imagesync.sync.intake import idempotency
 from imagesync.sync.intake.submit import RUN_PRODUCT
 from imagesync.sync.run import product
 from imagesync.sync.run.context import SyncContext
@@ -15,5 +19,14 @@ async def run_product(attempt: Attempt, seq: int) -> None:
     await product.run_product(ctx, seq, attempt)
 
 
+async def forget_idempotency_keys(attempt: Attempt) -> None:
+    """Delete `Idempotency-Key`s past their lifetime (hourly)."""
+    ctx: SyncContext = attempt.resources["sync"]
+    hours = attempt.resources["settings"].idempotency_key_hours
+    async with session_scope(ctx.sessionmaker) as session:
+        await idempotency.forget_expired(session, lifetime=timedelta(hours=hours))
+
+
 def register(tasks: Tasks) -> None:
     tasks.task(RUN_PRODUCT, queue=SYNC)(run_product)
+    tasks.periodic("maintenance.forget_idempotency_keys", "27 * * * *")(forget_idempotency_keys)

@@ -97,10 +97,11 @@ async def submit(
     request: ImageSyncRequest,
     *,
     max_images: int,
+    job_id: str | None = None,
 ) -> SyncJob:
-    """Record the job in the caller's transaction; finish at once, in that same
-    transaction, each product whose new list needs no download and no earlier sync of
-    which is pending, and queue the others. The job and what was applied commit
+    """Record the job (`job_id`, else a new id) in the caller's transaction; finish at
+    once, in that same transaction, each product whose new list needs no download and no
+    earlier sync of which is pending, and queue the others. The job and what was applied commit
     together, or nothing does.
 
     The nightly re-send, where every product is unchanged, costs three statements: the
@@ -109,7 +110,7 @@ async def submit(
     validate_request(
         request, max_images=max_images, allow=ctx.fetcher.allow, ports=ctx.fetcher.limits.ports
     )
-    job = SyncJob(id=uuid.uuid4().hex, account_id=account.id, products=[])
+    job = SyncJob(id=job_id or uuid.uuid4().hex, account_id=account.id, products=[])
     job.created_at = await repository.record_job(session, job.id, account.id)
     numbers = [product.item_number for product in request.items]
     states = await repository.product_states(session, account.id, numbers)
