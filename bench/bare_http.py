@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from baselines import image_keys
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -44,21 +46,7 @@ def unchanged(rows: Iterable[tuple[Any, ...]], products: list[dict[str, Any]]) -
     current: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
     for row in rows:
         current[row[0]].add(tuple(row[1:]))
-    return [
-        {
-            (
-                i["url"],
-                i.get("existance_key"),
-                i["sort"],
-                i.get("sort_b2c"),
-                i.get("alt"),
-                i.get("filename"),
-            )
-            for i in product["images"]
-        }
-        == current[product["item_number"]]
-        for product in products
-    ]
+    return [image_keys(product) == current[product["item_number"]] for product in products]
 
 
 class Sqlite:

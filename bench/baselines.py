@@ -51,6 +51,21 @@ async def bare_pipeline(catalog: Catalog, images_base: str, concurrency: int) ->
         return len(names) / (time.perf_counter() - start)
 
 
+def image_keys(product: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """A requested product's images as the bare diff compares them with the rows."""
+    return {
+        (
+            i["url"],
+            i.get("existance_key"),
+            i["sort"],
+            i.get("sort_b2c"),
+            i.get("alt"),
+            i.get("filename"),
+        )
+        for i in product["images"]
+    }
+
+
 def bare_diff(database_url: str, bodies: list[dict[str, Any]]) -> float:
     """Products per second: read each request's products' images in one query and tell
     which products changed."""
@@ -69,18 +84,7 @@ def bare_diff(database_url: str, bodies: list[dict[str, Any]]) -> float:
             for row in conn.execute(query, {"items": items}):
                 current[row[0]].add(tuple(row[1:]))
             for product in body["products"]:
-                wanted = {
-                    (
-                        i["url"],
-                        i.get("existance_key"),
-                        i["sort"],
-                        i.get("sort_b2c"),
-                        i.get("alt"),
-                        i.get("filename"),
-                    )
-                    for i in product["images"]
-                }
-                unchanged += wanted == current[product["item_number"]]
+                unchanged += image_keys(product) == current[product["item_number"]]
                 products += 1
     elapsed = time.perf_counter() - start
     engine.dispose()

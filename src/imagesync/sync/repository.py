@@ -162,17 +162,21 @@ async def product_states(
                 row.id, row.use_sort_b2c, bool(row.pending), []
             )
         if row.image_id is not None:
-            spec = ImageSpec(
-                url=row.url,
-                sort=row.sort,
-                sort_b2c=row.sort_b2c,
-                existance_key=row.existance_key,
-                alt=row.alt,
-                filename=row.custom_filename,
-                attach_rule=dict(row.attach_rule) if row.attach_rule else None,
-            )
-            state.images.append(StoredImage(row.image_id, spec, row.links))
+            state.images.append(StoredImage(row.image_id, stored_spec(row), row.links))
     return states
+
+
+def stored_spec(row: Any) -> ImageSpec:
+    """An image row's spec: what a request would send to keep it as it is."""
+    return ImageSpec(
+        url=row.url,
+        sort=row.sort,
+        sort_b2c=row.sort_b2c,
+        existance_key=row.existance_key,
+        alt=row.alt,
+        filename=row.custom_filename,
+        attach_rule=dict(row.attach_rule) if row.attach_rule else None,
+    )
 
 
 ENTRIES = cast(Table, SyncJobProduct.__table__)

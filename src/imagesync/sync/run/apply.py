@@ -61,15 +61,7 @@ async def plan_products(
     current: dict[int, list[CurrentImage]] = {pid: [] for pid in ids}
     blob_ids: dict[int, dict[str, int]] = {pid: {} for pid in ids}
     for row in rows:
-        spec = ImageSpec(
-            url=row.url,
-            sort=row.sort,
-            sort_b2c=row.sort_b2c,
-            existance_key=row.existance_key,
-            alt=row.alt,
-            filename=row.custom_filename,
-            attach_rule=dict(row.attach_rule) if row.attach_rule else None,
-        )
+        spec = repository.stored_spec(row)
         current[row.product_id].append(CurrentImage(row.id, spec, frozenset(links.get(row.id, ()))))
         blob_ids[row.product_id][row.id] = row.blob_id
     plans = {}
