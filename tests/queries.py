@@ -32,11 +32,10 @@ def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
 
 
 @contextmanager
-def counting(*sessionmakers: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
-    """What the block spends on the sessionmakers' engines (the writer's and, on SQLite,
-    the readers')."""
+def counting(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
+    """What the block spends on the sessionmaker's engine."""
     spent = Spent()
-    engines = list({id(e): e for e in (engine_of(s).sync_engine for s in sessionmakers)}.values())
+    engine = engine_of(sessionmaker).sync_engine
 
     def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         spent.statements.append(sql)
@@ -50,14 +49,12 @@ def counting(*sessionmakers: async_sessionmaker[AsyncSession]) -> Iterator[Spent
         spent.statements.append(f"/* procrastinate */ {query}")
         return await defer(self, connection, query, **args)
 
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", statement)
-        event.listen(engine, "begin", begin)
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "begin", begin)
     PsycopgConnector.execute_query_all_async_with_connection = deferred  # type: ignore[method-assign]
     try:
         yield spent
     finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", statement)
-            event.remove(engine, "begin", begin)
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "begin", begin)
         PsycopgConnector.execute_query_all_async_with_connection = defer  # type: ignore[method-assign]
