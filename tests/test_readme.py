@@ -1,6 +1,7 @@
-"""The README's walk through, its "Syncing images" example and its push run as written, on this
-machine alone: the shell blocks are taken from the README and run by bash against a real
-`imagesync serve` (only the two ports are swapped for free ones)."""
+"""The README's walk through, its "Syncing images" example and its push, and the webhook
+receiver of docs/integrating.md, run as written, on this machine alone: the shell blocks
+are taken from the documents and run by bash against a real `imagesync serve` (only the
+ports are swapped for free ones)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,33 @@ from pathlib import Path
 from tests.served import clean_env, free_port, serve
 
 README = Path(__file__).parents[1] / "README.md"
+INTEGRATING = README.parent / "docs" / "integrating.md"
 
 
-def shell_blocks(section: str) -> list[str]:
-    text = README.read_text()
+def shell_blocks(section: str, document: Path = README) -> list[str]:
+    text = document.read_text()
     body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sh\n(.*?)```", body, re.DOTALL)
+
+
+def run_script(script: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run `script` with bash (stopping at the first failure); its output. Whatever it
+    started in the background goes with it."""
+    shell = subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = shell.communicate(timeout=120)
+    finally:
+        os.killpg(shell.pid, signal.SIGTERM)
+    assert shell.returncode == 0, output
+    return output
 
 
 def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> None:
@@ -42,20 +64,7 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
             .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
             .replace("http.server 8080", f"http.server {images_port}")
         )
-        shell = subprocess.Popen(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # the file server it starts goes with it
-        )
-        try:
-            output, _ = shell.communicate(timeout=120)
-        finally:
-            os.killpg(shell.pid, signal.SIGTERM)
-    assert shell.returncode == 0, output
+        output = run_script(script, tmp_path, env)
     # The walk through: the product, its variants' codes, the typo's two problems.
     assert '"sku":"cool-product-001-100-XS"' in output
     assert '"pointer":"/products/0/item_numbr"' in output
@@ -77,13 +86,42 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     assert report["statuses"] == {"succeeded": 1}
 
 
+def test_the_webhook_receiver_runs_as_written(tmp_path: Path) -> None:
+    """After the walk through: the receiver verifies each call and prints its event."""
+    receiver_port = free_port()
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    env = {**clean_env(), "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{receiver_port}"}
+    walk_through = "\n".join(shell_blocks("A walk through the API"))
+    (webhooks,) = shell_blocks("Webhooks: a call when a job ends", INTEGRATING)
+    assert "127.0.0.1:9000" in webhooks
+    with serve(tmp_path, env) as base:
+        script = f"{walk_through}\n{webhooks}".replace("http://127.0.0.1:8000", base).replace(
+            "127.0.0.1:9000", f"127.0.0.1:{receiver_port}"
+        )
+        script = script.replace('("127.0.0.1", 9000)', f'("127.0.0.1", {receiver_port})')
+        output = run_script(script, tmp_path, env)
+    assert "sync.product.failed no-such-product product_not_found" in output, output
+    assert re.search(r"sync\.job\.finished [0-9a-f]{32} partially_failed", output), output
+    deliveries = json.loads(output.strip().splitlines()[-1])["deliveries"]
+    assert [d["status"] for d in deliveries] == ["delivered", "delivered"], deliveries
+    assert [[a["status"] for a in d["attempts"]] for d in deliveries] == [[204], [204]]
+
+
 def test_what_the_walk_through_makes_is_ignored_by_git() -> None:
-    """It left images/, stored.jpg, catalog.csv and report.json in the repository."""
+    """It left images/, stored.jpg, catalog.csv and report.json in the repository (and the
+    webhook receiver of docs/integrating.md, receiver.py and webhook.json)."""
     root = README.parent
-    made = ["images/black-01.jpg", "stored.jpg", "catalog.csv", "report.json"]
+    made = [
+        "images/black-01.jpg",
+        "stored.jpg",
+        "catalog.csv",
+        "report.json",
+        "receiver.py",
+        "webhook.json",
+    ]
     if not (root / ".git").exists():  # an unpacked copy: read the rules
         rules = (root / ".gitignore").read_text().split()
-        assert {"/images/", "/stored.jpg", "/catalog.csv", "/report.json"} <= set(rules)
+        assert {f"/{m.split('/')[0]}" for m in made} <= {r.rstrip("/") for r in rules}
         return
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *made], cwd=root, capture_output=True, text=True

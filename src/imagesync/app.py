@@ -29,6 +29,7 @@ from imagesync.kit.settings import Settings, load_settings
 from imagesync.runtime import make_queue, open_context, runs_work, serve_connections, serving_work
 from imagesync.sync import api as sync_api
 from imagesync.sync.examples import RESPONSE_EXAMPLES
+from imagesync.sync.webhooks import api as webhooks_api
 from imagesync.web import pages as web_pages
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,7 @@ def api_router() -> APIRouter:
     # .../images and /products/sync.
     router.include_router(sync_api.router)
     router.include_router(catalog_api.router)
+    router.include_router(webhooks_api.router)
     # Reading a sync path is a wrong method there, not a product named "sync".
     for path in ("/products/sync", "/products/images/sync"):
         router.add_api_route(path, _post_only, methods=["GET"], include_in_schema=False)

@@ -193,7 +193,7 @@ def worker(
         "--queue",
         metavar="QUEUE",
         help="Take jobs from this queue only (repeat for several): sync, renditions, "
-        "maintenance (default: all).",
+        "maintenance, webhooks (default: all).",
     ),
     name: str = typer.Option("worker", metavar="NAME", help="Worker name in logs."),
 ) -> None:

@@ -5,6 +5,8 @@
         job = await api.sync_images(products)           # the job
         job = await api.wait_for_job(job)               # polls, honouring Retry-After
 
+    event = verify_webhook(secret, request.headers, body)  # in a webhook receiver
+
 Every call answers a schema of the API (the same classes the server uses). An error
 answer raises `ApiError` (or a subclass by status) carrying TRAEDE's error objects. 429,
 5xx and connection errors are retried with capped, jittered backoff that honours
@@ -20,10 +22,10 @@ import random
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, TypeAdapter
 
 from imagesync.catalog.schemas import (
     AttributeList,
@@ -40,6 +42,14 @@ from imagesync.sync.schemas import (
     SyncJobRead,
     SyncPlan,
 )
+from imagesync.sync.webhooks.schemas import (
+    DeliveryPage,
+    JobFinished,
+    ProductFailed,
+    WebhookCreated,
+)
+from imagesync.sync.webhooks.signing import InvalidSignature as InvalidSignature
+from imagesync.sync.webhooks.signing import verify
 
 Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
@@ -211,6 +221,21 @@ class AsyncClient:
             (await self._send("GET", f"/products/{item_number}")).json()
         )
 
+    # -- webhooks --------------------------------------------------------------------------
+
+    async def create_webhook(self, url: str, events: Sequence[str]) -> WebhookCreated:
+        """Register an endpoint; keep the answer's `secret` (it is shown only here)."""
+        response = await self._send("POST", "/webhooks", json={"url": url, "events": events})
+        return WebhookCreated.model_validate(response.json())
+
+    async def webhook_deliveries(
+        self, webhook_id: str, *, page: int = 0, limit: int = 20
+    ) -> DeliveryPage:
+        response = await self._send(
+            "GET", f"/webhooks/{webhook_id}/deliveries", params={"page": page, "limit": limit}
+        )
+        return DeliveryPage.model_validate(response.json())
+
     # -- transport -------------------------------------------------------------------------
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -304,6 +329,30 @@ class Client:
     def product(self, item_number: str) -> ProductRead:
         found: ProductRead = self._run(self._async.product(item_number))
         return found
+
+    def create_webhook(self, url: str, events: Sequence[str]) -> WebhookCreated:
+        created: WebhookCreated = self._run(self._async.create_webhook(url, events))
+        return created
+
+    def webhook_deliveries(
+        self, webhook_id: str, *, page: int = 0, limit: int = 20
+    ) -> DeliveryPage:
+        found: DeliveryPage = self._run(
+            self._async.webhook_deliveries(webhook_id, page=page, limit=limit)
+        )
+        return found
+
+
+WebhookEvent = JobFinished | ProductFailed
+_EVENT = TypeAdapter[WebhookEvent](Annotated[WebhookEvent, Field(discriminator="type")])
+
+
+def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+    """The event a webhook call carries, once its signature is checked against the
+    endpoint's `secret` (Standard Webhooks; raises `InvalidSignature` if it does not
+    match or is more than 5 minutes old). `body` is the raw bytes received, unparsed."""
+    verify(secret, headers, body)
+    return _EVENT.validate_json(body)
 
 
 async def _make(url: str, token: str, options: dict[str, Any]) -> AsyncClient:

@@ -12,7 +12,16 @@ from imagesync.catalog.models import (
 from imagesync.kit.ratelimit import RateWindow
 from imagesync.queue.models import QueueJob
 from imagesync.storage.models import Blob, Rendition
-from imagesync.sync.models import Image, ImageVariant, Source, SyncJob, SyncJobProduct
+from imagesync.sync.models import (
+    IdempotencyKey,
+    Image,
+    ImageVariant,
+    Source,
+    SyncJob,
+    SyncJobProduct,
+    Webhook,
+    WebhookDelivery,
+)
 from imagesync.web.models import AdminSession
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "Attribute",
     "AttributeValue",
     "Blob",
+    "IdempotencyKey",
     "Image",
     "ImageVariant",
     "Product",
@@ -33,4 +43,6 @@ __all__ = [
     "SyncJobProduct",
     "Variant",
     "VariantAttribute",
+    "Webhook",
+    "WebhookDelivery",
 ]

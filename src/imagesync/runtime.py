@@ -26,7 +26,7 @@ from imagesync.kit.db import create_engine, create_sessionmaker
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
 from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
-from imagesync.queue import MAINTENANCE, QUEUES, RENDITIONS, SYNC, Queue, Tasks
+from imagesync.queue import MAINTENANCE, QUEUES, RENDITIONS, SYNC, WEBHOOKS, Queue, Tasks
 from imagesync.queue import procrastinate as queue_procrastinate
 from imagesync.queue.local import Lane, LocalQueue, LocalRunner
 from imagesync.queue.procrastinate import ProcrastinateQueue, ResilientConnector, conninfo
@@ -41,6 +41,10 @@ from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import store_waits
 
 log = structlog.get_logger(__name__)
+
+# Webhook calls at once in `serve`: each waits on an account's endpoint, not on this
+# machine, and beside the syncs' slots, so that a slow endpoint delays no sync.
+WEBHOOK_CONCURRENCY = 4
 
 
 async def _stopped_within(seconds: float, stop: asyncio.Event | None) -> bool:
@@ -196,6 +200,7 @@ async def serving_work(settings: Settings, ctx: SyncContext) -> AsyncIterator[No
                 Lane(SYNC, settings.worker_concurrency, share_max=settings.account_max_products),
                 Lane(RENDITIONS, settings.rendition_concurrency, behind=SYNC),
                 Lane(MAINTENANCE, 1),
+                Lane(WEBHOOKS, WEBHOOK_CONCURRENCY),
             ],
             resources(ctx, settings),
             max_attempts=settings.task_max_attempts,
@@ -210,8 +215,8 @@ async def serving_work(settings: Settings, ctx: SyncContext) -> AsyncIterator[No
     assert isinstance(queue, ProcrastinateQueue)
     stop = asyncio.Event()
     async with queue.app.open_async():
-        # Renditions in their own worker, so that a burst of them never holds the slots
-        # of the syncs.
+        # Renditions and webhook calls in workers of their own, so that a burst of them
+        # never holds the slots of the syncs.
         workers = [
             asyncio.create_task(
                 run_procrastinate(
@@ -228,6 +233,7 @@ async def serving_work(settings: Settings, ctx: SyncContext) -> AsyncIterator[No
             for label, names, concurrency in (
                 ("sync", (SYNC, MAINTENANCE), settings.worker_concurrency),
                 ("renditions", (RENDITIONS,), settings.rendition_concurrency),
+                ("webhooks", (WEBHOOKS,), WEBHOOK_CONCURRENCY),
             )
         ]
         try:

@@ -123,10 +123,18 @@ BUDGETS = {
     # The job (holding the account's submissions), its products' images, its entries; the
     # rest plans the products to learn that they need downloads.
     "submit": {"sqlite": (9, 1), "postgresql": (9, 1)},
-    # PostgreSQL takes the account's claim lock first (an exact per-account cap).
-    "run": {"sqlite": (22, 2), "postgresql": (23, 2)},
+    # PostgreSQL takes the account's claim lock first (an exact per-account cap). The
+    # product's end reads whether its job announces it (webhooks).
+    "run": {"sqlite": (23, 2), "postgresql": (24, 2)},
+    # With a webhook, each product's end counts the job's unfinished products (the job's
+    # row held on PostgreSQL); the last one reads the endpoints and queues the deliveries
+    # (their rows, and their jobs).
+    "run_notified": {"sqlite": (24, 2), "postgresql": (25, 2)},
+    "run_last_notified": {"sqlite": (27, 2), "postgresql": (28, 2)},
     # The job, one read of its products' images, its entries, already finished.
     "noop": {"sqlite": (3, 1), "postgresql": (3, 1)},
+    # The job ended at once, announced: the endpoints, their deliveries, their jobs.
+    "noop_notified": {"sqlite": (6, 1), "postgresql": (6, 1)},
     "no_download": {"sqlite": (14, 1), "postgresql": (14, 1)},
     # A token not read lately: it and its account in one statement.
     "token": {"sqlite": (1, 1), "postgresql": (1, 1)},
@@ -199,6 +207,32 @@ async def test_a_no_op_request_of_ten_products(
         again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     within(spent, "noop", dialect)
+
+
+async def test_a_job_announced_to_a_webhook(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    """An account with an endpoint: only the job's end costs more, and only for that."""
+    hook = await client.post(
+        "/webhooks",
+        headers=headers,
+        json={"url": image_server.url("hook"), "events": ["sync.job.finished"]},
+    )
+    assert hook.status_code == 201, hook.text
+    products, _, runs = await first_import(app, client, headers, image_server)
+    *others, last = runs
+    for spent in others:
+        within(spent, "run_notified", dialect)
+    within(last, "run_last_notified", dialect)
+    with counting(app.state.sessionmaker) as spent:
+        again = await post(client, headers, products)
+    assert again.status_code == 200, again.text
+    within(spent, "noop_notified", dialect)
+    assert sum("webhook_delivery" in s for s in spent.statements) == 1
 
 
 async def test_a_token_is_read_once_then_taken_from_the_cache(

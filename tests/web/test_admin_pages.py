@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "IMAGESYNC_LOG_LEVEL": "warning",
         # Every test signs in again from 127.0.0.1 (the limit is tested on its own).
         "IMAGESYNC_SIGN_IN_RATE_LIMIT": "1000/minute",
+        # The example's webhook (the file server answers its calls 501) gives up quickly.
+        "IMAGESYNC_WEBHOOK_RETRY_SECONDS": "1",
     }
     token = create_token(root, env, "acme")
     other = create_token(root, env, "other")
@@ -89,8 +92,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def _example(base: str, token: str, files: str) -> None:
-    """TRAEDE's documented example, with B2C sorts, and a product whose sync failed."""
+    """TRAEDE's documented example, with B2C sorts, and a product whose sync failed,
+    announced to a webhook that cannot take them (the file server answers a POST 501)."""
     with Client(base, token) as client:
+        client.create_webhook(
+            f"{files}/hooks/imagesync", ["sync.job.finished", "sync.product.failed"]
+        )
         client.sync_attributes(
             [
                 {
@@ -350,6 +357,7 @@ PAGES = {
     "products": "/admin/products",
     "product": "/admin/products/cool-product-001",
     "jobs": "/admin/jobs",
+    "webhooks": "/admin/webhooks",
 }
 
 
@@ -464,4 +472,34 @@ def test_a_rule_that_matched_no_variant_is_shown_on_the_product(browser: Any, si
     assert len(shown) == 2, shown
     assert "unknown_attribute: no variant of this product has an attribute 'Colour'" in shown[0]
     assert "unknown_attribute_code: no variant of this product has Color code 'Black'" in shown[1]
+    assert page.elsewhere == []
+
+
+def test_a_webhook_that_gave_up_shows_why_and_is_enabled_again(browser: Any, site: Site) -> None:
+    auth = {"Authorization": f"Bearer {site.token}"}
+    for _ in range(100):  # its deliveries' two attempts, a second apart
+        (hook,) = httpx.get(f"{site.base}/webhooks", headers=auth).json()["webhooks"]
+        if not hook["enabled"]:
+            break
+        time.sleep(0.1)
+    assert hook["enabled"] is False, hook
+    page = _page(browser, site)
+    _sign_in(page, site.token, "/admin/webhooks")
+    row = page.locator("tbody tr").first
+    assert "disabled" in row.inner_text()
+    row.get_by_role("link").click()
+    assert "disabled" in page.get_by_role("heading", level=1).inner_text()
+    assert "still failed after 2 attempts: answered 501" in page.locator("main").inner_text()
+    events = page.locator("table.deliveries tbody tr td:nth-child(2)").all_inner_texts()
+    assert sorted(set(events)) == ["sync.job.finished", "sync.product.failed"]
+    assert "answered 501" in page.locator("table.deliveries").inner_text()
+    _shot(page, "webhook")
+    page.get_by_role("button", name="Enable again").click()
+    assert "enabled" in page.get_by_role("heading", level=1).inner_text()
+    assert httpx.get(f"{site.base}/webhooks/{hook['id']}", headers=auth).json()["enabled"]
+    # Another account sees none of it.
+    other = _page(browser, site)
+    _sign_in(other, site.other_token, "/admin/webhooks")
+    assert "No webhooks yet" in other.locator("main").inner_text()
+    assert other.goto(f"/admin/webhooks/{hook['id']}").status == 404
     assert page.elsewhere == []

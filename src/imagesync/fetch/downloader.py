@@ -12,7 +12,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +69,18 @@ class FetchLimits:
     # Downloads at once of one share (an account): another share always finds room.
     per_share_concurrency: int = 8
     ports: frozenset[int] = DEFAULT_PORTS
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an endpoint answered a `SafeFetcher.post`: its status, and the start of its
+    body."""
+
+    status: int
+    body: str
+
+
+ANSWER_EXCERPT = 1024  # bytes of an answer's body kept
 
 
 @dataclass(frozen=True)
@@ -212,7 +224,7 @@ class SafeFetcher:
         for _hop in range(self.limits.max_redirects + 1):
             if self.proxy is not None:
                 await self._check_name(current)
-            try:
+            with _translated(current):
                 async with self._session.get(
                     current, allow_redirects=False, proxy=self.proxy
                 ) as response:
@@ -233,22 +245,29 @@ class SafeFetcher:
                             f"the body is {encoding}-encoded although only identity was asked for"
                         )
                     return await self._save(response, str(current), staged)
-            except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, RefusedByGuard):
-                    raise AddressRefused(str(exc.os_error)) from exc
-                raise ConnectionFailed(
-                    f"could not connect to {current.host}: {_reason(exc.os_error)}",
-                    internal=str(exc.os_error),
-                ) from exc
-            except TimeoutError as exc:  # connect or read: the total deadline is fetch's
-                raise DownloadTimeout(f"{current.host} did not answer in time") from exc
-            except aiohttp.InvalidURL as exc:
-                raise InvalidUrl(f"{current} is not a URL that can be fetched") from exc
-            except aiohttp.ClientPayloadError as exc:
-                raise ConnectionFailed(f"the body was cut short: {exc}") from exc
-            except aiohttp.ClientError as exc:
-                raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float
+    ) -> Answer:
+        """POST `body` (JSON) to `url` once, under the same address checks as a download;
+        a redirect is not followed (it is the answer), and nothing is retried (the
+        caller's queue is). `FetchError` when no answer came within `timeout` seconds."""
+        assert self._session is not None, "use SafeFetcher as an async context manager"
+        target = check_url(url, allow=self.allow, ports=self.limits.ports)
+        if self.proxy is not None:
+            await self._check_name(target)
+        sent = {**headers, "Content-Type": "application/json", "Accept": "*/*"}
+        try:
+            async with asyncio.timeout(timeout):
+                with _translated(target):
+                    async with self._session.post(
+                        target, data=body, headers=sent, allow_redirects=False, proxy=self.proxy
+                    ) as response:
+                        excerpt = await response.content.read(ANSWER_EXCERPT)
+        except TimeoutError as exc:
+            raise DownloadTimeout(f"{target.host} did not answer within {timeout:g} s") from exc
+        return Answer(response.status, excerpt.decode("utf-8", "replace"))
 
     def _next_hop(self, current: URL, response: aiohttp.ClientResponse) -> URL:
         location = response.headers.get("Location")
@@ -326,6 +345,28 @@ def _hash_and_write(
         raise StagingFailed(
             "could not stage a download on the server", internal=f"{path}: {exc}"
         ) from exc
+
+
+@contextlib.contextmanager
+def _translated(url: URL) -> Iterator[None]:
+    """aiohttp's failures of one request to `url`, as the downloader's errors."""
+    try:
+        yield
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, RefusedByGuard):
+            raise AddressRefused(str(exc.os_error)) from exc
+        raise ConnectionFailed(
+            f"could not connect to {url.host}: {_reason(exc.os_error)}",
+            internal=str(exc.os_error),
+        ) from exc
+    except TimeoutError as exc:  # connect or read: the total deadline is the caller's
+        raise DownloadTimeout(f"{url.host} did not answer in time") from exc
+    except aiohttp.InvalidURL as exc:
+        raise InvalidUrl(f"{url} is not a URL that can be fetched") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise ConnectionFailed(f"the body was cut short: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
 
 
 def _reason(error: BaseException) -> str:

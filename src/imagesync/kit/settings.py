@@ -179,6 +179,15 @@ class Settings(BaseSettings):
         description="How long a sync's `Idempotency-Key` answers with the job it recorded; "
         "after that the key may be used again.",
     )
+    webhook_retry_seconds: str = Field(
+        default="10,60,300,1800,7200,18000,28800,28800",
+        description="Comma-separated seconds between a failed webhook call and the next; "
+        "after the last, the delivery fails and its endpoint is disabled. The default "
+        "calls 9 times over about 24 hours.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="How long a webhook call waits for its answer."
+    )
     token_cache_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -261,6 +270,16 @@ class Settings(BaseSettings):
     def rendition_width_set(self) -> tuple[int, ...]:
         return parse_widths(self.rendition_widths)
 
+    @field_validator("webhook_retry_seconds")
+    @classmethod
+    def _waits(cls, value: str) -> str:
+        parse_waits(value)
+        return value
+
+    @property
+    def webhook_waits(self) -> tuple[float, ...]:
+        return parse_waits(self.webhook_retry_seconds)
+
     @field_validator("fetch_ports")
     @classmethod
     def _ports(cls, value: str) -> str:
@@ -335,6 +354,23 @@ def parse_number_list(value: str, *, low: int, high: int, what: str) -> tuple[in
             raise ValueError(f"{part!r} is not {what} from {low} to {high}")
         numbers.add(int(part))
     return tuple(sorted(numbers))
+
+
+def parse_waits(value: str) -> tuple[float, ...]:
+    """Waits in seconds, in order, from a comma-separated list; each more than 0 and at
+    most a day."""
+    waits = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            wait = float(part)
+        except ValueError:
+            wait = -1.0
+        if not 0 < wait <= 86400:
+            raise ValueError(f"{part!r} is not a number of seconds from 0 to 86400")
+        waits.append(wait)
+    return tuple(waits)
 
 
 def parse_allow_list(entries: Iterable[str]) -> frozenset[tuple[str, int]]:

@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 SYNC = "sync"  # running one product of a sync job: downloads and the apply
 RENDITIONS = "renditions"  # CPU-heavy; behind the downloads
 MAINTENANCE = "maintenance"  # periodic: collecting unused files
-QUEUES = (SYNC, RENDITIONS, MAINTENANCE)
+WEBHOOKS = "webhooks"  # calling accounts' endpoints when their jobs end
+QUEUES = (SYNC, RENDITIONS, MAINTENANCE, WEBHOOKS)
 
 # Seconds before a `RetrySoon` task runs again.
 SOON_SECONDS = 1.0
@@ -117,11 +118,13 @@ class Job:
     """One job to defer: its task's arguments, and how it queues. Jobs sharing a `lock`
     run one at a time, in the order they were deferred. Jobs of one `share` (an account)
     take turns with other shares' (the local runner; procrastinate's tasks guard their
-    share themselves, see `RetrySoon`)."""
+    share themselves, see `RetrySoon`). A job with a `delay` runs no sooner than that many
+    seconds after its transaction commits."""
 
     args: dict[str, Any]
     lock: str | None = None
     share: str | None = None
+    delay: float = 0.0
 
 
 class Queue(Protocol):

@@ -68,7 +68,7 @@ class LocalQueue:
                 "priority": declared.priority,
                 "status": "todo",
                 "failures": 0,
-                "run_after": now,
+                "run_after": now + timedelta(seconds=job.delay),
             }
             for job in jobs
         ]

@@ -78,7 +78,10 @@ class ProcrastinateQueue:
         connection = await session.connection()
         raw = await connection.get_raw_connection()
         made = [
-            self.app.configure_task(task, lock=job.lock).make_new_job(**job.args) for job in jobs
+            self.app.configure_task(
+                task, lock=job.lock, schedule_in={"seconds": job.delay} if job.delay else None
+            ).make_new_job(**job.args)
+            for job in jobs
         ]
         await self.app.job_manager.batch_defer_jobs_async(made, connection=raw.driver_connection)
 

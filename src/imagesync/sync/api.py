@@ -21,6 +21,7 @@ from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
 from imagesync.kit.schemas import INT32_MAX, Identifier, Key
 from imagesync.storage.store import IMMUTABLE, BlobStore
+from imagesync.sync import results
 from imagesync.sync.core.filenames import content_disposition
 from imagesync.sync.deps import FileUrlsDep, StoreDep, SyncContextDep
 from imagesync.sync.intake import dry_run as planning
@@ -140,14 +141,14 @@ async def sync_images(
         else:
             job = await jobs.get_job(session, account, earlier)
             response.headers["Idempotent-Replayed"] = "true"
-        read = jobs.job_read(job)
+        read = results.job_read(job)
     response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job.id))
     deadline = time.monotonic() + wait
     while read.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         try:
             async with session_scope(ctx.sessionmaker) as session:
-                read = jobs.job_read(await jobs.get_job(session, account, job.id))
+                read = results.job_read(await jobs.get_job(session, account, job.id))
         except Exception:  # the job is recorded: answer with what is known of it
             log.exception("sync.job.wait_failed", job=job.id)
             break
@@ -177,7 +178,7 @@ async def get_sync_job(
 ) -> SyncJobRead:
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
-    read = jobs.job_read(await jobs.get_job(session, account, job_id))
+    read = results.job_read(await jobs.get_job(session, account, job_id))
     _ask_to_poll(response, read)
     return read
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from imagesync.kit.db import Base, UTCDateTime, utcnow
@@ -83,6 +94,9 @@ class SyncJob(Base):
         ForeignKey("account.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Whether its account had a webhook when it was recorded: only then does the end of
+    # each product look for the job's end (`webhooks.events`).
+    notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # No status column: a job's status is derived from its products, so two products
     # finishing at once cannot leave it stale.
 
@@ -141,6 +155,47 @@ class IdempotencyKey(Base):
     request_digest: Mapped[str] = mapped_column(String(64))
     job_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Webhook(Base):
+    """An endpoint of an account, called with the events it subscribed to. Disabled when
+    a delivery to it still failed after its last retry; enabled again by its account."""
+
+    __tablename__ = "webhook"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(64))  # `whsec_` + base64; signs each call
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class WebhookDelivery(Base):
+    """One event sent to one endpoint: `pending` while it is to be tried (again),
+    `delivered` once the endpoint answered 2xx, `failed` after its last attempt. Its id
+    is the `webhook-id` of every attempt, so that a receiver can drop what it has seen."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_webhook", "webhook_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # `msg_` + hex
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhook.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(50))
+    job_id: Mapped[str] = mapped_column(String(32))
+    seq: Mapped[int | None] = mapped_column(Integer, default=None)  # the product, if one
+    # The body, made at the first attempt (the job is finished: it no longer changes).
+    body: Mapped[str | None] = mapped_column(Text, default=None)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    # Why it failed: no 2xx after its last attempt, or its endpoint was disabled first.
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 # Images keep their blobs alive; a source only remembers one and goes with it, so that a

@@ -47,6 +47,7 @@ from imagesync.sync.models import (
     Source,
     SyncJob,
     SyncJobProduct,
+    Webhook,
 )
 
 # PostgreSQL advisory lock space of an account's submissions: (SUBMISSIONS, account id).
@@ -55,7 +56,13 @@ SUBMISSIONS = 7411
 
 def _record_job(dialect: str) -> Executable:
     job = cast(Table, SyncJob.__table__)
-    values: list[Any] = [bindparam("id", type_=String), bindparam("account_id", type_=Integer)]
+    account_id = bindparam("account_id", type_=Integer)
+    notify = (
+        exists()
+        .where(Webhook.account_id == account_id, Webhook.disabled_at.is_(None))
+        .label("notify")
+    )
+    values: list[Any] = [bindparam("id", type_=String), account_id, notify]
     if dialect == "postgresql":
         held = select(
             func.pg_advisory_xact_lock(SUBMISSIONS, bindparam("account_id")).label("held")
@@ -68,8 +75,8 @@ def _record_job(dialect: str) -> Executable:
         select_values = select(*values, type_coerce(now, UTCDateTime))
     return (
         insert(job)
-        .from_select(["id", "account_id", "created_at"], select_values)
-        .returning(job.c.created_at)
+        .from_select(["id", "account_id", "notify", "created_at"], select_values)
+        .returning(job.c.created_at, job.c.notify)
     )
 
 
@@ -77,17 +84,18 @@ def _record_job(dialect: str) -> Executable:
 RECORD_JOB = {dialect: _record_job(dialect) for dialect in ("postgresql", "sqlite")}
 
 
-async def record_job(session: AsyncSession, job_id: str, account_id: int) -> datetime:
+async def record_job(session: AsyncSession, job_id: str, account_id: int) -> tuple[datetime, bool]:
     """Insert the job, holding the account's submissions until this transaction ends, so
     that what the submission reads next is not changed by another one meanwhile; its
     `created_at`, taken by the database once the hold is had, so that the jobs'
-    `created_at` and their products' `seq` (the order that wins) agree. PostgreSQL: a
+    `created_at` and their products' `seq` (the order that wins) agree, and whether it
+    announces its end (its account has an enabled webhook). PostgreSQL: a
     transaction-level advisory lock per account, taken by the INSERT itself; SQLite: its
     one write lock, which the INSERT takes before it reads the clock."""
     stmt = RECORD_JOB[session.get_bind().dialect.name]
     result = await session.execute(stmt, {"id": job_id, "account_id": account_id})
-    created_at: datetime = result.scalar_one()
-    return created_at
+    created_at, notify = result.one()
+    return created_at, bool(notify)
 
 
 @dataclass(frozen=True)

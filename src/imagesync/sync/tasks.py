@@ -1,22 +1,39 @@
 """Image sync's tasks: running one product of a sync job (the queue owns its retries, see
-`run.product.run_product`), and forgetting idempotency keys past their lifetime."""
+`run.product.run_product`), calling a webhook (`webhooks.deliver`), and forgetting
+idempotency keys past their lifetime."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from imagesync.kit.db import session_scope
-from imagesync.queue import SYNC, Attempt, Tasks
+from imagesync.queue import SYNC, WEBHOOKS, Attempt, Tasks
 from imagesync.sync.intake import idempotency
 from imagesync.sync.intake.submit import RUN_PRODUCT
 from imagesync.sync.run import product
 from imagesync.sync.run.context import SyncContext
+from imagesync.sync.webhooks import deliver
+from imagesync.sync.webhooks.events import DELIVER
 
 
 async def run_product(attempt: Attempt, seq: int) -> None:
     """Download what one product of a sync job needs, then apply it."""
     ctx: SyncContext = attempt.resources["sync"]
     await product.run_product(ctx, seq, attempt)
+
+
+async def deliver_webhook(attempt: Attempt, delivery: str) -> None:
+    """Make the next attempt of one webhook delivery."""
+    ctx: SyncContext = attempt.resources["sync"]
+    settings = attempt.resources["settings"]
+    calls = deliver.Calls(
+        ctx.sessionmaker,
+        ctx.queue,
+        ctx.fetcher,
+        waits=settings.webhook_waits,
+        timeout=settings.webhook_timeout_seconds,
+    )
+    await deliver.deliver(calls, delivery)
 
 
 async def forget_idempotency_keys(attempt: Attempt) -> None:
@@ -29,4 +46,5 @@ async def forget_idempotency_keys(attempt: Attempt) -> None:
 
 def register(tasks: Tasks) -> None:
     tasks.task(RUN_PRODUCT, queue=SYNC)(run_product)
+    tasks.task(DELIVER, queue=WEBHOOKS)(deliver_webhook)
     tasks.periodic("maintenance.forget_idempotency_keys", "27 * * * *")(forget_idempotency_keys)

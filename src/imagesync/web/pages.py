@@ -21,12 +21,15 @@ from starlette.responses import RedirectResponse, Response
 from imagesync.catalog import products as catalog_products
 from imagesync.kit.deps import SessionDep
 from imagesync.kit.errors import NotFound, Unauthorized
-from imagesync.kit.pagination import MAX_PAGE
+from imagesync.kit.pagination import MAX_PAGE, PageParams
 from imagesync.kit.ratelimit import Limit
 from imagesync.kit.schemas import Identifier, Key, storable
+from imagesync.sync import results as sync_results
 from imagesync.sync.reads import images as sync_images
 from imagesync.sync.reads import jobs as sync_jobs
 from imagesync.sync.reads import overview
+from imagesync.sync.webhooks import service as webhook_service
+from imagesync.sync.webhooks.schemas import WebhookChange
 from imagesync.web import sessions
 from imagesync.web.sessions import COOKIE, SIGN_IN_COOKIE, SignedIn
 
@@ -337,5 +340,60 @@ async def jobs(
 @router.get("/jobs/{job_id}")
 async def job(request: Request, job_id: Identifier, session: SessionDep) -> Response:
     me = await _me(session, request)
-    read = sync_jobs.job_read(await sync_jobs.get_job(session, me.account, job_id))
+    read = sync_results.job_read(await sync_jobs.get_job(session, me.account, job_id))
     return render(request, "job.html", {"job": read, "active": "jobs"}, me=me)
+
+
+# -- webhooks --------------------------------------------------------------------------
+
+
+@router.get("/webhooks")
+async def webhooks(request: Request, session: SessionDep) -> Response:
+    me = await _me(session, request)
+    found = await webhook_service.list_all(session, me.account)
+    return render(request, "webhooks.html", {"webhooks": found, "active": "webhooks"}, me=me)
+
+
+@router.get("/webhooks/{webhook_id}")
+async def webhook(
+    request: Request, webhook_id: Identifier, session: SessionDep, page: int = 1
+) -> Response:
+    me = await _me(session, request)
+    page = _bounded(page)
+    found = webhook_service.webhook_read(await webhook_service.get(session, me.account, webhook_id))
+    listed = await webhook_service.deliveries(
+        session, me.account, webhook_id, PageParams(page - 1, PAGE_SIZE)
+    )
+    return render(
+        request,
+        "webhook.html",
+        {
+            "webhook": found,
+            "deliveries": listed.deliveries,
+            "total": listed.meta.total,
+            "page": page,
+            "pages": max(1, listed.meta.pages),
+            "active": "webhooks",
+        },
+        me=me,
+    )
+
+
+@router.post("/webhooks/{webhook_id}/enabled")
+async def webhook_enabled(
+    request: Request, webhook_id: Identifier, session: SessionDep
+) -> Response:
+    """The page's button: enable the endpoint again, or disable it."""
+    me = await _me(session, request)
+    form = await _form(request)
+    if not sessions.same_token(form.get("csrf"), me.csrf_token):
+        return render(
+            request,
+            "not_found.html",
+            {"detail": "The form expired; please try again."},
+            status=400,
+            me=me,
+        )
+    change = WebhookChange(enabled=form.get("enabled") == "true")
+    await webhook_service.change(session, me.account, webhook_id, change)
+    return RedirectResponse(f"/admin/webhooks/{quote(webhook_id)}", status_code=303)

@@ -24,6 +24,7 @@ from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import reuse
 from imagesync.sync.schemas import ImageSyncRequest
+from imagesync.sync.webhooks import events
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +112,7 @@ async def submit(
         request, max_images=max_images, allow=ctx.fetcher.allow, ports=ctx.fetcher.limits.ports
     )
     job = SyncJob(id=job_id or uuid.uuid4().hex, account_id=account.id, products=[])
-    job.created_at = await repository.record_job(session, job.id, account.id)
+    job.created_at, job.notify = await repository.record_job(session, job.id, account.id)
     numbers = [product.item_number for product in request.items]
     states = await repository.product_states(session, account.id, numbers)
     to_plan: list[tuple[SyncJobProduct, list[ImageSpec], bool | None]] = []
@@ -141,6 +142,8 @@ async def submit(
         entry.seq = seqs[entry.position]
     applied = await _apply_quick(ctx, session, account.id, to_plan)
     await repository.finish_entries(session, [_end(entry) for entry in applied])
+    if job.notify:
+        await events.job_recorded(session, ctx.queue, account.id, job.id, job.products)
     queued = [entry for entry in job.products if entry.status == "queued"]
     await ctx.queue.defer(
         session,

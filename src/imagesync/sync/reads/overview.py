@@ -139,7 +139,7 @@ class JobRow:
 
 
 def _job_status() -> Any:
-    """A job's status from its products, in SQL (as `sync.jobs.job_status` does)."""
+    """A job's status from its products, in SQL (as `results.job_status` does)."""
     total = func.count(SyncJobProduct.seq)
     queued = func.sum(case((SyncJobProduct.status == "queued", 1), else_=0))
     unfinished = func.sum(case((SyncJobProduct.status.in_(("queued", "running")), 1), else_=0))

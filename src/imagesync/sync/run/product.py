@@ -27,7 +27,8 @@ from imagesync.sync.results import failed, failed_with, finish, note_error, supe
 from imagesync.sync.run.apply import Planned, Requeue, apply_plan, plan_product, specs_of_request
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import Fetched, Stored, download, record, reuse
-from imagesync.sync.schemas import ImageError
+from imagesync.sync.schemas import ImageError, ProductResult
+from imagesync.sync.webhooks import events
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +77,9 @@ async def _after_crash(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
             entry.status = "queued"
             return
         # What went wrong is in the operator's log, not in the tenant's job.
-        finish(
+        await _end(
+            ctx,
+            session,
             entry,
             failed_with(
                 entry,
@@ -173,7 +176,7 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
                 entry.status = "queued"
                 log.warning("sync.product.retrying", code=error.code, attempt=attempt.number)
             elif failures:
-                finish(entry, failed(entry, planned.specs, failures, downloaded))
+                await _end(ctx, session, entry, failed(entry, planned.specs, failures, downloaded))
                 log.info("sync.product.failed", item_number=entry.item_number)
                 return
             elif await _apply(ctx, session, entry, planned, taken.blob_ids, stored, downloaded):
@@ -218,7 +221,9 @@ async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | N
     if product is None or product.last_applied_seq > seq:
         entry = await repository.get_entry(session, seq)
         assert entry is not None
-        finish(
+        await _end(
+            ctx,
+            session,
             entry,
             superseded(entry)
             if product is not None
@@ -255,10 +260,15 @@ async def _apply(
     for _ in range(REPLANS):
         product = await repository.get_product(session, entry.account_id, entry.item_number)
         if product is None:
-            finish(entry, failed_with(entry, "product_not_found", "the product was deleted"))
+            await _end(
+                ctx,
+                session,
+                entry,
+                failed_with(entry, "product_not_found", "the product was deleted"),
+            )
             return True
         if product.last_applied_seq > entry.seq:
-            finish(entry, superseded(entry))
+            await _end(ctx, session, entry, superseded(entry))
             return True
         if product.images_version != planned.version:
             # The catalog or another sync changed the product since it was planned.
@@ -277,9 +287,18 @@ async def _apply(
     else:
         return False
     result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, downloaded)
-    finish(entry, result)
+    await _end(ctx, session, entry, result)
     log.info("sync.product.applied", item_number=entry.item_number, **result.counts.model_dump())
     return True
+
+
+async def _end(
+    ctx: SyncContext, session: AsyncSession, entry: SyncJobProduct, result: ProductResult
+) -> None:
+    """End the entry with `result` in the caller's transaction, and announce it to the
+    account's webhooks (a failure, the job's end)."""
+    finish(entry, result)
+    await events.product_ended(session, ctx.queue, entry)
 
 
 async def _with_sources(
