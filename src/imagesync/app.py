@@ -24,6 +24,7 @@ from imagesync.kit.errors import Conflict
 from imagesync.kit.handlers import error_response, install_error_handlers
 from imagesync.kit.limits import BodySizeLimit
 from imagesync.kit.logging import configure_logging, redact_access_log
+from imagesync.kit.metrics import RequestMetrics
 from imagesync.kit.ratelimit import TokenRateLimit, limit_or_none
 from imagesync.kit.settings import Settings, load_settings
 from imagesync.runtime import make_queue, open_context, runs_work, serve_connections, serving_work
@@ -107,8 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for prefix in API_PREFIXES:
         app.include_router(routes, prefix=prefix, include_in_schema=not prefix)
         app.include_router(health.router, prefix=prefix, include_in_schema=not prefix)
+    app.include_router(health.metrics_router)
     web_pages.install(app)
     _document_as_enforced(app, settings)
+    if settings.metrics_token:  # outermost: every answer counted, a 429 too
+        app.add_middleware(RequestMetrics)
     return app
 
 

@@ -18,11 +18,13 @@ from typing import Any
 import procrastinate
 import procrastinate.worker
 import structlog
+from aiohttp import web
 
 from imagesync.catalog import events
 from imagesync.fetch.downloader import FetchLimits, SafeFetcher
 from imagesync.kit.aio import wait_event
 from imagesync.kit.db import create_engine, create_sessionmaker
+from imagesync.kit.metrics import CONTENT_TYPE, authorized, exposition
 from imagesync.kit.settings import Settings, ensure_sqlite_directory
 from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
@@ -254,6 +256,7 @@ async def run_worker(
     async with (
         open_context(settings, queue, connections=concurrency + 2) as ctx,
         queue.app.open_async(),
+        metrics_server(settings),
     ):
         await run_procrastinate(
             queue.app,
@@ -263,6 +266,31 @@ async def run_worker(
             concurrency=concurrency,
             name=name,
         )
+
+
+@asynccontextmanager
+async def metrics_server(settings: Settings) -> AsyncIterator[None]:
+    """`imagesync worker`'s `GET /metrics` on `IMAGESYNC_METRICS_PORT`, while the body
+    runs: this process's own counters (the cluster's state is the API's to tell)."""
+    if not (settings.metrics_port and settings.metrics_token):
+        yield
+        return
+
+    async def answer(request: web.Request) -> web.Response:
+        if not authorized(request.headers.get("Authorization"), settings.metrics_token):
+            return web.Response(status=401, text="/metrics needs IMAGESYNC_METRICS_TOKEN\n")
+        return web.Response(body=exposition([]), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    log.info("worker.metrics", host=settings.host, port=settings.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def run_procrastinate(

@@ -23,6 +23,7 @@ import pytest
 from imagesync.client import AsyncClient as ImagesyncClient
 from imagesync.kit.db import Base
 from tests.conftest import S3Server
+from tests.prometheus import samples, value
 from tests.served import clean_env, free_port
 from tests.sync.conftest import POISON_ALT, ImageServer, poison_trigger
 from tests.waiting import wait_for
@@ -526,3 +527,27 @@ def test_procrastinate_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "IMAGESYNC_QUEUE=procrastinate needs PostgreSQL" in done.stderr
     assert "IMAGESYNC_DATABASE_URL" in done.stderr
+
+
+async def test_a_worker_answers_its_own_metrics_on_its_port(
+    cluster: Cluster, api: httpx.AsyncClient, image_server: ImageServer
+) -> None:
+    """What a worker downloaded is counted there, and read from it (IMAGESYNC_METRICS_PORT)."""
+    port, token = free_port(), "metrics-token-0123456789"
+    cluster.env = {
+        **cluster.env,
+        "IMAGESYNC_METRICS_TOKEN": token,
+        "IMAGESYNC_METRICS_PORT": str(port),
+    }
+    cluster.worker("w1")
+    job_id = await post_sync(api, "p1", [{"url": image_server.add("m.jpg"), "sort": 1}])
+    assert (await finished(api, job_id))["status"] == "succeeded"
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).status_code == 401
+        answer = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    found = samples(answer.text)
+    assert value(found, "imagesync_downloads_total", outcome="fetched") == 1
+    assert value(found, "imagesync_products_ended_total", status="succeeded") == 1
+    assert not any(name.startswith("imagesync_cluster_") for name, _ in found)  # the API's

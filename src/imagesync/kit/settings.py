@@ -211,6 +211,18 @@ class Settings(BaseSettings):
         "when it is PostgreSQL; `redis://HOST:PORT` (needs `imagesync[redis]`); or "
         "`memory://`, each process its own (the only choice on SQLite).",
     )
+    metrics_token: str = Field(
+        default="",
+        description="A bearer token (16 characters or more) that `GET /metrics` asks for; "
+        "empty: `/metrics` is off (404).",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="A port on which `imagesync worker` answers `GET /metrics` (with "
+        "`IMAGESYNC_METRICS_TOKEN`); `0`: none. `serve` answers on its own port.",
+    )
     debug: bool = Field(
         default=False,
         description="Commands print the whole traceback of a failure, not only its sentence.",
@@ -224,6 +236,13 @@ class Settings(BaseSettings):
             from limits import parse
 
             parse(value)  # a ValueError that says what is wrong
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: str) -> str:
+        if value and (len(value) < 16 or not value.isascii() or not value.isprintable()):
+            raise ValueError("must be 16 printable ASCII characters or more (or empty: off)")
         return value
 
     @field_validator("rate_limit_storage")

@@ -93,7 +93,7 @@ class SyncJob(Base):
     account_id: Mapped[int] = mapped_column(
         ForeignKey("account.id", ondelete="CASCADE"), index=True
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # Whether its account had a webhook when it was recorded: only then does the end of
     # each product look for the job's end (`webhooks.events`).
     notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -124,6 +124,8 @@ class SyncJobProduct(Base):
             sqlite_where=UNFINISHED,
             postgresql_where=UNFINISHED,
         ),
+        # The last day's ends, as `/metrics` and `imagesync queue` count them (0014).
+        Index("ix_sync_job_product_finished_at", "finished_at"),
         # seq must never be reused: SQLite would otherwise hand out a deleted max again.
         {"sqlite_autoincrement": True},
     )

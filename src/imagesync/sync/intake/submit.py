@@ -15,7 +15,7 @@ from imagesync.fetch.errors import FetchError
 from imagesync.fetch.guard import check_url
 from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import Job
-from imagesync.sync import repository
+from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity, ImageSpec, identity_of, unchanged
 from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.repository import ProductState
@@ -142,6 +142,7 @@ async def submit(
         entry.seq = seqs[entry.position]
     applied = await _apply_quick(ctx, session, account.id, to_plan)
     await repository.finish_entries(session, [_end(entry) for entry in applied])
+    metrics.count_ended(session, job.products)
     if job.notify:
         await events.job_recorded(session, ctx.queue, account.id, job.id, job.products)
     queued = [entry for entry in job.products if entry.status == "queued"]

@@ -138,7 +138,7 @@ class JobRow:
         return max(0.0, (self.finished_at - self.created_at).total_seconds())
 
 
-def _job_status() -> Any:
+def job_status_sql() -> Any:
     """A job's status from its products, in SQL (as `results.job_status` does)."""
     total = func.count(SyncJobProduct.seq)
     queued = func.sum(case((SyncJobProduct.status == "queued", 1), else_=0))
@@ -160,7 +160,7 @@ def _jobs(account_id: int, since: datetime | None, search: str = "") -> Any:
         select(
             SyncJob.id,
             SyncJob.created_at,
-            _job_status().label("status"),
+            job_status_sql().label("status"),
             func.count(SyncJobProduct.seq).label("products"),
             func.sum(case((SyncJobProduct.status == "failed", 1), else_=0)).label("failed"),
             func.max(SyncJobProduct.finished_at).label("finished_at"),

@@ -25,7 +25,7 @@ from imagesync.storage import repository as blob_repository
 from imagesync.storage.context import Blobs
 from imagesync.storage.models import Blob
 from imagesync.storage.store import BlobStore, StorageError, blob_key
-from imagesync.sync import repository
+from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity, ImageSpec
 from imagesync.sync.models import Source
 from imagesync.sync.schemas import ImageError
@@ -98,12 +98,15 @@ async def download(
         try:
             fetched = await fetcher.fetch(spec.url, share=share)
         except FetchError as exc:
+            metrics.DOWNLOADS.labels(exc.code).inc()
             if exc.internal is not None:
                 log.warning(
                     "sync.download.failed", url=spec.url, code=exc.code, internal=exc.internal
                 )
             return ImageError(code=exc.code, detail=exc.detail)
         path, sha256, size = fetched.path, fetched.sha256, fetched.size
+        metrics.DOWNLOADS.labels("fetched").inc()
+        metrics.DOWNLOADED_BYTES.inc(size)
     keep = False
     try:
         header = await asyncio.to_thread(read_header, path, limits=blobs.media)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.kit.db import session_scope, utcnow
 from imagesync.queue import Attempt, RetrySoon
 from imagesync.storage import repository as blob_repository
-from imagesync.sync import repository
+from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
@@ -298,6 +298,7 @@ async def _end(
     """End the entry with `result` in the caller's transaction, and announce it to the
     account's webhooks (a failure, the job's end)."""
     finish(entry, result)
+    metrics.count_ended(session, [entry])
     await events.product_ended(session, ctx.queue, entry)
 
 

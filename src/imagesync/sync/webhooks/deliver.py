@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from imagesync.fetch.downloader import SafeFetcher
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import session_scope, utcnow
+from imagesync.kit.metrics import after_commit
 from imagesync.queue import Job, Queue
+from imagesync.sync import metrics
 from imagesync.sync import repository as sync_repository
 from imagesync.sync.models import Webhook, WebhookDelivery
 from imagesync.sync.results import job_read, product_result
@@ -80,11 +82,15 @@ async def deliver(calls: Calls, delivery_id: str) -> None:
         delivery.attempts = attempts
         if error is None:
             delivery.status, delivery.next_attempt_at = "delivered", None
+            outcome = "delivered"
         elif len(attempts) <= len(calls.waits):
             await _again(session, calls.queue, delivery, calls.waits[len(attempts) - 1])
+            outcome = "retrying"
         else:
             _fail(delivery, f"no 2xx answer in {len(attempts)} attempts")
             _disable(webhook, delivery, len(attempts), error)
+            outcome = "failed"
+        after_commit(session, metrics.WEBHOOK_CALLS.labels(outcome).inc)
     log.info(
         "webhook.attempt",
         delivery=delivery_id,
