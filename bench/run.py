@@ -33,7 +33,7 @@ import psycopg
 
 from baselines import bare_diff, bare_pipeline
 from bodies import attributes_body, image_bodies, product_bodies
-from catalog import Catalog, build
+from catalog import COLORS, Catalog, build
 from nginx import free_port, serving
 
 HERE = Path(__file__).parent
@@ -243,6 +243,7 @@ def measure(
             out[f"noop_{n}"] = drive(service, catalog, images_base, n, repeat=repeat)
         out["bare_diff_products_per_second"] = bare_diff(service.database_url, bodies)
         out["files"] = serve_files(service, requests=FILE_REQUESTS // (4 if not full else 1))
+        out["big_reads"] = big_reads(service, catalog, images_base, full=full)
         out["peak_rss_mb"] = service.peak_rss_mb()
         with bare_http(service) as base:
             for n in clients:
@@ -252,6 +253,105 @@ def measure(
                     service, catalog, images_base, n, base=base, repeat=4 * repeat
                 )
     return out
+
+
+BIG_VARIANTS, BIG_IMAGES = 1000, 250  # the issue's big product: each image on 25 variants
+SIZES = [(f"Size {n}", f"S{n}") for n in range(4)]
+
+
+def big_product_body(catalog: Catalog, images_base: str, variants: int, images: int) -> Any:
+    """A product of `variants` variants (colour x size) and `images` images, each image on
+    the variants of one colour and size (a fortieth of them); the images' bytes are the
+    catalog's first picture, each under an `existance_key` of its own."""
+    colours = [name for name, _ in COLORS]
+    product = {
+        "item_number": "big-product",
+        "variants": [
+            {
+                "sku": f"big-{n}",
+                "attributes": {"Colour": colours[n % 10], "Size": SIZES[(n // 10) % 4][0]},
+            }
+            for n in range(variants)
+        ],
+    }
+    picture = f"{images_base}/{catalog.products[0].images[0]}"
+    synced = {
+        "item_number": "big-product",
+        "images": [
+            {
+                "url": picture,
+                "existance_key": f"big-{i}",
+                "sort": i,
+                "attach_to_variants_matching_attribute_code": {
+                    "Colour": COLORS[i % 10][1],
+                    "Size": SIZES[(i // 10) % 4][1],
+                },
+            }
+            for i in range(images)
+        ],
+    }
+    return product, synced
+
+
+def reads(action: str, urls: list[str], *args: str, token: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            PYTHON,
+            str(HERE / "reads.py"),
+            action,
+            *urls,
+            *args,
+            "--header",
+            f"Authorization: Bearer {token}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def big_reads(service: Service, catalog: Catalog, images_base: str, *, full: bool) -> Any:
+    """`/healthz` and a small product's images, idle and while 8 clients read the big
+    product's images over and over; the big product's read itself."""
+    headers = {"Authorization": f"Bearer {service.token}"}
+    variants, images = (BIG_VARIANTS, BIG_IMAGES) if full else (100, 50)
+    size = {"name": "Size", "values": [{"value": v, "code": c} for v, c in SIZES]}
+    product, synced = big_product_body(catalog, images_base, variants, images)
+    with httpx.Client(base_url=service.base, headers=headers, timeout=600) as client:
+        client.post("/attributes/sync", json={"attributes": [size]}).raise_for_status()
+        client.post("/products/sync", json={"products": [product]}).raise_for_status()
+        job = client.post("/products/images/sync?wait=60", json={"products": [synced]}).json()
+        while job["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            job = client.get(f"/products/images/sync/{job['id']}").json()
+        assert job["status"] == "succeeded", job
+    health = f"{service.base}/healthz"
+    small = f"{service.base}/products/{catalog.products[0].item_number}/images"
+    big = f"{service.base}/products/big-product/images"
+    probes = "100" if full else "20"
+
+    def probe(urls: list[str], requests: str) -> dict[str, Any]:
+        process = reads("probe", urls, "--requests", requests, token=service.token)
+        out, _ = process.communicate(timeout=1800)
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    idle = probe([health, small], probes)
+    alone = probe([big], "5" if full else "3")[big]
+    hammer = reads("hammer", [big], "--clients", "8", token=service.token)
+    try:
+        time.sleep(2)  # every client has a read under way
+        loaded = probe([health, small], probes)
+    finally:
+        hammer.terminate()
+        out, _ = hammer.communicate(timeout=600)
+    return {
+        "variants": variants,
+        "images": images,
+        "big_read": alone,
+        "healthz": {"idle": idle[health], "loaded": loaded[health]},
+        "small_read": {"idle": idle[small], "loaded": loaded[small]},
+        "hammer_reads": json.loads(out)["reads"] if out else None,
+    }
 
 
 def files(urls: list[str], requests: int, *, revalidate: bool = False) -> dict[str, Any]:
@@ -433,6 +533,27 @@ def table(results: dict[str, Any]) -> str:
                 str(served["api_revalidated"]["answers"]),
             ),
         ]
+        big = r["big_reads"]
+        shape = f"{big['variants']} variants x {big['images']} images"
+        lines.append(
+            row(
+                f"{name}: reading a product of {shape}",
+                f"p50 {big['big_read']['p50']:.3f} s, {big['big_read']['bytes'] / 1e6:.1f} MB",
+                f"{big['big_read']['p50'] / big['small_read']['idle']['p50']:.0f}x a small "
+                "product's read",
+                "<= 10x (its first page)",
+            )
+        )
+        for label, key in (("/healthz", "healthz"), ("a small product's read", "small_read")):
+            idle, loaded = big[key]["idle"]["p99"], big[key]["loaded"]["p99"]
+            lines.append(
+                row(
+                    f"{name}: {label} p99 while 8 clients read it",
+                    f"{loaded * 1000:.1f} ms (idle {idle * 1000:.1f} ms)",
+                    f"{loaded / idle:.1f}x idle",
+                    "<= 5x",
+                )
+            )
         rss = ", ".join(f"{k} {v:.0f} MB" for k, v in r["peak_rss_mb"].items())
         lines.append(row(f"{name}: peak RSS", rss, "", "<= 300 MB"))
     for mode in MODES:

@@ -80,7 +80,11 @@ async def deliver(calls: Calls, delivery_id: str) -> None:
         delivery, webhook = found
         attempts = [*delivery.attempts, record]
         delivery.attempts = attempts
-        if error is None:
+        if delivery.status != "pending":
+            # A second run of this task (its worker taken for dead) ended it meanwhile:
+            # the call is kept, and no further one is queued.
+            outcome = "delivered" if error is None else "failed"
+        elif error is None:
             delivery.status, delivery.next_attempt_at = "delivered", None
             outcome = "delivered"
         elif len(attempts) <= len(calls.waits):
