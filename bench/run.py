@@ -311,7 +311,8 @@ def reads(action: str, urls: list[str], *args: str, token: str) -> subprocess.Po
 
 def big_reads(service: Service, catalog: Catalog, images_base: str, *, full: bool) -> Any:
     """`/healthz` and a small product's images, idle and while 8 clients read the big
-    product's images over and over; the big product's read itself."""
+    product's images over and over (their first page, as a client starts); the big
+    product's read itself."""
     headers = {"Authorization": f"Bearer {service.token}"}
     variants, images = (BIG_VARIANTS, BIG_IMAGES) if full else (100, 50)
     size = {"name": "Size", "values": [{"value": v, "code": c} for v, c in SIZES]}
@@ -538,7 +539,7 @@ def table(results: dict[str, Any]) -> str:
         shape = f"{big['variants']} variants x {big['images']} images"
         lines.append(
             row(
-                f"{name}: reading a product of {shape}",
+                f"{name}: the first page of a product of {shape}",
                 f"p50 {big['big_read']['p50']:.3f} s, {big['big_read']['bytes'] / 1e6:.1f} MB",
                 f"{big['big_read']['p50'] / big['small_read']['idle']['p50']:.0f}x a small "
                 "product's read",

@@ -33,9 +33,11 @@ from imagesync.catalog.schemas import (
     ProductSyncResult,
 )
 from imagesync.kit.errors import ErrorObject
+from imagesync.kit.schemas import PageMeta
 from imagesync.sync.schemas import (
     MAX_PRODUCTS_PER_IMAGE_SYNC,
     ImageList,
+    ImageRead,
     ProductImagesIn,
     ProductPage,
     ProductRead,
@@ -54,6 +56,7 @@ from imagesync.sync.webhooks.signing import verify
 Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")
 UNFINISHED = ("queued", "running")
+IMAGES_PAGE = 60  # the most a page of a product's images holds
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -195,9 +198,24 @@ class AsyncClient:
         return SyncJobRead.model_validate(response.json()), asked
 
     async def product_images(self, item_number: str, *, channel: str | None = None) -> ImageList:
-        params = {"channel": channel} if channel else {}
-        response = await self._send("GET", f"/products/{item_number}/images", params=params)
-        return ImageList.model_validate(response.json())
+        """All the product's images, read a page of 60 at a time."""
+        params: dict[str, str | int] = {
+            "limit": IMAGES_PAGE,
+            **({"channel": channel} if channel else {}),
+        }
+        found: list[ImageRead] = []
+        page = 0
+        while True:
+            response = await self._send(
+                "GET", f"/products/{item_number}/images", params={**params, "page": page}
+            )
+            read = ImageList.model_validate(response.json())
+            found += read.images
+            page += 1
+            if page >= read.meta.pages:
+                total = read.meta.total
+                meta = PageMeta(page=0, limit=max(total, 1), total=total, pages=1 if total else 0)
+                return ImageList(images=found, meta=meta)
 
     # -- catalog ---------------------------------------------------------------------------
 

@@ -199,15 +199,18 @@ async def list_product_images(
     urls: FileUrlsDep,
     session: SessionDep,
     account: AccountDep,
+    page: PageDep,
     channel: Annotated[
         Literal["b2b", "b2c"] | None,
         Query(description="b2c orders by sort_b2c when the product uses B2C sorting"),
     ] = None,
 ) -> ImageList:
-    """A product's images in sort order, with their variants and stored file."""
-    return ImageList(
-        images=await images.list_images(session, account, item_number, channel=channel, urls=urls)
+    """A product's images in sort order, with their variants and stored file, a page at
+    a time (`page` from 0; `limit` 20 by default, at most 60; `meta` says how many)."""
+    total, found = await images.list_images(
+        session, account, item_number, channel=channel, urls=urls, page=page
     )
+    return ImageList(images=found, meta=page.meta(total))
 
 
 @router.get(

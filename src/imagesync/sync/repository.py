@@ -563,6 +563,28 @@ async def images_of_products(
     return (await session.scalars(stmt)).all()
 
 
+async def images_page(
+    session: AsyncSession, product_id: int, *, b2c: bool, offset: int, limit: int | None
+) -> tuple[int, Sequence[Image]]:
+    """A page of a product's images, in sort order (or B2C order: `sort_b2c`, those
+    without one last), and how many it has."""
+    total = await session.scalar(select(func.count()).where(Image.product_id == product_id))
+    order = (
+        (Image.sort_b2c.is_(None), Image.sort_b2c, Image.sort, Image.created_at, Image.id)
+        if b2c
+        else (Image.sort, Image.created_at, Image.id)
+    )
+    stmt = (
+        select(Image)
+        .where(Image.product_id == product_id)
+        .options(selectinload(Image.variant_links), selectinload(Image.blob))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+    return int(total or 0), (await session.scalars(stmt)).all()
+
+
 async def add_idempotency_key(
     session: AsyncSession,
     account_id: int,

@@ -313,6 +313,7 @@ class ImageRead(BaseModel):
 
 class ImageList(BaseModel):
     images: list[ImageRead]
+    meta: PageMeta
 
 
 class ProductRead(BaseModel):

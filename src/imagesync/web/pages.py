@@ -267,7 +267,7 @@ async def product(
     # Through the API's own file routes, whatever IMAGESYNC_PUBLIC_BASE_URL says: the
     # page's policy allows images from this origin only.
     urls = sync_images.FileUrls(str(request.base_url))
-    images = await sync_images.list_images(
+    _, images = await sync_images.list_images(
         session, me.account, item_number, channel=channel, urls=urls
     )
     last = await overview.last_sync(session, me.account.id, item_number)

@@ -13,6 +13,7 @@ from imagesync.catalog.models import Account, Product
 from imagesync.catalog.products import variant_read
 from imagesync.kit.db import utcnow
 from imagesync.kit.errors import NotFound
+from imagesync.kit.pagination import PageParams
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.models import Rendition
 from imagesync.sync import repository
@@ -74,14 +75,20 @@ async def list_images(
     *,
     channel: str | None,
     urls: FileUrls,
-) -> list[ImageRead]:
+    page: PageParams | None = None,
+) -> tuple[int, list[ImageRead]]:
+    """A product's images in sort order (`channel="b2c"`: by `sort_b2c` when the product
+    uses B2C sorting), a `page` of them or all, and how many it has. A page reads only its
+    own images' rows: a product's read holds the database for one page at a time."""
     product = await repository.get_product(session, account.id, item_number)
     if product is None:
         raise NotFound(f"No product with item number {item_number!r}")
-    images = (await read_images(session, [product.id], urls)).get(product.id, [])
-    if channel == "b2c" and product.use_sort_b2c:
-        images = sorted(images, key=lambda i: (i.sort_b2c is None, i.sort_b2c or 0, i.sort))
-    return images
+    b2c = channel == "b2c" and product.use_sort_b2c
+    offset, limit = (page.offset, page.limit) if page else (0, None)
+    total, rows = await repository.images_page(
+        session, product.id, b2c=b2c, offset=offset, limit=limit
+    )
+    return total, await _reads(session, rows, urls)
 
 
 async def read_images(
@@ -89,16 +96,19 @@ async def read_images(
 ) -> dict[int, list[ImageRead]]:
     """The images of these products (in sort order), by product id."""
     images = await repository.images_of_products(session, product_ids)
+    by_product: dict[int, list[ImageRead]] = {}
+    for image, read in zip(images, await _reads(session, images, urls), strict=True):
+        by_product.setdefault(image.product_id, []).append(read)
+    return by_product
+
+
+async def _reads(session: AsyncSession, images: Sequence[Image], urls: FileUrls) -> list[ImageRead]:
+    """These images as the API shows them: with their variants' SKUs and renditions."""
     skus = await repository.variant_skus(
         session, {link.variant_id for i in images for link in i.variant_links}
     )
     renditions = await blob_repository.renditions_of_blobs(session, {i.blob_id for i in images})
-    by_product: dict[int, list[ImageRead]] = {}
-    for image in images:
-        by_product.setdefault(image.product_id, []).append(
-            image_read(image, skus, renditions.get(image.blob_id, []), urls)
-        )
-    return by_product
+    return [image_read(i, skus, renditions.get(i.blob_id, []), urls) for i in images]
 
 
 @dataclass(frozen=True)
