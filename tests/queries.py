@@ -32,10 +32,11 @@ def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
 
 
 @contextmanager
-def counting(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
-    """What the block spends on the sessionmaker's engine."""
+def counting(*sessionmakers: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
+    """What the block spends on the sessionmakers' engines (the writer's and, on SQLite,
+    the readers')."""
     spent = Spent()
-    engine = engine_of(sessionmaker).sync_engine
+    engines = list({id(e): e for e in (engine_of(s).sync_engine for s in sessionmakers)}.values())
 
     def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
         spent.statements.append(sql)
@@ -49,12 +50,14 @@ def counting(sessionmaker: async_sessionmaker[AsyncSession]) -> Iterator[Spent]:
         spent.statements.append(f"/* procrastinate */ {query}")
         return await defer(self, connection, query, **args)
 
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "begin", begin)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "begin", begin)
     PsycopgConnector.execute_query_all_async_with_connection = deferred  # type: ignore[method-assign]
     try:
         yield spent
     finally:
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "begin", begin)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", statement)
+            event.remove(engine, "begin", begin)
         PsycopgConnector.execute_query_all_async_with_connection = defer  # type: ignore[method-assign]

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with context as ctx, serving_work(settings, ctx):
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
+            app.state.read_sessionmaker = ctx.reads
             for limit in app.state.limits:
                 limit.open(ctx.sessionmaker.kw["bind"])
             log.info(

@@ -113,6 +113,10 @@ def serve_connections(settings: Settings) -> int:
     return (work if runs_work(settings) else 0) + 8
 
 
+# SQLite connections a process reads on, beside its one writer.
+READERS = 4
+
+
 def pool_options(settings: Settings, connections: int) -> dict[str, Any]:
     """PostgreSQL: up to twice `connections`, each opened when first needed and then kept
     (an overflow connection would be opened and closed again for every request of a
@@ -134,6 +138,22 @@ async def open_context(
     events.listen(CatalogImages())
     ensure_sqlite_directory(settings)
     engine = create_engine(settings.async_database_url, **pool_options(settings, connections))
+    readers = None
+    url = settings.async_database_url
+    if (
+        url.startswith("sqlite")
+        and ":memory:" not in url
+        and url.rstrip("/") != "sqlite+aiosqlite:"
+    ):
+        # WAL lets readers run beside the one writer: reads do not queue behind writes,
+        # nor behind other reads. (An in-memory database is each connection's own.)
+        readers = create_engine(
+            settings.async_database_url,
+            read_only=True,
+            pool_size=READERS,
+            max_overflow=0,
+            pool_timeout=60,
+        )
     store = store_from_settings(settings)
     limits = FetchLimits(
         max_bytes=settings.fetch_max_bytes,
@@ -175,9 +195,12 @@ async def open_context(
                 blobs,
                 account_max_products=settings.account_max_products,
                 store_waits=store_waits(settings.store_wait_seconds),
+                readers=None if readers is None else create_sessionmaker(readers),
             )
     finally:
         await engine.dispose()
+        if readers is not None:
+            await readers.dispose()
 
 
 def resources(ctx: SyncContext, settings: Settings) -> dict[str, Any]:

@@ -203,7 +203,7 @@ async def test_a_no_op_request_of_ten_products(
     dialect: str,
 ) -> None:
     products, _, _ = await first_import(app, client, headers, image_server)
-    with counting(app.state.sessionmaker) as spent:
+    with counting(app.state.sessionmaker, app.state.read_sessionmaker) as spent:
         again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     within(spent, "noop", dialect)
@@ -242,7 +242,7 @@ async def test_a_token_is_read_once_then_taken_from_the_cache(
     await asyncio.sleep(0.2)  # what the set-up's requests cached has gone stale
     spent = []
     for _ in range(2):
-        with counting(app.state.sessionmaker) as one:
+        with counting(app.state.sessionmaker, app.state.read_sessionmaker) as one:
             answer = await client.get("/products/images/sync/nope", headers=headers)
         assert answer.status_code == 404, answer.text
         spent.append(one)
@@ -261,7 +261,7 @@ async def test_a_product_that_needs_no_download_is_applied_in_its_request(
 ) -> None:
     await first_import(app, client, headers, image_server)
     changed = [{"item_number": ITEMS[0], "images": images(image_server, ITEMS[0], alt="new")}]
-    with counting(app.state.sessionmaker) as spent:
+    with counting(app.state.sessionmaker, app.state.read_sessionmaker) as spent:
         answer = await post(client, headers, changed)
     assert answer.status_code == 200, answer.text
     assert answer.json()["products"][0]["counts"]["updated"] == 3
@@ -283,7 +283,7 @@ async def test_what_the_rate_limit_adds_to_a_request(
             # The same request without and with the limit; the first count in a window
             # also forgets the windows before it, so the third is the one compared.
             for on, each in ((app, client), (limited, counted), (limited, counted)):
-                with counting(on.state.sessionmaker) as one:
+                with counting(on.state.sessionmaker, on.state.read_sessionmaker) as one:
                     answer = await each.get("/products/images/sync/nope", headers=headers)
                 assert answer.status_code == 404, answer.text
                 spent.append(one)

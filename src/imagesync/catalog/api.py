@@ -13,7 +13,7 @@ from imagesync.catalog.schemas import (
     ProductSyncRequest,
     ProductSyncResult,
 )
-from imagesync.kit.deps import SessionDep
+from imagesync.kit.deps import ReadSessionDep, SessionDep
 from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.routes import StrictRoute
 
@@ -35,7 +35,7 @@ async def sync_attributes(
 
 
 @router.get("/attributes", tags=["attributes"])
-async def list_attributes(session: SessionDep, account: AccountDep) -> AttributeList:
+async def list_attributes(session: ReadSessionDep, account: AccountDep) -> AttributeList:
     """List the account's attributes with their values and codes."""
     return AttributeList(attributes=await catalog_attributes.list_attributes(session, account))
 

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog.models import Account
-from imagesync.kit.deps import SessionDep
+from imagesync.kit.deps import ReadSessionDep
 
 # Declares the scheme in the OpenAPI document (so the interactive docs can send a token);
 # the header itself is judged below, with a message for each way it can be wrong.
@@ -22,7 +22,7 @@ bearer = HTTPBearer(
 
 async def _account(
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:

@@ -69,11 +69,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for an async URL (see `Settings.async_database_url`)."""
+def _read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An async engine for an async URL (see `Settings.async_database_url`). On SQLite,
+    `read_only` connections refuse any write (`PRAGMA query_only`)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if read_only:
+            event.listen(engine.sync_engine, "connect", _read_only)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 

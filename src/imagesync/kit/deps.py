@@ -24,7 +24,16 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with session_scope(sessionmaker) as session:
+        yield session
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 # scope="function": the commit runs before the response is sent, so a failed commit
 # becomes a 500 instead of a success the client already received.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+# For routes that only read: on SQLite a connection beside the writer, so that a read
+# never waits behind a write (and cannot write: `PRAGMA query_only`).
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
 from imagesync.kit.db import session_scope, utcnow
-from imagesync.kit.deps import SessionDep, SettingsDep
+from imagesync.kit.deps import ReadSessionDep, SessionDep, SettingsDep
 from imagesync.kit.errors import ErrorResponse
 from imagesync.kit.pagination import PageDep
 from imagesync.kit.routes import StrictRoute
@@ -147,7 +147,7 @@ async def sync_images(
     while read.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         try:
-            async with session_scope(ctx.sessionmaker) as session:
+            async with session_scope(ctx.reads) as session:
                 read = results.job_read(await jobs.get_job(session, account, job.id))
         except Exception:  # the job is recorded: answer with what is known of it
             log.exception("sync.job.wait_failed", job=job.id)
@@ -174,7 +174,7 @@ def serialized(model: BaseModel, status: int, response: Response) -> Response:
     responses={200: {"headers": {"Retry-After": UNFINISHED_HEADERS["Retry-After"]}}},
 )
 async def get_sync_job(
-    job_id: Identifier, response: Response, session: SessionDep, account: AccountDep
+    job_id: Identifier, response: Response, session: ReadSessionDep, account: AccountDep
 ) -> SyncJobRead:
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
@@ -197,7 +197,7 @@ def _ask_to_poll(response: Response, job: SyncJobRead) -> bool:
 async def list_product_images(
     item_number: Key,
     urls: FileUrlsDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     account: AccountDep,
     page: PageDep,
     channel: Annotated[
@@ -250,7 +250,7 @@ async def image_file(
 
 @products_router.get("/products", tags=["products"])
 async def list_products(
-    urls: FileUrlsDep, session: SessionDep, account: AccountDep, page: PageDep
+    urls: FileUrlsDep, session: ReadSessionDep, account: AccountDep, page: PageDep
 ) -> ProductPage:
     """List products by item number, a page at a time, with their images."""
     products, total = await catalog_products.list_products(
@@ -265,7 +265,7 @@ async def list_products(
 
 @products_router.get("/products/{item_number:path}", tags=["products"])
 async def get_product(
-    item_number: Key, urls: FileUrlsDep, session: SessionDep, account: AccountDep
+    item_number: Key, urls: FileUrlsDep, session: ReadSessionDep, account: AccountDep
 ) -> ProductRead:
     """One product with its variants (each listing its images) and its images."""
     product = await catalog_products.get_product(session, account, item_number)

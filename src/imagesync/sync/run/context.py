@@ -20,8 +20,15 @@ class SyncContext:
     blobs: Blobs
     # Products of one account running at once, across processes (see `claim_entry`).
     account_max_products: int = 4
+    # For reads that write nothing (the API's GETs): on SQLite connections of their own,
+    # beside its one writer (WAL); elsewhere `sessionmaker` itself.
+    readers: async_sessionmaker[AsyncSession] | None = None
     store_waits: tuple[float, ...] = STORE_WAITS
     fetches: FetchDeduper = field(default_factory=FetchDeduper)
+
+    @property
+    def reads(self) -> async_sessionmaker[AsyncSession]:
+        return self.readers or self.sessionmaker
 
     @property
     def queue(self) -> Queue:
