@@ -12,16 +12,22 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.client import AsyncClient, InvalidSignature, verify_webhook
+from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.settings import Settings
+from imagesync.queue import Attempt
+from imagesync.runtime import resources, tasks
+from imagesync.sync.models import WebhookDelivery
 from imagesync.sync.schemas import SyncJobRead
 from imagesync.sync.webhooks.schemas import JobFinished, ProductFailed
 from imagesync.sync.webhooks.signing import new_secret
@@ -435,3 +441,35 @@ async def test_a_served_job_is_delivered_and_retried(
                         break
                     await asyncio.sleep(0.1)
                 assert read["enabled"] is False, read
+
+
+async def test_ended_deliveries_past_their_lifetime_are_forgotten_daily(
+    app: Any,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    receiver: Receiver,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Delivered and failed ones older than IMAGESYNC_WEBHOOK_DELIVERY_DAYS (30) go; a
+    pending one, however old, stays."""
+    hook = await register(client, headers, receiver.url("ok"), ["sync.job.finished"])
+    body = {"products": [{"item_number": "cool-product-001", "images": []}]}
+    for _ in range(3):
+        await client.post(f"{SYNC}?wait=20", headers=headers, json=body)
+    found = await settled(client, headers, hook["id"], 3)
+    old, kept, pending = (d["id"] for d in found)
+    async with session_scope(sessionmaker) as session:
+        month_ago = utcnow() - timedelta(days=30, minutes=1)
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([old, pending]))
+            .values(created_at=month_ago)
+        )
+        await session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == pending).values(status="pending")
+        )
+    task = tasks().by_name["maintenance.forget_webhook_deliveries"]
+    assert task.cron == "47 4 * * *"
+    await task.function(Attempt(1, 1, resources(app.state.sync_context, app.state.settings)))
+    left = {d["id"] for d in await deliveries(client, headers, hook["id"])}
+    assert left == {kept, pending}

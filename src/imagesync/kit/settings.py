@@ -185,6 +185,13 @@ class Settings(BaseSettings):
         "after the last, the delivery fails and its endpoint is disabled. The default "
         "calls 9 times over about 24 hours.",
     )
+    webhook_delivery_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="Days a finished webhook delivery (delivered or failed) is kept, with "
+        "its attempts, before it is deleted.",
+    )
     webhook_timeout_seconds: float = Field(
         default=10.0, gt=0, le=60, description="How long a webhook call waits for its answer."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select
@@ -97,3 +98,12 @@ async def deliveries(
         .limit(limit)
     )
     return int(total or 0), (await session.scalars(stmt)).all()
+
+
+async def delete_deliveries(session: AsyncSession, *, before: datetime) -> int:
+    """Delete the deliveries that ended (delivered or failed) and were made before then."""
+    stmt = delete(WebhookDelivery).where(
+        WebhookDelivery.status != "pending", WebhookDelivery.created_at < before
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount)  # type: ignore[attr-defined]
