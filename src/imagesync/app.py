@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ from imagesync.kit.logging import configure_logging, redact_access_log
 from imagesync.kit.metrics import RequestMetrics
 from imagesync.kit.ratelimit import TokenRateLimit, limit_or_none
 from imagesync.kit.settings import Settings, load_settings
-from imagesync.runtime import make_queue, open_context, runs_work, serve_connections, serving_work
+from imagesync.runtime import (
+    make_queue,
+    metrics_server,
+    open_context,
+    runs_work,
+    serve_connections,
+    serving_work,
+)
 from imagesync.sync import api as sync_api
 from imagesync.sync.examples import RESPONSE_EXAMPLES
 from imagesync.sync.webhooks import api as webhooks_api
@@ -68,7 +76,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redact_access_log()  # after the server configured its loggers
         queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
         context = open_context(settings, queue, connections=serve_connections(settings))
-        async with context as ctx, serving_work(settings, ctx):
+        async with (
+            context as ctx,
+            serving_work(settings, ctx),
+            metrics_server(
+                settings,
+                cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings),
+                name="serve",
+            ),
+        ):
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
             app.state.read_sessionmaker = ctx.reads

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.db import session_scope
 from imagesync.kit.deps import SessionDep
@@ -63,11 +64,21 @@ async def metrics(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     if not settings.metrics_token:
         raise NotFound("No such path (set IMAGESYNC_METRICS_TOKEN to turn /metrics on)")
+    if settings.metrics_port:
+        raise NotFound(f"/metrics answers on port {settings.metrics_port} (IMAGESYNC_METRICS_PORT)")
     if not authorized(request.headers.get("Authorization"), settings.metrics_token):
         raise Unauthorized("/metrics needs IMAGESYNC_METRICS_TOKEN as a bearer token")
-    async with session_scope(request.app.state.sessionmaker) as session:
+    families = await cluster_metrics(request.app.state.sessionmaker, settings)
+    return Response(exposition(families), media_type=CONTENT_TYPE)
+
+
+async def cluster_metrics(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings
+) -> list[Metric]:
+    """The cluster's state, read from the database now, as metric families."""
+    async with session_scope(sessionmaker) as session:
         state = await cluster_state(session, procrastinate=uses_procrastinate(settings))
-    return Response(exposition(cluster_families(state)), media_type=CONTENT_TYPE)
+    return cluster_families(state)
 
 
 def cluster_families(state: ClusterState) -> list[Metric]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import procrastinate
 import procrastinate.worker
 import structlog
 from aiohttp import web
+from prometheus_client.metrics_core import Metric
 
 from imagesync.catalog import events
 from imagesync.fetch.downloader import FetchLimits, SafeFetcher
@@ -292,9 +293,15 @@ async def run_worker(
 
 
 @asynccontextmanager
-async def metrics_server(settings: Settings) -> AsyncIterator[None]:
-    """`imagesync worker`'s `GET /metrics` on `IMAGESYNC_METRICS_PORT`, while the body
-    runs: this process's own counters (the cluster's state is the API's to tell)."""
+async def metrics_server(
+    settings: Settings,
+    *,
+    cluster: Callable[[], Awaitable[list[Metric]]] | None = None,
+    name: str = "worker",
+) -> AsyncIterator[None]:
+    """`GET /metrics` on `IMAGESYNC_METRICS_PORT`, while the body runs: this process's
+    own counters, and the cluster's state where `cluster` reads it (`serve`; a worker
+    leaves that to the API)."""
     if not (settings.metrics_port and settings.metrics_token):
         yield
         return
@@ -302,14 +309,15 @@ async def metrics_server(settings: Settings) -> AsyncIterator[None]:
     async def answer(request: web.Request) -> web.Response:
         if not authorized(request.headers.get("Authorization"), settings.metrics_token):
             return web.Response(status=401, text="/metrics needs IMAGESYNC_METRICS_TOKEN\n")
-        return web.Response(body=exposition([]), headers={"Content-Type": CONTENT_TYPE})
+        families = await cluster() if cluster is not None else []
+        return web.Response(body=exposition(families), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
     app.router.add_get("/metrics", answer)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.metrics_port).start()
-    log.info("worker.metrics", host=settings.host, port=settings.metrics_port)
+    log.info(f"{name}.metrics", host=settings.host, port=settings.metrics_port)
     try:
         yield
     finally:

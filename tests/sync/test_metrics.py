@@ -16,7 +16,7 @@ from imagesync.app import create_app
 from imagesync.kit.settings import Settings
 from tests.factories import create_account
 from tests.prometheus import Samples, samples, value
-from tests.served import clean_env, create_token, serve
+from tests.served import clean_env, create_token, free_port, serve
 from tests.sync.conftest import ImageServer
 
 TOKEN = "metrics-token-0123456789"
@@ -125,3 +125,33 @@ async def sync_between_scrapes(
 def test_a_weak_or_unusable_token_stops_the_service_at_start(token: str) -> None:
     with pytest.raises(ValueError, match="16 printable ASCII"):
         Settings(metrics_token=token)
+
+
+async def test_a_port_of_its_own_keeps_metrics_off_the_api(
+    database_url: str, tmp_path: Path
+) -> None:
+    """With IMAGESYNC_METRICS_PORT, `serve` answers /metrics there, with the cluster's
+    state, and its API port answers 404."""
+    port = free_port()
+    app = create_app(
+        Settings(
+            database_url=database_url,
+            storage_url=str(tmp_path / "f"),
+            metrics_token=TOKEN,
+            metrics_port=port,
+        )
+    )
+    scrape = {"Authorization": f"Bearer {TOKEN}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
+            assert (await api.get("/metrics", headers=scrape)).status_code == 404
+            await api.get("/healthz")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as own:
+            assert (await own.get("/metrics")).status_code == 401
+            answer = await own.get("/metrics", headers=scrape)
+    assert answer.status_code == 200
+    found = samples(answer.text)
+    health = {"route": "/healthz", "method": "GET", "status": "200"}
+    assert value(found, "imagesync_http_requests_total", **health) >= 1
+    assert ("imagesync_cluster_renditions_pending", frozenset()) in found

@@ -227,8 +227,9 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=65535,
-        description="A port on which `imagesync worker` answers `GET /metrics` (with "
-        "`IMAGESYNC_METRICS_TOKEN`); `0`: none. `serve` answers on its own port.",
+        description="A port of its own on which `serve` and `imagesync worker` answer "
+        "`GET /metrics` (with `IMAGESYNC_METRICS_TOKEN`), away from the API; `0`: `serve` "
+        "answers on its API port and a worker not at all.",
     )
     debug: bool = Field(
         default=False,
