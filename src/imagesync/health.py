@@ -62,10 +62,9 @@ async def metrics(request: Request) -> Response:
     """This process's metrics and the cluster's, in Prometheus' text format, for the
     bearer of `IMAGESYNC_METRICS_TOKEN` (unset: 404)."""
     settings: Settings = request.app.state.settings
-    if not settings.metrics_token:
-        raise NotFound("No such path (set IMAGESYNC_METRICS_TOKEN to turn /metrics on)")
-    if settings.metrics_port:
-        raise NotFound(f"/metrics answers on port {settings.metrics_port} (IMAGESYNC_METRICS_PORT)")
+    if not settings.metrics_token or settings.metrics_port:
+        # Off, or on a port of its own (which a caller of the API need not learn).
+        raise NotFound("No such path")
     if not authorized(request.headers.get("Authorization"), settings.metrics_token):
         raise Unauthorized("/metrics needs IMAGESYNC_METRICS_TOKEN as a bearer token")
     families = await cluster_metrics(request.app.state.sessionmaker, settings)
