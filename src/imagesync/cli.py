@@ -281,6 +281,12 @@ def push(
         "--strict",
         help="Exit 1 on warnings too: an image whose attr: rule matched no variant.",
     ),
+    refresh: bool = typer.Option(
+        False,
+        "--refresh",
+        help="Ask the origin of each known image whether its bytes changed, and replace "
+        "those that did (?refresh=changed).",
+    ),
 ) -> None:
     """Sync the images of every product in FILE, ten per request, and report the outcome.
 
@@ -300,6 +306,7 @@ def push(
         skip_invalid=skip_invalid,
         report=report,
         strict=strict,
+        refresh=refresh,
     )
     raise typer.Exit(run(file, options, out, err))
 

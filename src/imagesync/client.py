@@ -150,13 +150,21 @@ class AsyncClient:
     # -- image sync ------------------------------------------------------------------------
 
     async def sync_images(
-        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, wait: float = 0
+        self,
+        products: Sequence[ProductImagesIn | Mapping[str, Any]],
+        *,
+        wait: float = 0,
+        refresh: bool = False,
     ) -> SyncJobRead:
         """Sync the complete image lists of up to 10 products: the job, finished or to be
         waited for with `wait_for_job` (`wait`: seconds the server may hold the answer
         until it finishes, at most 60). The request carries an `Idempotency-Key` of its
-        own, so a retry after a timeout or a lost answer records no second job."""
-        params = {"wait": wait} if wait else {}
+        own, so a retry after a timeout or a lost answer records no second job. `refresh`
+        asks the origin of each known image whether its bytes changed
+        (`?refresh=changed`)."""
+        params: dict[str, str | float] = {"wait": wait} if wait else {}
+        if refresh:
+            params["refresh"] = "changed"
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         response = await self._send(
             "POST", "/products/images/sync", json=_body(products), params=params, headers=headers
@@ -164,11 +172,12 @@ class AsyncClient:
         return SyncJobRead.model_validate(response.json())
 
     async def plan_images(
-        self, products: Sequence[ProductImagesIn | Mapping[str, Any]]
+        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, refresh: bool = False
     ) -> SyncPlan:
         """What `sync_images` would do now (`?dry_run=true`); changes nothing."""
+        params = {"dry_run": "true"} | ({"refresh": "changed"} if refresh else {})
         response = await self._send(
-            "POST", "/products/images/sync", json=_body(products), params={"dry_run": "true"}
+            "POST", "/products/images/sync", json=_body(products), params=params
         )
         return SyncPlan.model_validate(response.json())
 
@@ -307,13 +316,19 @@ class Client:
         self._loop.close()
 
     def sync_images(
-        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, wait: float = 0
+        self,
+        products: Sequence[ProductImagesIn | Mapping[str, Any]],
+        *,
+        wait: float = 0,
+        refresh: bool = False,
     ) -> SyncJobRead:
-        job: SyncJobRead = self._run(self._async.sync_images(products, wait=wait))
+        job: SyncJobRead = self._run(self._async.sync_images(products, wait=wait, refresh=refresh))
         return job
 
-    def plan_images(self, products: Sequence[ProductImagesIn | Mapping[str, Any]]) -> SyncPlan:
-        plan: SyncPlan = self._run(self._async.plan_images(products))
+    def plan_images(
+        self, products: Sequence[ProductImagesIn | Mapping[str, Any]], *, refresh: bool = False
+    ) -> SyncPlan:
+        plan: SyncPlan = self._run(self._async.plan_images(products, refresh=refresh))
         return plan
 
     def get_job(self, job_id: str) -> SyncJobRead:

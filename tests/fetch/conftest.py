@@ -35,6 +35,8 @@ class Origin:
     active: int = 0
     peak: int = 0
     encodings: list[str] = field(default_factory=list)
+    # The If-None-Match and If-Modified-Since of each GET of /validated.jpg.
+    conditions: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -140,6 +142,17 @@ def _routes(origin: Origin) -> web.Application:
                 headers["Retry-After"] = request.query["retry_after"]
             return web.Response(status=int(request.match_info["code"]), headers=headers)
         return web.Response(body=JPEG, content_type="image/jpeg")
+
+    @routes.get("/validated.jpg")
+    async def validated(request: web.Request) -> web.Response:
+        # An origin that names its body: a conditional GET that names it gets a 304.
+        origin.conditions.append(
+            (request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since"))
+        )
+        validators = {"ETag": '"v1"', "Last-Modified": "Mon, 30 Nov 2026 10:00:00 GMT"}
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers=validators)
+        return web.Response(body=JPEG, content_type="image/jpeg", headers=validators)
 
     @routes.get("/gzip.jpg")
     async def gzip(request: web.Request) -> web.Response:

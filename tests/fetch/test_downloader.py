@@ -15,7 +15,7 @@ import trustme
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from imagesync.fetch.downloader import parse_retry_after
+from imagesync.fetch.downloader import Download, NotModified, Validators, parse_retry_after
 from imagesync.fetch.errors import FetchError
 from tests.conftest import Tripwire
 from tests.fetch.conftest import (
@@ -40,6 +40,39 @@ async def test_a_plain_download_lands_in_a_temporary_file(
     assert download.size == len(JPEG)
     assert download.path.parent == tmp_path
     assert tripwire.attempts == [("127.0.0.1", origin.port)]
+
+
+async def test_a_conditional_get_is_not_modified_when_the_origin_says_so(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """A refresh asks with what the origin said of its body; a 304 leaves no file, and
+    the conditions are sent again at the redirect's target."""
+    async with fetcher(origin, tmp_path) as f:
+        first = await f.fetch(origin.url("/validated.jpg"))
+        assert first.validators == Validators('"v1"', "Mon, 30 Nov 2026 10:00:00 GMT")
+        first.path.unlink()
+        same = await f.fetch(origin.url("/validated.jpg"), unless=first.validators)
+        assert same == NotModified(origin.url("/validated.jpg"))
+        via = origin.url("/redirect?to=/validated.jpg")
+        assert isinstance(await f.fetch(via, unless=first.validators), NotModified)
+        other = await f.fetch(origin.url("/validated.jpg"), unless=Validators('"v0"'))
+        assert isinstance(other, Download)
+        assert other.path.read_bytes() == JPEG
+        unconditional = await f.fetch(origin.url("/validated.jpg"), unless=Validators())
+        assert isinstance(unconditional, Download)
+    assert origin.conditions == [
+        (None, None),
+        ('"v1"', "Mon, 30 Nov 2026 10:00:00 GMT"),
+        ('"v1"', "Mon, 30 Nov 2026 10:00:00 GMT"),
+        ('"v0"', None),
+        (None, None),
+    ]
+    assert set(tmp_path.iterdir()) == {other.path, unconditional.path}
+
+
+async def test_a_304_to_a_plain_get_is_an_error(origin: Origin, tmp_path: Path) -> None:
+    error = await failure(fetcher(origin, tmp_path), origin.url("/status/304"))
+    assert error.code == "download_http_error"
 
 
 async def test_bodies_are_never_decompressed(origin: Origin, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the service to fetch from it (and from nothing else private)."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import io
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -43,6 +44,8 @@ class Route:
     chunked: bool = False  # stream without Content-Length
     delay: float = 0.0  # seconds before answering
     location: str | None = None  # a redirect's target
+    etag: str | None = None  # sent, and a conditional GET naming it is answered 304
+    last_modified: str | None = None  # likewise, for If-Modified-Since
 
 
 @dataclass
@@ -50,6 +53,9 @@ class ImageServer:
     base: str = ""
     routes: dict[str, Route] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
+    # Each conditional GET: the path, its If-None-Match and If-Modified-Since.
+    conditional: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    not_modified: Counter[str] = field(default_factory=Counter)  # 304s answered, by path
 
     def url(self, path: str) -> str:
         return f"{self.base}/{path}"
@@ -65,11 +71,21 @@ class ImageServer:
         chunked: bool = False,
         delay: float = 0.0,
         location: str | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
     ) -> str:
         if body is None:  # a distinct picture per path
             body = make_image((len(path) * 40 % 255, sum(path.encode()) % 255, 160))
         self.routes[path] = Route(
-            body, status, content_type, failures_first, chunked, delay, location
+            body,
+            status,
+            content_type,
+            failures_first,
+            chunked,
+            delay,
+            location,
+            etag,
+            last_modified,
         )
         return self.url(path)
 
@@ -85,6 +101,21 @@ class ImageServer:
             return web.Response(status=route.status, headers={"Location": route.location})
         if route.failures_first >= self.hits[path]:
             return web.Response(status=500, text="try again")
+        validators = {
+            k: v for k, v in (("ETag", route.etag), ("Last-Modified", route.last_modified)) if v
+        }
+        if_none_match = request.headers.get("If-None-Match")
+        if_modified_since = request.headers.get("If-Modified-Since")
+        if if_none_match or if_modified_since:
+            self.conditional.append((path, if_none_match, if_modified_since))
+            # RFC 9110 13.2.2: If-None-Match decides when sent; else If-Modified-Since.
+            if if_none_match is not None:
+                same = route.etag is not None and route.etag in if_none_match.split(", ")
+            else:
+                same = _not_after(route.last_modified, if_modified_since)
+            if same and route.status == 200:
+                self.not_modified[path] += 1
+                return web.Response(status=304, headers=validators)
         if route.chunked:
             response = web.StreamResponse(status=route.status)
             response.content_type = route.content_type
@@ -94,7 +125,19 @@ class ImageServer:
                 await response.write(route.body[start : start + 16384])
             await response.write_eof()
             return response
-        return web.Response(status=route.status, body=route.body, content_type=route.content_type)
+        return web.Response(
+            status=route.status,
+            body=route.body,
+            content_type=route.content_type,
+            headers=validators,
+        )
+
+
+def _not_after(modified: str | None, since: str | None) -> bool:
+    """Whether the body's `Last-Modified` is no later than `If-Modified-Since`."""
+    if not modified or not since:
+        return False
+    return email.utils.parsedate_to_datetime(modified) <= email.utils.parsedate_to_datetime(since)
 
 
 @pytest.fixture

@@ -115,6 +115,7 @@ async def test_the_plan_says_what_a_sync_would_do_and_changes_nothing(
         "delete": 1,
         "skip": 1,
         "download": 1,
+        "refresh": 0,
     }
     assert (product["status"], product["pending"]) == ("planned", False)
     assert missing["status"] == "failed"

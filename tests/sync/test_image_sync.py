@@ -54,6 +54,8 @@ async def test_traede_example_downloads_stores_and_attaches(
         "skipped": 0,
         "failed": 0,
         "downloaded": 4,
+        "refreshed": 0,
+        "unchanged": 0,
     }
     assert [i["outcome"] for i in product["images"]] == ["created"] * 4
 
@@ -203,6 +205,8 @@ async def test_a_url_known_from_another_product_is_not_downloaded(
         "skipped": 0,
         "failed": 0,
         "downloaded": 0,
+        "refreshed": 0,
+        "unchanged": 0,
     }
     assert image_server.hits["shared.jpg"] == 1
 
@@ -230,6 +234,7 @@ async def test_a_failed_download_leaves_the_previous_images_untouched(
             "image_id": None,
             "error": {"code": "download_http_error", "detail": "origin answered 404"},
             "warnings": [],
+            "refresh": None,
         }
     ]
     assert image_server.hits["missing.jpg"] == 1  # a 404 is never retried

@@ -131,6 +131,10 @@ BUDGETS = {
     # (their rows, and their jobs).
     "run_notified": {"sqlite": (24, 2), "postgresql": (25, 2)},
     "run_last_notified": {"sqlite": (27, 2), "postgresql": (28, 2)},
+    # A refresh of three known images, one of them changed: the run also reads the kept
+    # images' sources (and their blobs), writes the new blob and moves its source to it,
+    # swaps the image's blob (the old one's grace period starts), and dates the product.
+    "refresh": {"sqlite": (25, 2), "postgresql": (26, 2)},
     # The job, one read of its products' images, its entries, already finished.
     "noop": {"sqlite": (3, 1), "postgresql": (3, 1)},
     # The job ended at once, announced: the endpoints, their deliveries, their jobs.
@@ -207,6 +211,32 @@ async def test_a_no_op_request_of_ten_products(
         again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     within(spent, "noop", dialect)
+
+
+async def test_a_refresh_is_run_in_two_transactions(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    """The origins are asked outside any transaction, as downloads are: one takes the
+    product and reads its sources; one records what changed, applies it and queues the
+    new bytes' renditions."""
+    products, _, _ = await first_import(app, client, headers, image_server)
+    for n, item in enumerate(ITEMS):
+        image_server.add(f"{item}-0.jpg", make_image((255, n * 20, 90), (900, 600)))
+    answer = await client.post(
+        "/products/images/sync?refresh=changed", json={"products": products}, headers=headers
+    )
+    assert answer.status_code == 202, answer.text
+    runs = await run_all(app.state.sync_context, answer.json()["id"])
+    job = (await client.get(f"/products/images/sync/{answer.json()['id']}", headers=headers)).json()
+    for result in job["products"]:
+        assert (result["counts"]["refreshed"], result["counts"]["unchanged"]) == (1, 2), result
+    assert len(runs) == 10
+    for spent in runs:
+        within(spent, "refresh", dialect)
 
 
 async def test_a_job_announced_to_a_webhook(

@@ -13,10 +13,10 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
 import aiohttp
 import structlog
@@ -84,10 +84,49 @@ ANSWER_EXCERPT = 1024  # bytes of an answer's body kept
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What an origin said of a body it sent, to ask it later whether that changed
+    (RFC 9110's `ETag` and `Last-Modified`)."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+    def conditions(self) -> dict[str, str]:
+        """The headers of a conditional GET: the body only if it is not this one."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Validators:
+        etag = headers.get("ETag") or None
+        modified = headers.get("Last-Modified") or None
+        return cls(
+            etag[:1024] if etag else None,
+            modified if modified and len(modified) <= 64 else None,
+        )
+
+
+@dataclass(frozen=True)
 class Download:
     path: Path
     size: int
     sha256: str
+    final_url: str
+    validators: Validators = field(default_factory=Validators)
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The origin answered a conditional GET with 304: the body it sent before is still
+    its current one."""
+
     final_url: str
 
 
@@ -151,13 +190,26 @@ class SafeFetcher:
         if self._session is not None:
             await self._session.close()
 
-    async def fetch(self, url: str, *, share: str = "") -> Download:
+    @overload
+    async def fetch(self, url: str, *, share: str = "") -> Download: ...
+
+    @overload
+    async def fetch(
+        self, url: str, *, share: str = "", unless: Validators
+    ) -> Download | NotModified: ...
+
+    async def fetch(
+        self, url: str, *, share: str = "", unless: Validators | None = None
+    ) -> Download | NotModified:
         """Download `url`, retrying transient failures with capped, jittered backoff
         (or the origin's `Retry-After`, up to a cap). Downloads of one `share` (an
         account) take at most `per_share_concurrency` slots, and at most
         `per_host_concurrency` from one host: a share's slow origin holds only its own
         slots, and the slots are taken in that order, so a share waiting for its own
-        holds none of the others'."""
+        holds none of the others'.
+
+        `unless` makes it a conditional GET: `NotModified` when the origin says its body
+        is still the one these validators describe (a 304)."""
         first = check_url(url, allow=self.allow, ports=self.limits.ports)
         host = first.raw_host or ""
         attempt = 0
@@ -171,7 +223,7 @@ class SafeFetcher:
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
                             staged = await asyncio.to_thread(self._stage)
-                            return await self._fetch_once(first, staged)
+                            return await self._fetch_once(first, staged, unless)
                     except TimeoutError as exc:
                         raise DownloadTimeout(
                             f"the download took longer than {self.limits.total_timeout:g} s"
@@ -211,23 +263,33 @@ class SafeFetcher:
         handle.close()
         return Path(handle.name)
 
-    async def _fetch_once(self, current: URL, staged: Path) -> Download:
+    async def _fetch_once(
+        self, current: URL, staged: Path, unless: Validators | None
+    ) -> Download | NotModified:
         try:
-            return await self._follow(current, staged)
+            got = await self._follow(current, staged, unless)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
+        if isinstance(got, NotModified):
+            staged.unlink(missing_ok=True)
+        return got
 
-    async def _follow(self, current: URL, staged: Path) -> Download:
+    async def _follow(
+        self, current: URL, staged: Path, unless: Validators | None
+    ) -> Download | NotModified:
         assert self._session is not None, "use SafeFetcher as an async context manager"
+        conditions = unless.conditions() if unless else {}
         seen = {str(current)}
         for _hop in range(self.limits.max_redirects + 1):
             if self.proxy is not None:
                 await self._check_name(current)
             with _translated(current):
                 async with self._session.get(
-                    current, allow_redirects=False, proxy=self.proxy
+                    current, allow_redirects=False, proxy=self.proxy, headers=conditions
                 ) as response:
+                    if response.status == 304 and conditions:
+                        return NotModified(str(current))
                     if response.status in _REDIRECTS:
                         current = self._next_hop(current, response)
                         if str(current) in seen:
@@ -329,7 +391,13 @@ class SafeFetcher:
             raise ConnectionFailed(
                 f"the body ended after {size} of {response.content_length} bytes"
             )
-        return Download(path=path, size=size, sha256=digest.hexdigest(), final_url=final_url)
+        return Download(
+            path=path,
+            size=size,
+            sha256=digest.hexdigest(),
+            final_url=final_url,
+            validators=Validators.of(response.headers),
+        )
 
 
 def _hash_and_write(

@@ -33,6 +33,7 @@ class PushOptions:
     report: Path | None = None
     retries: int = 5
     strict: bool = False  # warnings (rules that matched no variant) make the exit code 1
+    refresh: bool = False  # ask the origins of known images whether their bytes changed
 
 
 def run(path: str, options: PushOptions, console: Console, errors: Console) -> int:
@@ -128,6 +129,7 @@ async def _push(loaded: Loaded, options: PushOptions, tally: Tally, display: Dis
             tally,
             concurrency=options.concurrency,
             dry_run=options.dry_run,
+            refresh=options.refresh,
             on_change=display.update,
         )
 

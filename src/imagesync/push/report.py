@@ -108,6 +108,9 @@ def summary(console: Console, tally: Tally, *, dry_run: bool) -> None:
             table.add_row(outcome, str(count))
         table.add_row("deleted", str(sum(r.counts.deleted for r in tally.results)))
         table.add_row("downloaded", str(tally.downloads))
+        for name in ("refreshed", "unchanged"):  # what --refresh found, when it was asked
+            if total := sum(getattr(r.counts, name) for r in tally.results):
+                table.add_row(name, str(total))
         console.print(table)
     codes = error_codes(tally)
     if codes:
@@ -139,7 +142,10 @@ def summary(console: Console, tally: Tally, *, dry_run: bool) -> None:
 
 def _plan_summary(console: Console, tally: Tally) -> None:
     table = Table(title="Dry run: what a sync would do (nothing was changed)")
-    for name in ("product", "create", "keep", "update", "delete", "skip", "download"):
+    keys = ["create", "keep", "update", "delete", "skip", "download"]
+    if any(plan.counts.refresh for plan in tally.plans):  # --refresh: origins to be asked
+        keys.append("refresh")
+    for name in ["product", *keys]:
         table.add_column(name, justify="left" if name == "product" else "right")
     totals: Counter[str] = Counter()
     for plan in tally.plans:
@@ -148,8 +154,7 @@ def _plan_summary(console: Console, tally: Tally) -> None:
             continue
         counts = plan.counts.model_dump()
         totals.update(counts)
-        table.add_row(plan.item_number, *(str(counts[k]) for k in counts))
-    keys = ("create", "keep", "update", "delete", "skip", "download")
+        table.add_row(plan.item_number, *(str(counts[k]) for k in keys))
     table.add_section()
     table.add_row("[bold]total", *(f"[bold]{totals[k]}" for k in keys))
     console.print(table)

@@ -67,18 +67,20 @@ async def push(
     *,
     concurrency: int = 4,
     dry_run: bool = False,
+    refresh: bool = False,
     on_change: Callable[[], None] = lambda: None,
 ) -> None:
     """Sync (or plan) every product, `concurrency` syncs of ten at once. A product the
     server refuses (422) is reported as failed with the server's codes; the rest of its
-    batch is sent again without it. A batch too big for one request is sent in halves."""
+    batch is sent again without it. A batch too big for one request is sent in halves.
+    `refresh` asks the origins of known images whether their bytes changed."""
     tally.products = len(products)
     tally.images = sum(len(p.images) for p in products)
     gate = asyncio.Semaphore(concurrency)
 
     async def send(batch: list[ProductImagesIn]) -> None:
         async with gate:
-            await _send_batch(client, batch, tally, dry_run=dry_run)
+            await _send_batch(client, batch, tally, dry_run=dry_run, refresh=refresh)
         on_change()
 
     async with asyncio.TaskGroup() as group:
@@ -87,19 +89,26 @@ async def push(
 
 
 async def _send_batch(
-    client: AsyncClient, batch: list[ProductImagesIn], tally: Tally, *, dry_run: bool
+    client: AsyncClient,
+    batch: list[ProductImagesIn],
+    tally: Tally,
+    *,
+    dry_run: bool,
+    refresh: bool = False,
 ) -> None:
     while batch:
         try:
             # The server holds the answer until the job finishes (or WAIT seconds pass).
             answer: SyncJobRead | SyncPlan = await (
-                client.plan_images(batch) if dry_run else client.sync_images(batch, wait=WAIT)
+                client.plan_images(batch, refresh=refresh)
+                if dry_run
+                else client.sync_images(batch, wait=WAIT, refresh=refresh)
             )
         except InvalidRequest as exc:
             if exc.status == 413 and len(batch) > 1:  # too big a body: send it in halves
                 half = len(batch) // 2
-                await _send_batch(client, batch[:half], tally, dry_run=dry_run)
-                await _send_batch(client, batch[half:], tally, dry_run=dry_run)
+                for part in (batch[:half], batch[half:]):
+                    await _send_batch(client, part, tally, dry_run=dry_run, refresh=refresh)
                 return
             refused = _refused_products(exc, len(batch))
             if not refused:  # not about one product: all of them fail with it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -19,10 +21,13 @@ from imagesync.storage.store import BlobStore
 class BlobUsers:
     """The rows that point at blobs, as the domains that own them declare: a row of a
     `holders` column keeps its blob alive (an image); a row of a `dependents` column
-    only remembers it and is deleted with it (a "seen before" source)."""
+    only remembers it and is deleted with it (a "seen before" source). `held_if` are
+    further conditions, each given the blob's id column, under which a blob is in use
+    (the source of an image keeps its blob alive)."""
 
     holders: tuple[InstrumentedAttribute[int], ...] = ()
     dependents: tuple[InstrumentedAttribute[int], ...] = ()
+    held_if: tuple[Callable[[InstrumentedAttribute[int]], ColumnElement[bool]], ...] = ()
 
 
 @dataclass

@@ -18,8 +18,9 @@ from imagesync.storage.models import Blob, Rendition
 
 
 def _in_use(users: BlobUsers) -> ColumnElement[bool]:
-    """Some row that holds blobs points at this one."""
-    return or_(*(exists().where(column == Blob.id) for column in users.holders))
+    """Some row that holds blobs points at this one, or another condition holds it."""
+    held = [exists().where(column == Blob.id) for column in users.holders]
+    return or_(*held, *(condition(Blob.id) for condition in users.held_if))
 
 
 async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: datetime) -> set[int]:

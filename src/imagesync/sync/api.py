@@ -98,6 +98,16 @@ async def sync_images(
             "a sync is; nothing is downloaded, recorded or changed."
         ),
     ] = False,
+    refresh: Annotated[
+        Literal["changed"] | None,
+        Query(
+            description="`changed`: ask the origin of each known image of these products "
+            "whether its bytes changed since they were downloaded (a conditional GET with "
+            "the `ETag` and `Last-Modified` it sent), and replace those that did; the "
+            'images keep their ids. As `"refresh": true` on every image. The job counts '
+            "`refreshed` and `unchanged`."
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -113,6 +123,8 @@ async def sync_images(
     ] = None,
 ) -> SyncJobRead | SyncPlan | Response:
     """Sync the complete image list of up to 10 products; images left out are deleted."""
+    if refresh == "changed":
+        body = body.refreshing()
     if dry_run:
         response.status_code = 200
         async with session_scope(ctx.sessionmaker) as session:
@@ -226,11 +238,12 @@ async def rendition_file(
     request: Request,
     session: SessionDep,
     store: StoreDep,
+    v: VersionQuery = None,
 ) -> Response:
     """A WebP rendition of an image, once ready (see the image's `renditions`). A
     conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
     found = await images.get_rendition_file(session, image_id, width, filename)
-    return await stored_file(request, store, found)
+    return await stored_file(request, store, found, v)
 
 
 @router.get(
@@ -240,12 +253,20 @@ async def rendition_file(
     responses={200: {"content": {"image/*": {}}, "description": "The stored file"}},
 )
 async def image_file(
-    image_id: Identifier, filename: Key, request: Request, session: SessionDep, store: StoreDep
+    image_id: Identifier,
+    filename: Key,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    v: VersionQuery = None,
 ) -> RawResponse:
-    """The stored bytes of an image. The URL is unguessable and its bytes never change. A
-    conditional request naming its `ETag` (`If-None-Match`) is answered 304."""
+    """The stored bytes of an image, at an unguessable URL. Named by its `file_url`, with
+    the version of the bytes (`v`), they never change and are cached for a year; without
+    it (or with an older one: the image was refreshed), they are the image's bytes now,
+    to be revalidated. A conditional request naming its `ETag` (`If-None-Match`) is
+    answered 304."""
     found = await images.get_image_file(session, image_id, filename)
-    return await stored_file(request, store, found)
+    return await stored_file(request, store, found, v)
 
 
 @products_router.get("/products", tags=["products"])
@@ -289,21 +310,37 @@ def holds(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in (tag.removeprefix("W/") for tag in tags)
 
 
-def immutable_headers(etag: str, filename: str) -> dict[str, str]:
-    """Stored bytes never change: cache them for a year, never sniff their type."""
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="The version of the bytes, as `file_url` names it: the bytes of that "
+        "version never change, and are cached for a year.",
+    ),
+]
+# A file asked for without its version, or by an older one, may change (a refresh): a
+# cache keeps it, but asks again (a 304 when it still holds the bytes).
+REVALIDATE = "no-cache"
+
+
+def file_headers(etag: str, filename: str, *, fixed: bool) -> dict[str, str]:
+    """A version's bytes never change: cache them for a year (else revalidate them);
+    never sniff their type."""
     return {
-        "Cache-Control": IMMUTABLE,
+        "Cache-Control": IMMUTABLE if fixed else REVALIDATE,
         "ETag": f'"{etag}"',
         "Content-Disposition": content_disposition(filename),
         "X-Content-Type-Options": "nosniff",
     }
 
 
-async def stored_file(request: Request, store: BlobStore, found: StoredFile) -> Response:
+async def stored_file(
+    request: Request, store: BlobStore, found: StoredFile, version: str | None
+) -> Response:
     """304 when the client holds these bytes already (its `If-None-Match` names their
     ETag); else a local file sent by the server (with sendfile where it offers it), or a
-    bucket's object streamed through."""
-    headers = immutable_headers(found.etag, found.filename)
+    bucket's object streamed through. Cached for a year when `version` is the bytes'."""
+    headers = file_headers(found.etag, found.filename, fixed=version == found.version)
     if holds(request.headers.get("if-none-match"), headers["ETag"]):
         kept = ("Cache-Control", "ETag")  # what a 200 would have said of caching
         return Response(status_code=304, headers={k: headers[k] for k in kept})

@@ -13,8 +13,9 @@ from imagesync.sync.models import SyncJobProduct
 
 DOWNLOADS = Counter(
     "imagesync_downloads",
-    "Downloads this process made, by outcome: `fetched`, or the error's code "
-    "(`download_http_error`, `timeout`, `address_refused` ...).",
+    "Downloads this process made, by outcome: `fetched`, `not_modified` (a refresh the "
+    "origin answered 304), or the error's code (`download_http_error`, `timeout`, "
+    "`address_refused` ...).",
     ["outcome"],
     registry=PROCESS,
 )

@@ -7,17 +7,20 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    exists,
     false,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column, relationship
 
 from imagesync.kit.db import Base, UTCDateTime, utcnow
 from imagesync.storage.context import BlobUsers
@@ -26,7 +29,10 @@ from imagesync.storage.models import Blob
 
 class Source(Base):
     """The account's "seen before" memory: an identity (URL or existance_key) that was
-    downloaded once, and the blob it gave. A known identity is never downloaded again."""
+    downloaded once, and the blob it gave. A known identity is never downloaded again,
+    unless a sync asks to refresh it: then its origin is asked, with the validators it
+    sent (`etag`, `last_modified`), whether the bytes changed, and a source whose bytes
+    did points to the new blob from then on."""
 
     __tablename__ = "source"
     __table_args__ = (UniqueConstraint("account_id", "identity_hash"),)
@@ -40,6 +46,10 @@ class Source(Base):
     blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id"), index=True)
     url: Mapped[str] = mapped_column(Text)  # the URL it was downloaded from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the origin said of the blob's bytes, for a conditional GET when refreshed.
+    etag: Mapped[str | None] = mapped_column(Text, default=None)
+    last_modified: Mapped[str | None] = mapped_column(String(64), default=None)
+    length: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     blob: Mapped[Blob] = relationship(lazy="raise")
 
@@ -200,6 +210,16 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
-# Images keep their blobs alive; a source only remembers one and goes with it, so that a
-# URL sent again after its blob was collected is downloaded again.
-BLOB_USERS = BlobUsers(holders=(Image.blob_id,), dependents=(Source.blob_id,))
+def _source_of_images(blob_id: InstrumentedAttribute[int]) -> ColumnElement[bool]:
+    """The blob is the bytes of a source that some image comes from. Refreshed for one
+    product, a source points to the new bytes while another product's image of it may
+    still hold the old: the source, and so its blob, must outlive that image."""
+    return exists().where(Source.blob_id == blob_id, exists().where(Image.source_id == Source.id))
+
+
+# Images keep their blobs alive, and the blobs of the sources they come from; a source
+# only remembers its blob otherwise, and goes with it, so that a URL sent again after its
+# blob was collected is downloaded again.
+BLOB_USERS = BlobUsers(
+    holders=(Image.blob_id,), dependents=(Source.blob_id,), held_if=(_source_of_images,)
+)

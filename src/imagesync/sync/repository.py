@@ -411,6 +411,12 @@ async def add_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) 
     await session.execute(stmt)
 
 
+async def update_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
+    """Update sources by their `id`: a refresh's new bytes, or the validators sent again."""
+    if rows:
+        await session.execute(update(Source), list(rows))
+
+
 async def find_sources(
     session: AsyncSession, account_id: int, identity_hashes: Collection[str]
 ) -> dict[str, Source]:

@@ -4,6 +4,7 @@ its products, never stored."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from imagesync.kit.db import utcnow
 from imagesync.sync.core.planner import Identity, ImageSpec, RuleWarning
@@ -26,6 +27,7 @@ def image_result(
     image_id: str | None,
     error: ImageError | None = None,
     warning: RuleWarning | None = None,
+    refresh: Literal["refreshed", "unchanged"] | None = None,
 ) -> ImageResult:
     return ImageResult(
         url=spec.url,
@@ -34,6 +36,7 @@ def image_result(
         image_id=image_id,
         error=error,
         warnings=[] if warning is None else [image_warning(warning)],
+        refresh=refresh,
     )
 
 

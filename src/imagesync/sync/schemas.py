@@ -61,6 +61,13 @@ class ImageIn(RequestModel):
     skip_if_no_variant_matches_attribute_code: bool = Field(
         default=False, description="Do not create a new image that matches no variant."
     )
+    refresh: bool = Field(
+        default=False,
+        description="Ask the image's origin whether its bytes changed since they were "
+        "downloaded (a conditional GET with the `ETag` and `Last-Modified` it sent); new "
+        "bytes replace the image's file and renditions, and the image keeps its id. A URL "
+        "is otherwise never downloaded again. `?refresh=changed` asks it for every image.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +147,16 @@ class ImageSyncRequest(RequestModel):
     def items(self) -> list[ProductImagesIn]:
         return self.products if self.products is not None else self.product_images or []
 
+    def refreshing(self) -> ImageSyncRequest:
+        """The request with each of its images asking to be refreshed (`?refresh=changed`)."""
+        items = [
+            product.model_copy(
+                update={"images": [i.model_copy(update={"refresh": True}) for i in product.images]}
+            )
+            for product in self.items
+        ]
+        return self.model_copy(update={self.key: items})
+
 
 # A finished job of TRAEDE's example, one of whose images could not be fetched.
 
@@ -176,6 +193,12 @@ class ImageResult(BaseModel):
         default_factory=list,
         description="Not errors: the image was applied. Its rule matched no variant.",
     )
+    refresh: Literal["refreshed", "unchanged"] | None = Field(
+        default=None,
+        description="Asked to be refreshed: whether its origin had new bytes, which replaced "
+        "the image's file (`refreshed`, the image `updated`), or still the same "
+        "(`unchanged`). Absent when it was not asked.",
+    )
 
 
 class SyncCounts(BaseModel):
@@ -186,6 +209,12 @@ class SyncCounts(BaseModel):
     skipped: int = 0
     failed: int = 0
     downloaded: int = 0
+    refreshed: int = Field(
+        default=0, description="Images asked to be refreshed whose origin had new bytes."
+    )
+    unchanged: int = Field(
+        default=0, description="Images asked to be refreshed whose origin's bytes had not changed."
+    )
 
 
 class ProductResult(BaseModel):
@@ -227,6 +256,11 @@ class PlannedImage(BaseModel):
         description="Whether it would be downloaded: a new identity the account has never "
         "seen. A known one reuses the stored file."
     )
+    refresh: bool = Field(
+        default=False,
+        description="Whether its origin would be asked if its bytes changed (`refresh` on a "
+        "known identity); whether they did is known only when the sync runs.",
+    )
     warnings: list[ImageWarning] = Field(
         default_factory=list, description="Its rule would match no variant (not an error)."
     )
@@ -247,6 +281,7 @@ class PlanCounts(BaseModel):
     delete: int = 0
     skip: int = 0
     download: int = 0
+    refresh: int = 0
 
 
 class PlannedProduct(BaseModel):

@@ -46,6 +46,8 @@ class ImageSpec:
     filename: str | None = None
     attach_rule: Mapping[str, str] | None = None
     skip_if_no_variant_matches: bool = False
+    # Ask the origin whether a known identity's bytes changed (not metadata: not stored).
+    refresh: bool = False
 
     @property
     def identity(self) -> Identity:
@@ -222,12 +224,12 @@ def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) ->
     """The image ids, by position in `requested`, when the request changes nothing: the
     same identities, the same metadata, and every rule attaching the image to some
     variant. None when the product must be planned (`plan_product_sync` would create,
-    update, delete, skip or warn).
+    update, delete, skip or warn), or run (an image asks to be refreshed).
 
     This needs no variants: an image's links are its rule evaluated on the product's
     variants, re-evaluated whenever they change, so a rule with links matches and one
     without would warn."""
-    if len(current) != len(requested):
+    if len(current) != len(requested) or any(spec.refresh for spec in requested):
         return None
     by_identity = {image.spec.identity: image for image in current}
     ids = []

@@ -83,13 +83,21 @@ def _product_plan(
     for create in plan.creates:
         download = create.spec.identity.digest not in known
         images[create.index] = _image(
-            create.spec, "create", None, create.variant_ids, skus, download=download
+            create.spec,
+            "create",
+            None,
+            create.variant_ids,
+            skus,
+            download=download,
+            refresh=create.spec.refresh and not download,
         )
         counts.create += 1
         counts.download += download
     for keep in plan.keeps:
         action: PlannedAction = "update" if keep.changed else "keep"
-        images[keep.index] = _image(keep.spec, action, keep.image_id, keep.variant_ids, skus)
+        images[keep.index] = _image(
+            keep.spec, action, keep.image_id, keep.variant_ids, skus, refresh=keep.spec.refresh
+        )
         if keep.changed:
             counts.update += 1
         else:
@@ -109,6 +117,7 @@ def _product_plan(
         for image_id in plan.deletes
     ]
     counts.delete = len(deletes)
+    counts.refresh = sum(image.refresh for image in images.values())
     return PlannedProduct(
         item_number=item_number,
         status="planned",
@@ -127,6 +136,7 @@ def _image(
     skus: Mapping[int, str],
     *,
     download: bool = False,
+    refresh: bool = False,
 ) -> PlannedImage:
     return PlannedImage(
         url=spec.url,
@@ -135,4 +145,5 @@ def _image(
         image_id=image_id,
         variants=sorted(skus[v] for v in variant_ids),
         download=download,
+        refresh=refresh,
     )

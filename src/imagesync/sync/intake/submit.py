@@ -135,8 +135,9 @@ async def submit(
             continue  # behind the earlier sync, in the queue
         elif (ids := _unchanged(state, specs, item.use_sort_b2c)) is not None:
             finish(entry, kept(entry, specs, ids))
-        else:
+        elif not any(spec.refresh for spec in specs):
             to_plan.append((entry, specs, item.use_sort_b2c))
+        # else a refresh asks origins whether bytes changed: the queue runs it
     seqs = await repository.add_entries(session, [_row(entry) for entry in job.products])
     for entry in job.products:
         entry.seq = seqs[entry.position]

@@ -111,11 +111,21 @@ async def _reads(session: AsyncSession, images: Sequence[Image], urls: FileUrls)
     return [image_read(i, skus, renditions.get(i.blob_id, []), urls) for i in images]
 
 
+VERSION_LENGTH = 16  # hex digits of the bytes' sha256 that a file URL's `v` names
+
+
+def version(sha256: str) -> str:
+    """What a file URL's `v` says of the bytes it is for: new bytes, a new URL."""
+    return sha256[:VERSION_LENGTH]
+
+
 @dataclass(frozen=True)
 class FileUrls:
     """Where an image's file and renditions are fetched: the API's file routes under
-    `api` (the request's base URL), or, given `public` (IMAGESYNC_PUBLIC_BASE_URL), the
-    bucket's content-addressed keys under it, which never change."""
+    `api` (the request's base URL), named by the image and versioned by its bytes (a
+    refresh replaces them, and a cache holds each version for a year), or, given
+    `public` (IMAGESYNC_PUBLIC_BASE_URL), the bucket's content-addressed keys under it,
+    which never change."""
 
     api: str
     public: str = ""
@@ -123,13 +133,16 @@ class FileUrls:
     def original(self, image: Image) -> str:
         if self.public:
             return f"{self.public}/{image.blob.storage_key}"
-        return f"{self.api}images/{image.id}/{url_segment(image.filename)}"
+        name = url_segment(image.filename)
+        return f"{self.api}images/{image.id}/{name}?v={version(image.blob.sha256)}"
 
     def rendition(self, image: Image, rendition: Rendition) -> str:
         if self.public and rendition.storage_key:
             return f"{self.public}/{rendition.storage_key}"
         name = url_segment(rendition_filename(image.filename))
-        return f"{self.api}images/{image.id}/w{rendition.width}/{name}"
+        return (
+            f"{self.api}images/{image.id}/w{rendition.width}/{name}?v={version(image.blob.sha256)}"
+        )
 
 
 def image_read(
@@ -168,12 +181,14 @@ def image_read(
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A file to send: where it is stored, as what, its ETag and the name it goes by."""
+    """A file to send: where it is stored, as what, its ETag, the name it goes by, and
+    the version of its image's bytes (see `version`)."""
 
     key: str
     content_type: str
     etag: str
     filename: str
+    version: str
 
 
 async def get_image_file(session: AsyncSession, image_id: str, filename: str) -> StoredFile:
@@ -183,7 +198,9 @@ async def get_image_file(session: AsyncSession, image_id: str, filename: str) ->
     if filename != found.filename:
         # Saying the right name would hand out a working URL to whoever guesses an id.
         raise NotFound(f"No file {filename!r} of image {image_id!r}")
-    return StoredFile(found.storage_key, found.content_type, found.sha256, found.filename)
+    return StoredFile(
+        found.storage_key, found.content_type, found.sha256, found.filename, version(found.sha256)
+    )
 
 
 async def get_rendition_file(
@@ -193,7 +210,8 @@ async def get_rendition_file(
     if found is None or filename != rendition_filename(found.filename):
         # Saying the right name would hand out a working URL to whoever guesses an id.
         raise NotFound(f"No rendition {filename!r} {width} px wide of image {image_id!r}")
-    return StoredFile(found.storage_key, "image/webp", f"{found.sha256}-w{width}", filename)
+    etag = f"{found.sha256}-w{width}"
+    return StoredFile(found.storage_key, "image/webp", etag, filename, version(found.sha256))
 
 
 def product_read(product: Product, images: Sequence[ImageRead] = ()) -> ProductRead:

@@ -4,9 +4,9 @@ image set in one transaction, or nothing."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,6 +94,7 @@ async def apply_plan(
     planned: Planned,
     stored: dict[str, Stored],
     downloaded: int,
+    revalidated: Mapping[str, str] | None = None,
 ) -> ProductResult:
     """Make the product's images exactly the plan's, inside the caller's transaction,
     which already holds the product (see `take_product_for_seq`) and planned from its
@@ -101,17 +102,41 @@ async def apply_plan(
     of every identity the plan creates, by its digest, each marked in use in this same
     transaction (`touch_blobs`), so the collector cannot take it. The changes are
     written when the caller flushes or commits: one batch for all the products of a
-    request."""
+    request.
+
+    `revalidated` says, by identity digest, what the origin of each image asked to be
+    refreshed answered (`refreshed`, `unchanged`); `stored` then has its source's bytes
+    as they are now, and a kept image whose bytes differ takes them: its file and
+    renditions are replaced, its id stays."""
     plan = planned.plan
+    revalidated = revalidated or {}
     now = utcnow()
-    released = {blob_ids[i] for i in plan.deletes}
-    changing = [k.image_id for k in plan.keeps if k.changed] + list(plan.deletes)
-    images = {i.id: i for i in await repository.images_by_id(session, changing)}
+    swaps = {
+        keep.image_id: stored[digest]
+        for keep in plan.keeps
+        if (digest := keep.spec.identity.digest) in revalidated
+        and stored[digest].blob_id != blob_ids[keep.image_id]
+    }
+    released = {blob_ids[i] for i in plan.deletes} | {blob_ids[i] for i in swaps}
+    changing = [k.image_id for k in plan.keeps if k.changed or k.image_id in swaps]
+    images = {
+        i.id: i for i in await repository.images_by_id(session, changing + list(plan.deletes))
+    }
     await blob_repository.touch_blobs(session, released, now)  # the grace period starts now
-    used = {stored[c.spec.identity.digest] for c in plan.creates}
+    used = {stored[c.spec.identity.digest] for c in plan.creates} | set(swaps.values())
     await queue_renditions(ctx.blobs, session, [(s.blob_id, s.width) for s in used])
     results: dict[int, ImageResult] = {}
     counts = SyncCounts(downloaded=downloaded)
+
+    def refresh(spec: ImageSpec, refreshed: bool) -> Literal["refreshed", "unchanged"] | None:
+        if spec.identity.digest not in revalidated:
+            return None
+        if refreshed:
+            counts.refreshed += 1
+            return "refreshed"
+        counts.unchanged += 1
+        return "unchanged"
+
     for create in plan.creates:
         blob = stored[create.spec.identity.digest]
         image = Image(
@@ -129,13 +154,23 @@ async def apply_plan(
         session.add(image)
         counts.created += 1
         results[create.index] = image_result(
-            create.spec, "created", image.id, warning=plan.warnings.get(create.index)
+            create.spec,
+            "created",
+            image.id,
+            warning=plan.warnings.get(create.index),
+            refresh=refresh(
+                create.spec, revalidated.get(create.spec.identity.digest) == "refreshed"
+            ),
         )
     for keep in plan.keeps:
-        if keep.changed:
+        swap = swaps.get(keep.image_id)
+        if keep.changed or swap is not None:
             image = images[keep.image_id]
+            content_type = image.blob.content_type
+            if swap is not None:
+                image.blob_id, content_type = swap.blob_id, swap.content_type
             set_metadata(image, keep.spec)
-            image.filename = effective_filename(keep.spec, image.blob.content_type)
+            image.filename = effective_filename(keep.spec, content_type)
             relink(image, keep.variant_ids)
             image.updated_at = now
             counts.updated += 1
@@ -143,9 +178,10 @@ async def apply_plan(
             counts.kept += 1
         results[keep.index] = image_result(
             keep.spec,
-            "updated" if keep.changed else "kept",
+            "updated" if keep.changed or swap is not None else "kept",
             keep.image_id,
             warning=plan.warnings.get(keep.index),
+            refresh=refresh(keep.spec, swap is not None),
         )
     for skip in plan.skips:
         counts.skipped += 1
@@ -155,7 +191,7 @@ async def apply_plan(
         counts.deleted += 1
     if planned.use_sort_b2c is not None:
         product.use_sort_b2c = planned.use_sort_b2c
-    if not plan.is_noop or planned.use_sort_b2c is not None:
+    if not plan.is_noop or swaps or planned.use_sort_b2c is not None:
         product.updated_at = now
     return ProductResult(
         item_number=entry.item_number,
@@ -199,6 +235,7 @@ def spec_of(image: ImageIn) -> ImageSpec:
         filename=image.filename,
         attach_rule=dict(rule) if rule else None,
         skip_if_no_variant_matches=image.skip_if_no_variant_matches_attribute_code,
+        refresh=image.refresh,
     )
 
 
@@ -217,6 +254,7 @@ def specs_of_request(request: dict[str, Any]) -> list[ImageSpec]:
             if (rule := image.get("attach_to_variants_matching_attribute_code"))
             else None,
             skip_if_no_variant_matches=bool(image.get("skip_if_no_variant_matches_attribute_code")),
+            refresh=bool(image.get("refresh")),
         )
         for image in request["images"]
     ]

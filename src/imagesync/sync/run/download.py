@@ -2,6 +2,10 @@
 outside any transaction), then record them all for the account in the transaction that
 applies the product (`record`), so that none is downloaded again.
 
+A known identity asked to be refreshed is fetched the same way, but conditionally: its
+origin is sent the validators it gave (`If-None-Match`, `If-Modified-Since`), and new
+bytes are recorded as its source's bytes from then on.
+
 A store that refuses the bytes (a read-only or full disk, a bucket refusing writes) is
 waited for with the bytes kept in hand, so that nothing is downloaded twice; only when
 it stays down longer than the waits is the download given up, as `storage_error`.
@@ -11,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.fetch.downloader import SafeFetcher
+from imagesync.fetch.downloader import Download, NotModified, SafeFetcher, Validators
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import utcnow
 from imagesync.media.probe import MediaError, ProbedImage, probe, read_header
@@ -53,26 +57,45 @@ StoreRefused = Callable[[ImageError], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Stored:
-    """A known identity's blob: what applying an image needs of it."""
+    """A known identity's blob: what applying an image needs of it, and what refreshing
+    it asks its origin (`validators`)."""
 
     source_id: int
     blob_id: int
     content_type: str
     width: int
+    sha256: str = ""
+    validators: Validators = field(default_factory=Validators)
 
     @classmethod
     def of(cls, source: Source, blob: Blob) -> Stored:
-        return cls(source.id, blob.id, blob.content_type, blob.width)
+        validators = Validators(source.etag, source.last_modified)
+        return cls(source.id, blob.id, blob.content_type, blob.width, blob.sha256, validators)
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """Bytes downloaded, checked and stored, not yet recorded."""
+    """Bytes downloaded, checked and stored, not yet recorded: a new identity's, or new
+    bytes of a known one (`source_id`) asked to be refreshed."""
 
     spec: ImageSpec
     sha256: str
     size: int
     probed: ProbedImage
+    validators: Validators = field(default_factory=Validators)
+    source_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A refresh found the origin's bytes unchanged: it answered 304 (`size` None), or
+    sent the same bytes again, with these validators."""
+
+    validators: Validators = field(default_factory=Validators)
+    size: int | None = None
+
+
+Outcome = Fetched | Unchanged | ImageError
 
 
 async def download(
@@ -83,20 +106,28 @@ async def download(
     store_waits: tuple[float, ...] = STORE_WAITS,
     on_store_refused: StoreRefused | None = None,
     share: str = "",
-) -> Fetched | ImageError:
+    known: Stored | None = None,
+) -> Outcome:
     """Fetch, probe and store one identity. `on_store_refused` is told the first time
     the store refuses the bytes. Bytes the store still refuses after its waits are kept
     in staging, and the next attempt stores them without downloading them again.
-    `share` (the account) is the downloader's fair-share key."""
+    `share` (the account) is the downloader's fair-share key.
+
+    `known`, the identity's stored bytes, makes it a refresh: a conditional GET, and
+    `Unchanged` when the origin's bytes are still those."""
     identity = spec.identity.digest
     kept = blobs.staging.kept(identity)
+    validators = Validators()
     if kept is not None:
         path, sha256 = kept
         size = path.stat().st_size
         log.info("sync.download.kept_bytes_used", url=spec.url)
     else:
         try:
-            fetched = await fetcher.fetch(spec.url, share=share)
+            if known is None:
+                fetched: Download | NotModified = await fetcher.fetch(spec.url, share=share)
+            else:
+                fetched = await fetcher.fetch(spec.url, share=share, unless=known.validators)
         except FetchError as exc:
             metrics.DOWNLOADS.labels(exc.code).inc()
             if exc.internal is not None:
@@ -104,11 +135,18 @@ async def download(
                     "sync.download.failed", url=spec.url, code=exc.code, internal=exc.internal
                 )
             return ImageError(code=exc.code, detail=exc.detail)
+        if isinstance(fetched, NotModified):
+            metrics.DOWNLOADS.labels("not_modified").inc()
+            return Unchanged()
         path, sha256, size = fetched.path, fetched.sha256, fetched.size
+        validators = fetched.validators
         metrics.DOWNLOADS.labels("fetched").inc()
         metrics.DOWNLOADED_BYTES.inc(size)
     keep = False
     try:
+        if known is not None and sha256 == known.sha256:
+            # Bytes kept from an earlier attempt were not downloaded now: nothing to note.
+            return Unchanged(validators, size) if kept is None else Unchanged()
         header = await asyncio.to_thread(read_header, path, limits=blobs.media)
         async with blobs.decode_budget.reserve(header.decoded_bytes):
             probed = await asyncio.to_thread(probe, path, limits=blobs.media, header=header)
@@ -117,7 +155,8 @@ async def download(
             try:
                 # Stored before any row points to it; a row never points to nothing.
                 await blobs.store.put_file(blob_key(sha256), path, content_type=probed.content_type)
-                return Fetched(spec, sha256, size, probed)
+                source_id = known.source_id if known is not None else None
+                return Fetched(spec, sha256, size, probed, validators, source_id)
             except StorageError as exc:
                 error = ImageError(code=exc.code, detail=exc.detail)
                 wait = next(waits, None)
@@ -159,9 +198,10 @@ async def record(
     session: AsyncSession, store: BlobStore, account_id: int, fetched: Mapping[Identity, Fetched]
 ) -> dict[Identity, Stored | ImageError]:
     """In the caller's transaction, the blob and the account's source of each download:
-    added, or found when another worker recorded the same bytes or identity at once.
-    Bytes whose blob is being collected are refused (`store_conflict`: the product is
-    tried again, and downloads them again once the collector is done)."""
+    added, or found when another worker recorded the same bytes or identity at once; a
+    refreshed source points to its new bytes from now on. Bytes whose blob is being
+    collected are refused (`store_conflict`: the product is tried again, and downloads
+    them again once the collector is done)."""
     if not fetched:
         return {}
     now = utcnow()
@@ -208,47 +248,88 @@ async def record(
                 "blob_id": live[f.sha256].id,
                 "url": f.spec.url,
                 "created_at": now,
+                **_validators(f.validators, f.size),
             }
             for identity, f in fetched.items()
-            if f.sha256 in live
+            if f.sha256 in live and f.source_id is None
+        ],
+    )
+    await repository.update_sources(
+        session,
+        [
+            {
+                "id": f.source_id,
+                "blob_id": live[f.sha256].id,
+                "url": f.spec.url,
+                **_validators(f.validators, f.size),
+            }
+            for f in fetched.values()
+            if f.sha256 in live and f.source_id is not None
         ],
     )
     sources = await repository.find_sources(
-        session, account_id, [identity.digest for identity in fetched]
+        session, account_id, [i.digest for i, f in fetched.items() if f.source_id is None]
+    )
+    conflict = ImageError(
+        code="store_conflict",
+        detail="the stored copy of these bytes is being deleted; tried again",
     )
     recorded: dict[Identity, Stored | ImageError] = {}
-    for identity in fetched:
+    for identity, f in fetched.items():
+        blob = live.get(f.sha256)
         source = sources.get(identity.digest)
-        recorded[identity] = (
-            Stored.of(source, source.blob)
-            if source is not None
-            else ImageError(
-                code="store_conflict",
-                detail="the stored copy of these bytes is being deleted; tried again",
+        if blob is None:
+            recorded[identity] = conflict
+        elif f.source_id is not None:  # refreshed: the source moved to these bytes above
+            recorded[identity] = Stored(
+                f.source_id, blob.id, blob.content_type, blob.width, blob.sha256, f.validators
             )
-        )
+        else:
+            recorded[identity] = Stored.of(source, source.blob) if source is not None else conflict
     return recorded
+
+
+async def remember_validators(
+    session: AsyncSession, unchanged: Iterable[tuple[Stored, Unchanged]]
+) -> None:
+    """The validators an origin sent with the same bytes again, where they are new: the
+    next refresh of that source sends these."""
+    await repository.update_sources(
+        session,
+        [
+            {"id": known.source_id, **_validators(u.validators, u.size)}
+            for known, u in unchanged
+            if u.size is not None and u.validators != known.validators
+        ],
+    )
+
+
+def _validators(validators: Validators, size: int) -> dict[str, object]:
+    return {"etag": validators.etag, "last_modified": validators.last_modified, "length": size}
 
 
 class FetchDeduper:
     """One download per (account, identity) at a time in this process: two products
-    sending the same new URL at once share the download. Only the product that started
-    a download counts it, so a job's `downloaded` adds up to the requests its origins saw."""
+    sending the same new URL at once share the download, and two refreshing the same
+    known one share the refresh. Only the product that started a download counts it, so
+    a job's `downloaded` adds up to the requests its origins saw."""
 
     def __init__(self) -> None:
-        self._inflight: dict[tuple[int, Identity], asyncio.Future[Fetched | ImageError]] = {}
-        self._waiting: Counter[tuple[int, Identity]] = Counter()
+        self._inflight: dict[tuple[int, Identity, bool], asyncio.Future[Outcome]] = {}
+        self._waiting: Counter[tuple[int, Identity, bool]] = Counter()
 
     async def fetch(
         self,
         account_id: int,
         identity: Identity,
-        start: Callable[[], Awaitable[Fetched | ImageError]],
-    ) -> tuple[Fetched | ImageError, bool]:
+        start: Callable[[], Awaitable[Outcome]],
+        *,
+        refresh: bool = False,
+    ) -> tuple[Outcome, bool]:
         """The outcome, and whether this call started the download (else it shared one).
         A download whose every product was cut off (a stop, a crash of the run) is
         cancelled with the last of them, never left running unawaited."""
-        key = (account_id, identity)
+        key = (account_id, identity, refresh)
         future = self._inflight.get(key)
         started = future is None
         if future is None:

@@ -1,7 +1,8 @@
-"""Running one product of a sync job: plan once, download what was never seen, then apply
-the whole new image set, or change nothing. Two transactions: one takes the product and
-reads everything its run needs; downloads run outside any; one records the downloads,
-applies the plan and queues the renditions.
+"""Running one product of a sync job: plan once, download what was never seen (and ask
+the origins of the known images asked to be refreshed whether their bytes changed), then
+apply the whole new image set, or change nothing. Two transactions: one takes the product
+and reads everything its run needs; downloads run outside any; one records the
+downloads, applies the plan and queues the renditions.
 
 The queue runs it (`sync.tasks`), and owns its retries: a run that raises is a failed
 attempt, tried again after the queue's backoff; on its final attempt the product ends
@@ -21,12 +22,20 @@ from imagesync.kit.db import session_scope, utcnow
 from imagesync.queue import Attempt, RetrySoon
 from imagesync.storage import repository as blob_repository
 from imagesync.sync import metrics, repository
-from imagesync.sync.core.planner import Identity
+from imagesync.sync.core.planner import Identity, ImageSpec
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.results import failed, failed_with, finish, note_error, superseded
 from imagesync.sync.run.apply import Planned, Requeue, apply_plan, plan_product, specs_of_request
 from imagesync.sync.run.context import SyncContext
-from imagesync.sync.run.download import Fetched, Stored, download, record, reuse
+from imagesync.sync.run.download import (
+    Fetched,
+    Stored,
+    Unchanged,
+    download,
+    record,
+    remember_validators,
+    reuse,
+)
 from imagesync.sync.schemas import ImageError, ProductResult
 from imagesync.sync.webhooks import events
 
@@ -96,6 +105,15 @@ class _Taken:
     blob_ids: dict[str, int]  # the blob of each current image, by image id
     known: dict[str, Stored]
 
+    def refreshing(self) -> dict[Identity, tuple[ImageSpec, Stored]]:
+        """The known identities the plan keeps or creates that ask to be refreshed."""
+        plan = self.planned.plan
+        return {
+            spec.identity: (spec, self.known[spec.identity.digest])
+            for spec in [c.spec for c in plan.creates] + [k.spec for k in plan.keeps]
+            if spec.refresh and spec.identity.digest in self.known
+        }
+
 
 async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
     async with session_scope(ctx.sessionmaker) as session:
@@ -108,40 +126,49 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
     missing = {
         c.spec.identity: c.spec for c in planned.plan.creates if c.spec.identity.digest not in known
     }
+    refreshing = taken.refreshing()
     note = partial(_note_store_refused, ctx, seq)
+    start = partial(
+        download,
+        ctx.fetcher,
+        ctx.blobs,
+        store_waits=ctx.store_waits,
+        on_store_refused=note,
+        share=str(planned.account_id),
+    )
+    asked = [(identity, spec, None) for identity, spec in missing.items()] + [
+        (identity, spec, stored) for identity, (spec, stored) in refreshing.items()
+    ]
     results = await asyncio.gather(
         *(
             ctx.fetches.fetch(
                 planned.account_id,
                 identity,
-                partial(
-                    download,
-                    ctx.fetcher,
-                    ctx.blobs,
-                    spec,
-                    store_waits=ctx.store_waits,
-                    on_store_refused=note,
-                    share=str(planned.account_id),
-                ),
+                partial(start, spec, known=stored),
+                refresh=stored is not None,
             )
-            for identity, spec in missing.items()
+            for identity, spec, stored in asked
         )
     )
-    outcomes = [outcome for outcome, _started in results]
-    failures: dict[Identity, ImageError] = {
-        identity: outcome
-        for identity, outcome in zip(missing, outcomes, strict=True)
-        if isinstance(outcome, ImageError)
+    failures: dict[Identity, ImageError] = {}
+    fetched: dict[Identity, Fetched] = {}
+    unchanged: dict[Identity, Unchanged] = {}
+    downloaded = 0  # by this product; one it shared with another product counts there
+    for (identity, _spec, _stored), (outcome, started) in zip(asked, results, strict=True):
+        if isinstance(outcome, ImageError):
+            failures[identity] = outcome
+            continue
+        if isinstance(outcome, Fetched):
+            fetched[identity] = outcome
+        else:
+            unchanged[identity] = outcome
+        downloaded += started and (isinstance(outcome, Fetched) or outcome.size is not None)
+    # What the origin of each image asked to be refreshed said, by identity digest.
+    revalidated = {
+        identity.digest: "refreshed" if identity in fetched else "unchanged"
+        for identity in refreshing
+        if identity not in failures
     }
-    fetched = {
-        identity: outcome
-        for identity, outcome in zip(missing, outcomes, strict=True)
-        if isinstance(outcome, Fetched)
-    }
-    # Downloads this product started; one it shared with another product counts there.
-    downloaded = sum(
-        1 for (outcome, started) in results if started and not isinstance(outcome, ImageError)
-    )
 
     busy = False
     try:
@@ -151,11 +178,14 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
             stored = dict(known)
             if fetched:
                 recorded = await record(session, ctx.blobs.store, planned.account_id, fetched)
-                for identity, outcome in recorded.items():
-                    if isinstance(outcome, Stored):
-                        stored[identity.digest] = outcome
+                for identity, made in recorded.items():
+                    if isinstance(made, Stored):
+                        stored[identity.digest] = made
                     else:
-                        failures[identity] = outcome
+                        failures[identity] = made
+            await remember_validators(
+                session, [(refreshing[i][1], u) for i, u in unchanged.items()]
+            )
             entry = await repository.get_entry(session, seq)
             if entry is None or entry.status != "running":
                 return
@@ -179,7 +209,9 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
                 await _end(ctx, session, entry, failed(entry, planned.specs, failures, downloaded))
                 log.info("sync.product.failed", item_number=entry.item_number)
                 return
-            elif await _apply(ctx, session, entry, planned, taken.blob_ids, stored, downloaded):
+            elif await _apply(
+                ctx, session, entry, planned, taken.blob_ids, stored, downloaded, revalidated
+            ):
                 return
             else:
                 entry.status = "queued"
@@ -236,8 +268,11 @@ async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | N
     blob_ids, planned = await plan_product(
         session, product, specs, claimed.request.get("use_sort_b2c")
     )
+    refreshed = [k.spec.identity.digest for k in planned.plan.keeps if k.spec.refresh]
     known = await reuse(
-        session, claimed.account_id, [c.spec.identity.digest for c in planned.plan.creates]
+        session,
+        claimed.account_id,
+        [c.spec.identity.digest for c in planned.plan.creates] + refreshed,
     )
     return _Taken(planned, blob_ids, known)
 
@@ -250,10 +285,13 @@ async def _apply(
     blob_ids: dict[str, int],
     stored: dict[str, Stored],
     downloaded: int,
+    revalidated: dict[str, str],
 ) -> bool:
     """Apply the product in the caller's transaction, after its downloads were recorded
     there; false, having changed nothing, when a blob its plan counted on is being
     collected (the product is queued again)."""
+    # A refreshed image's new bytes were touched as they were recorded, and the bytes of
+    # a source that an image comes from are never collected: only the creates' to check.
     linked = {stored[c.spec.identity.digest].blob_id for c in planned.plan.creates}
     if await blob_repository.touch_blobs(session, linked, utcnow()) != linked:
         return False  # the collector took one between the plan and now
@@ -286,7 +324,9 @@ async def _apply(
         # Changed again between the read and the take: read it once more.
     else:
         return False
-    result = await apply_plan(ctx, session, entry, product, blob_ids, planned, stored, downloaded)
+    result = await apply_plan(
+        ctx, session, entry, product, blob_ids, planned, stored, downloaded, revalidated
+    )
     await _end(ctx, session, entry, result)
     log.info("sync.product.applied", item_number=entry.item_number, **result.counts.model_dump())
     return True
