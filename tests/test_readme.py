@@ -84,6 +84,9 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     assert "Products by status" in output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["statuses"] == {"succeeded": 1}
+    # --refresh: the file overwritten in place is refreshed, the others answered 304.
+    assert re.search(r"│ refreshed +│ +1 │", output), output
+    assert re.search(r"│ unchanged +│ +2 │", output), output
 
 
 def test_the_webhook_receiver_runs_as_written(tmp_path: Path) -> None:

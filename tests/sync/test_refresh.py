@@ -16,6 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -387,6 +390,8 @@ async def test_push_refresh_against_a_served_process(
 
         code, said = await push()
         assert code == 0, said
+        async with AsyncClient(base, token) as api:
+            ids = [i.id for i in (await api.product_images("p1")).images]
         image_server.add("a.jpg", picture(3), etag='"a2"', last_modified=TUESDAY)
         code, said = await push("--refresh")
         assert code == 0, said
@@ -395,4 +400,66 @@ async def test_push_refresh_against_a_served_process(
         async with AsyncClient(base, token) as api:
             images = (await api.product_images("p1")).images
     assert [i.sha256 for i in images] == [sha(picture(3)), sha(picture(2))]
+    assert [i.id for i in images] == ids
     assert sorted(image_server.conditional) == [("a.jpg", '"a1"', None), ("b.jpg", None, MONDAY)]
+
+
+NAMES = ("a.jpg", "b.jpg", "c.jpg")
+# One step: the files the origin overwrites (and whether it sends an ETag, a
+# Last-Modified or neither), then the files a sync asks to refresh.
+STEPS = st.lists(
+    st.tuples(
+        st.sets(st.sampled_from(NAMES)),
+        st.sampled_from(["etag", "last_modified", "neither"]),
+        st.sets(st.sampled_from(NAMES)),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@examples(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=STEPS)
+async def test_each_image_asked_ends_with_its_origins_bytes_and_only_those_change(
+    client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer, steps: Any
+) -> None:
+    """Whatever the origin overwrote and whatever was asked, in any order: after each
+    sync an image asked to be refreshed has its origin's bytes now, one not asked keeps
+    its own, every image keeps its id, and the counts say what changed."""
+    versions = {name: 0 for name in NAMES}
+    serial = max(image_server.hits.values(), default=0) * 100  # examples share the server
+
+    def publish(name: str, validators: str) -> None:
+        versions[name] += 1
+        n = serial + versions[name] * 3 + NAMES.index(name)
+        image_server.add(
+            name,
+            picture(n),
+            etag=f'"{n}"' if validators == "etag" else None,
+            last_modified=f"Mon, 30 Nov 2026 10:{n % 60:02}:{n // 60 % 60:02} GMT"
+            if validators == "last_modified"
+            else None,
+        )
+
+    for name in NAMES:
+        publish(name, "etag")
+    images = [{"url": image_server.url(name), "sort": i} for i, name in enumerate(NAMES)]
+    await sync(client, headers, images)
+    ids = [i["id"] for i in await images_of(client, headers)]
+    for changed, validators, asked in steps:
+        for name in sorted(changed):
+            publish(name, validators)
+        before = {i["url"].rsplit("/", 1)[1]: i["sha256"] for i in await images_of(client, headers)}
+        sent = [{**image, "refresh": NAMES[n] in asked} for n, image in enumerate(images)]
+        job = await sync(client, headers, sent)
+        assert job["status"] == "succeeded", job
+        after = await images_of(client, headers)
+        assert [i["id"] for i in after] == ids
+        for name, image in zip(NAMES, after, strict=True):
+            origin = sha(image_server.routes[name].body)
+            assert image["sha256"] == (origin if name in asked else before[name]), name
+        replaced = sum(before[n] != i["sha256"] for n, i in zip(NAMES, after, strict=True))
+        assert counts(job, "refreshed", "unchanged") == {
+            "refreshed": replaced,
+            "unchanged": len(asked) - replaced,
+        }
