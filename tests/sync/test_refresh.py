@@ -426,7 +426,7 @@ async def test_each_image_asked_ends_with_its_origins_bytes_and_only_those_chang
     """Whatever the origin overwrote and whatever was asked, in any order: after each
     sync an image asked to be refreshed has its origin's bytes now, one not asked keeps
     its own, every image keeps its id, and the counts say what changed."""
-    versions = {name: 0 for name in NAMES}
+    versions = dict.fromkeys(NAMES, 0)
     serial = max(image_server.hits.values(), default=0) * 100  # examples share the server
 
     def publish(name: str, validators: str) -> None:
