@@ -110,9 +110,45 @@ def test_the_webhook_receiver_runs_as_written(tmp_path: Path) -> None:
     assert [[a["status"] for a in d["attempts"]] for d in deliveries] == [[204], [204]]
 
 
+def test_retries_warnings_and_metrics_run_as_written(tmp_path: Path) -> None:
+    """docs/integrating.md's tour of an Idempotency-Key's retry, a rule's warning and
+    /metrics, after the walk through and the first sync."""
+    images_port = free_port()
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tour,) = shell_blocks("Safe retries, warnings and metrics, on this machine", INTEGRATING)
+    token = "metrics-token-0123456789"
+    assert f"IMAGESYNC_METRICS_TOKEN={token}" in INTEGRATING.read_text()
+    env = {
+        **clean_env(),
+        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{images_port}",
+        "IMAGESYNC_METRICS_TOKEN": token,
+    }
+    script = "\n".join(
+        [*shell_blocks("A walk through the API"), shell_blocks("Syncing images")[0], tour]
+    )
+    with serve(tmp_path, env) as base:
+        script = (
+            script.replace("http://127.0.0.1:8000", base)
+            .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
+            .replace("http.server 8080", f"http.server {images_port}")
+        )
+        output = run_script(script, tmp_path, env)
+    assert "plan: black-01.jpg []" in output, output
+    assert "plan: white-01.jpg ['unknown_attribute']" in output, output
+    assert re.search(r"(?i)idempotent-replayed: true", output), output
+    assert "one job: True succeeded" in output, output
+    assert "job: black-01.jpg kept []" in output, output
+    assert re.search(
+        r"job: white-01\.jpg updated \[\"no variant of this product has an attribute 'Colour'", output
+    ), output
+    assert re.search(r'imagesync_downloads_total\{outcome="fetched"\} 4\.0', output), output
+    assert re.search(r'imagesync_cluster_jobs_24h\{status="succeeded"\} [1-9]', output), output
+
+
 def test_what_the_walk_through_makes_is_ignored_by_git() -> None:
     """It left images/, stored.jpg, catalog.csv and report.json in the repository (and the
-    webhook receiver of docs/integrating.md, receiver.py and webhook.json)."""
+    webhook receiver of docs/integrating.md, receiver.py and webhook.json, and its tour's
+    batch.json, headers.txt and job-*.json)."""
     root = README.parent
     made = [
         "images/black-01.jpg",
@@ -121,6 +157,10 @@ def test_what_the_walk_through_makes_is_ignored_by_git() -> None:
         "report.json",
         "receiver.py",
         "webhook.json",
+        "batch.json",
+        "headers.txt",
+        "job-first.json",
+        "job-retry.json",
     ]
     if not (root / ".git").exists():  # an unpacked copy: read the rules
         rules = (root / ".gitignore").read_text().split()
