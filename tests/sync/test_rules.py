@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.client import AsyncClient
 from imagesync.kit.settings import Settings
 from imagesync.storage.models import Blob
 from imagesync.sync.core.codes import WARNING_CODES
@@ -24,6 +29,7 @@ from imagesync.sync.core.filenames import content_disposition, effective_filenam
 from imagesync.sync.core.planner import ImageSpec, VariantCodes, matching_variants, rule_warning
 from imagesync.sync.models import SyncJob
 from tests.factories import create_account, create_tshirt, sync_ok
+from tests.served import clean_env, create_token, serve
 from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 
 
@@ -339,3 +345,84 @@ def test_pairs_found_apart_but_never_together_say_so() -> None:
     assert bare is not None
     assert bare.code == "rule_matches_no_variant"
     assert bare.detail.startswith("the product has no variants")
+
+
+async def test_a_misspelt_attribute_warns_in_a_served_plan_job_and_push(
+    tmp_path: Path, database_env: dict[str, str], image_server: ImageServer
+) -> None:
+    """Against a real `serve`, on either database: a CSV whose attr: column is "Colour"
+    (the account's attribute is "Color") gets its warning in push's dry run, in the job,
+    and in push's summary and report; --strict makes it exit 1."""
+    port = image_server.base.rsplit(":", 1)[1]
+    env = {
+        **clean_env(),
+        **database_env,
+        "IMAGESYNC_STORAGE_URL": str(tmp_path / "files"),
+        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{port}",
+        "IMAGESYNC_RENDITION_WIDTHS": "",
+        "IMAGESYNC_LOG_LEVEL": "warning",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "imagesync", "migrate"], cwd=tmp_path, env=env, check=True
+    )
+    token = create_token(tmp_path, env)
+    export = tmp_path / "export.csv"
+    export.write_text(f"item_number,url,sort,attr:Colour\np1,{image_server.add('p1.jpg')},1,100\n")
+    report = tmp_path / "report.json"
+    with serve(tmp_path, env) as base:
+        async with AsyncClient(base, token) as api:
+            await api.sync_attributes(
+                [{"name": "Color", "values": [{"value": "Black", "code": "100"}]}]
+            )
+            await api.sync_products(
+                [
+                    {
+                        "item_number": "p1",
+                        "variants": [{"sku": "p1-b", "attributes": {"Color": "Black"}}],
+                    }
+                ]
+            )
+
+        async def push(*args: str) -> tuple[int | None, str]:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "imagesync",
+                "push",
+                str(export),
+                *args,
+                cwd=tmp_path,
+                env={**env, "IMAGESYNC_URL": base, "IMAGESYNC_TOKEN": token},
+                stdout=asyncio.subprocess.PIPE,
+            )
+            stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+            return process.returncode, " ".join(stdout.decode().split())
+
+        code, said = await push("--dry-run", "--strict")
+        assert code == 1, said
+        assert "unknown_attribute" in said
+        code, said = await push("--report", str(report))
+        assert code == 0, said
+        assert "Warnings: 1 image whose rule matched no variant" in said
+        [warning] = json.loads(report.read_text())["warnings"]
+        assert warning["code"] == "unknown_attribute"
+        assert "'Colour'" in warning["detail"]
+        async with AsyncClient(base, token) as api:
+            job = await api.sync_images(
+                [
+                    {
+                        "item_number": "p1",
+                        "images": [
+                            {
+                                "url": image_server.url("p1.jpg"),
+                                "sort": 1,
+                                "attach_to_variants_matching_attribute_code": {"Colour": "100"},
+                            }
+                        ],
+                    }
+                ],
+                wait=20,
+            )
+    [image] = job.products[0].images
+    assert (job.status, image.outcome) == ("succeeded", "kept")
+    assert [w.code for w in image.warnings] == ["unknown_attribute"]
