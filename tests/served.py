@@ -3,6 +3,7 @@ one (a browser, a fuzzer, a second process)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -81,3 +82,39 @@ def serve_process(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def migrated(cwd: Path, env: dict[str, str], fetch_from: str) -> dict[str, str]:
+    """`env` (its database) migrated, with files under `cwd`, fetching allowed from
+    `fetch_from` (a `host:port`), no renditions and quiet logs: a served process's
+    settings."""
+    served = {
+        **clean_env(),
+        **env,
+        "IMAGESYNC_STORAGE_URL": str(cwd / "files"),
+        "IMAGESYNC_FETCH_ALLOW": fetch_from,
+        "IMAGESYNC_RENDITION_WIDTHS": "",
+        "IMAGESYNC_LOG_LEVEL": "warning",
+    }
+    subprocess.run([sys.executable, "-m", "imagesync", "migrate"], cwd=cwd, env=served, check=True)
+    return served
+
+
+async def push(
+    cwd: Path, env: dict[str, str], base: str, token: str, *args: str
+) -> tuple[int | None, str]:
+    """`imagesync push ARGS` against `base`: its exit code and its output, its
+    whitespace collapsed (a table's cells then read as one line). Not blocking: an
+    image server of the test answers on this event loop meanwhile."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imagesync",
+        "push",
+        *args,
+        cwd=cwd,
+        env={**env, "IMAGESYNC_URL": base, "IMAGESYNC_TOKEN": token},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode, " ".join(stdout.decode().split())

@@ -45,6 +45,16 @@ def run_script(script: str, cwd: Path, env: dict[str, str]) -> str:
     return output
 
 
+def on_ports(script: str, base: str, images_port: int) -> str:
+    """The documents' script, with the service at `base` and the pictures served on
+    `images_port` (for the documents' 8000 and 8080)."""
+    return (
+        script.replace("http://127.0.0.1:8000", base)
+        .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
+        .replace("http.server 8080", f"http.server {images_port}")
+    )
+
+
 def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> None:
     images_port = free_port()
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
@@ -59,12 +69,7 @@ def test_the_walk_through_and_syncing_images_run_as_written(tmp_path: Path) -> N
     )
     assert "http.server 8080" in script
     with serve(tmp_path, env) as base:
-        script = (
-            script.replace("http://127.0.0.1:8000", base)
-            .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
-            .replace("http.server 8080", f"http.server {images_port}")
-        )
-        output = run_script(script, tmp_path, env)
+        output = run_script(on_ports(script, base, images_port), tmp_path, env)
     # The walk through: the product, its variants' codes, the typo's two problems.
     assert '"sku":"cool-product-001-100-XS"' in output
     assert '"pointer":"/products/0/item_numbr"' in output
@@ -127,12 +132,7 @@ def test_retries_warnings_and_metrics_run_as_written(tmp_path: Path) -> None:
         [*shell_blocks("A walk through the API"), shell_blocks("Syncing images")[0], tour]
     )
     with serve(tmp_path, env) as base:
-        script = (
-            script.replace("http://127.0.0.1:8000", base)
-            .replace("127.0.0.1:8080", f"127.0.0.1:{images_port}")
-            .replace("http.server 8080", f"http.server {images_port}")
-        )
-        output = run_script(script, tmp_path, env)
+        output = run_script(on_ports(script, base, images_port), tmp_path, env)
     assert "plan: black-01.jpg []" in output, output
     assert "plan: white-01.jpg ['unknown_attribute']" in output, output
     assert re.search(r"(?i)idempotent-replayed: true", output), output

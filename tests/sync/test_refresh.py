@@ -5,10 +5,7 @@ bytes go with the collector. Real HTTP, a real image server, both databases."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from imagesync.sync.models import Source
 from imagesync.sync.run.context import SyncContext
 from tests.factories import sync_ok
 from tests.media import samples
-from tests.served import clean_env, create_token, serve
+from tests.served import create_token, migrated, push, serve
 from tests.storage.test_lifecycle import stored_keys, wait_for_renditions
 from tests.sync.conftest import ImageServer, images_of, server_settings
 
@@ -352,17 +349,7 @@ async def test_push_refresh_against_a_served_process(
     """`imagesync push --refresh` against a real `serve`: the changed image is
     refreshed, the unchanged one answered 304, and the summary says so."""
     port = image_server.base.rsplit(":", 1)[1]
-    env = {
-        **clean_env(),
-        **database_env,
-        "IMAGESYNC_STORAGE_URL": str(tmp_path / "files"),
-        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{port}",
-        "IMAGESYNC_RENDITION_WIDTHS": "",
-        "IMAGESYNC_LOG_LEVEL": "warning",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "imagesync", "migrate"], cwd=tmp_path, env=env, check=True
-    )
+    env = migrated(tmp_path, database_env, f"127.0.0.1:{port}")
     token = create_token(tmp_path, env)
     a = image_server.add("a.jpg", picture(1), etag='"a1"')
     b = image_server.add("b.jpg", picture(2), last_modified=MONDAY)
@@ -372,28 +359,12 @@ async def test_push_refresh_against_a_served_process(
         async with AsyncClient(base, token) as api:
             await api.sync_products([{"item_number": "p1", "variants": []}])
 
-        async def push(*args: str) -> tuple[int | None, str]:
-            # Not blocking: the image server answers on this event loop.
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "imagesync",
-                "push",
-                str(export),
-                *args,
-                cwd=tmp_path,
-                env={**env, "IMAGESYNC_URL": base, "IMAGESYNC_TOKEN": token},
-                stdout=asyncio.subprocess.PIPE,
-            )
-            stdout, _ = await asyncio.wait_for(process.communicate(), 120)
-            return process.returncode, " ".join(stdout.decode().split())
-
-        code, said = await push()
+        code, said = await push(tmp_path, env, base, token, str(export))
         assert code == 0, said
         async with AsyncClient(base, token) as api:
             ids = [i.id for i in (await api.product_images("p1")).images]
         image_server.add("a.jpg", picture(3), etag='"a2"', last_modified=TUESDAY)
-        code, said = await push("--refresh")
+        code, said = await push(tmp_path, env, base, token, str(export), "--refresh")
         assert code == 0, said
         assert "│ refreshed │ 1 │" in said
         assert "│ unchanged │ 1 │" in said

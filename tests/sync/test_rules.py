@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from imagesync.sync.core.filenames import content_disposition, effective_filenam
 from imagesync.sync.core.planner import ImageSpec, VariantCodes, matching_variants, rule_warning
 from imagesync.sync.models import SyncJob
 from tests.factories import create_account, create_tshirt, sync_ok
-from tests.served import clean_env, create_token, serve
+from tests.served import create_token, migrated, push, serve
 from tests.sync.conftest import MAX_BYTES, MAX_IMAGES, ImageServer, make_image, sync_images
 
 
@@ -354,17 +351,7 @@ async def test_a_misspelt_attribute_warns_in_a_served_plan_job_and_push(
     (the account's attribute is "Color") gets its warning in push's dry run, in the job,
     and in push's summary and report; --strict makes it exit 1."""
     port = image_server.base.rsplit(":", 1)[1]
-    env = {
-        **clean_env(),
-        **database_env,
-        "IMAGESYNC_STORAGE_URL": str(tmp_path / "files"),
-        "IMAGESYNC_FETCH_ALLOW": f"127.0.0.1:{port}",
-        "IMAGESYNC_RENDITION_WIDTHS": "",
-        "IMAGESYNC_LOG_LEVEL": "warning",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "imagesync", "migrate"], cwd=tmp_path, env=env, check=True
-    )
+    env = migrated(tmp_path, database_env, f"127.0.0.1:{port}")
     token = create_token(tmp_path, env)
     export = tmp_path / "export.csv"
     export.write_text(f"item_number,url,sort,attr:Colour\np1,{image_server.add('p1.jpg')},1,100\n")
@@ -383,25 +370,10 @@ async def test_a_misspelt_attribute_warns_in_a_served_plan_job_and_push(
                 ]
             )
 
-        async def push(*args: str) -> tuple[int | None, str]:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "imagesync",
-                "push",
-                str(export),
-                *args,
-                cwd=tmp_path,
-                env={**env, "IMAGESYNC_URL": base, "IMAGESYNC_TOKEN": token},
-                stdout=asyncio.subprocess.PIPE,
-            )
-            stdout, _ = await asyncio.wait_for(process.communicate(), 120)
-            return process.returncode, " ".join(stdout.decode().split())
-
-        code, said = await push("--dry-run", "--strict")
+        code, said = await push(tmp_path, env, base, token, str(export), "--dry-run", "--strict")
         assert code == 1, said
         assert "unknown_attribute" in said
-        code, said = await push("--report", str(report))
+        code, said = await push(tmp_path, env, base, token, str(export), "--report", str(report))
         assert code == 0, said
         assert "Warnings: 1 image whose rule matched no variant" in said
         [warning] = json.loads(report.read_text())["warnings"]
