@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
+from typer.core import TyperArgument, TyperCommand
 
 from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog import repository
@@ -30,6 +31,26 @@ def _default(setting: str) -> Any:
     """A setting's built-in default, for help texts (written in parentheses: typer reads
     square brackets as markup and drops them)."""
     return Settings.model_fields[setting].default
+
+
+class _Argument(TyperArgument):
+    """An argument named as usage lines name them: `FILE`, not Typer's `{FILE} <str>`."""
+
+    def _usage_display_name(self) -> str:
+        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+
+    def display_type_rich(self, ctx: Any) -> str | None:  # noqa: ARG002 (its signature)
+        return None
+
+
+class _Command(TyperCommand):
+    """A command whose arguments read as `_Argument` says."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
 
 
 app = typer.Typer(
@@ -143,7 +164,7 @@ def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable
         raise typer.Exit(1) from exc
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     host: str | None = typer.Option(
         None,
@@ -180,7 +201,7 @@ def serve(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def worker(
     concurrency: int | None = typer.Option(
         None,
@@ -226,7 +247,7 @@ def worker(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     keep: Path | None = typer.Option(
         None,
@@ -247,7 +268,7 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def push(
     file: str = typer.Argument(
         ..., metavar="FILE", help="A CSV, JSON or JSON Lines export; - reads standard input."
@@ -311,7 +332,7 @@ def push(
     raise typer.Exit(run(file, options, out, err))
 
 
-@app.command()
+@app.command(cls=_Command)
 def collect(
     grace_days: float | None = typer.Option(
         None,
@@ -345,7 +366,7 @@ def collect(
     asyncio.run(run())
 
 
-@app.command()
+@app.command(cls=_Command)
 def queue(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
@@ -388,7 +409,7 @@ def queue(
     out.print(table)
 
 
-@app.command("migrate")
+@app.command("migrate", cls=_Command)
 def migrate_command() -> None:
     """Apply pending database migrations (on PostgreSQL, procrastinate's queue schema too)."""
     settings = _settings(create_database=True)
@@ -401,7 +422,7 @@ def migrate_command() -> None:
         )
 
 
-@accounts_app.command("create")
+@accounts_app.command("create", cls=_Command)
 def accounts_create(
     name: str = typer.Argument(..., metavar="NAME", help="The account's name, unique."),
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
@@ -416,7 +437,7 @@ def accounts_create(
         typer.echo(issued.token)
 
 
-@accounts_app.command("list")
+@accounts_app.command("list", cls=_Command)
 def accounts_list() -> None:
     """List accounts."""
     accounts = _in_transaction(_settings(), repository.list_accounts)
@@ -426,7 +447,7 @@ def accounts_list() -> None:
     out.print(table)
 
 
-@tokens_app.command("create")
+@tokens_app.command("create", cls=_Command)
 def tokens_create(
     account: str = typer.Argument(..., metavar="ACCOUNT"),
     as_json: bool = typer.Option(False, "--json", help='Print {"account", "token"} as JSON.'),
@@ -440,7 +461,7 @@ def tokens_create(
         typer.echo(issued.token)
 
 
-@tokens_app.command("list")
+@tokens_app.command("list", cls=_Command)
 def tokens_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """List ACCOUNT's tokens by prefix (the tokens themselves are not stored)."""
 
@@ -461,7 +482,7 @@ def tokens_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     out.print(table)
 
 
-@tokens_app.command("revoke")
+@tokens_app.command("revoke", cls=_Command)
 def tokens_revoke(
     token_prefix: str = typer.Argument(
         ..., metavar="PREFIX", help="The token, or its first 8 or more characters."
@@ -478,7 +499,7 @@ def tokens_revoke(
     )
 
 
-@sessions_app.command("list")
+@sessions_app.command("list", cls=_Command)
 def sessions_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """List ACCOUNT's signed-in admin sessions."""
     table = Table("opened", "expires", "token")
@@ -491,7 +512,7 @@ def sessions_list(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None
     out.print(table)
 
 
-@sessions_app.command("revoke")
+@sessions_app.command("revoke", cls=_Command)
 def sessions_revoke(account: str = typer.Argument(..., metavar="ACCOUNT")) -> None:
     """End every admin session of ACCOUNT (its users sign in again)."""
     ended = _in_transaction(_settings(), lambda s: sessions.revoke_sessions(s, account))
