@@ -67,7 +67,9 @@ async def _post_only() -> None:
     raise StarletteHTTPException(405, headers={"Allow": "POST"})
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, metrics_port: bool = True) -> FastAPI:
+    """The app; `metrics_port=False` leaves `IMAGESYNC_METRICS_PORT` to another process
+    (the work process of `serve --workers N`)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level, settings.log_format)
 
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             context as ctx,
             serving_work(settings, ctx),
             metrics_server(
-                settings,
+                settings if metrics_port else settings.model_copy(update={"metrics_port": 0}),
                 cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings),
                 name="serve",
             ),

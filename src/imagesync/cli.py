@@ -179,6 +179,15 @@ def serve(
     run_migrations: bool = typer.Option(
         True, "--migrate/--no-migrate", help="Apply pending migrations first."
     ),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        max=64,
+        metavar="N",
+        help="API processes on the port (default: IMAGESYNC_WEB_WORKERS, else "
+        f"{_default('web_workers')}). Above 1, the work runs in a process of its own beside "
+        "them, so that no request waits behind a download.",
+    ),
 ) -> None:
     """Serve the API on HOST:PORT, with the sync and rendition workers and the collector
     (unless IMAGESYNC_EMBEDDED_WORKER=false)."""
@@ -186,9 +195,17 @@ def serve(
 
     from imagesync.app import create_app
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(host=host, port=port, web_workers=workers)
     if run_migrations:
         migrate(settings.async_database_url)
+    if settings.web_workers > 1:
+        from imagesync.serving import serve_processes
+
+        # The processes read the settings from the environment: give them these.
+        os.environ.update({"IMAGESYNC_HOST": settings.host, "IMAGESYNC_PORT": str(settings.port)})
+        os.environ["IMAGESYNC_WEB_WORKERS"] = str(settings.web_workers)
+        serve_processes(settings, settings.web_workers)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -8,6 +8,7 @@ where the queue's runner is chosen: procrastinate on PostgreSQL (in `serve`, or 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from imagesync.media.budget import DecodeBudget
 from imagesync.media.probe import MediaLimits
 from imagesync.queue import MAINTENANCE, QUEUES, RENDITIONS, SYNC, WEBHOOKS, Queue, Tasks
 from imagesync.queue import procrastinate as queue_procrastinate
-from imagesync.queue.local import Lane, LocalQueue, LocalRunner
+from imagesync.queue.local import Lane, LocalQueue, LocalRunner, Waker
 from imagesync.queue.procrastinate import ProcrastinateQueue, ResilientConnector, conninfo
 from imagesync.storage import tasks as storage_tasks
 from imagesync.storage.context import Blobs
@@ -44,6 +45,10 @@ from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import store_waits
 
 log = structlog.get_logger(__name__)
+
+# Set by `serve --workers N` for the processes it starts, never by hand: the socket on
+# which the API processes wake the local runner in the process of the work.
+WAKE_SOCKET_ENV = "_IMAGESYNC_WAKE_SOCKET"
 
 # Webhook calls at once in `serve`: each waits on an account's endpoint, not on this
 # machine, and beside the syncs' slots, so that a slow endpoint delays no sync.
@@ -99,7 +104,8 @@ def make_queue(settings: Settings, *, pool_size: int = 2) -> Queue:
     worker runs: the API inserts jobs on its own transaction's connection."""
     if uses_procrastinate(settings):
         return ProcrastinateQueue(procrastinate_app(settings, pool_size=pool_size))
-    return LocalQueue(tasks())
+    path = os.environ.get(WAKE_SOCKET_ENV)
+    return LocalQueue(tasks(), waker=Waker(path) if path else None)
 
 
 def runs_work(settings: Settings) -> bool:

@@ -4,7 +4,9 @@
 Two kinds, named apart:
 - **this process's own** counters and histograms (`PROCESS`): the requests it answered,
   the downloads and webhook calls it made. Each process exposes its own; Prometheus
-  scrapes each (not through a load balancer) and sums them.
+  scrapes each (not through a load balancer) and sums them. The processes of one
+  `serve --workers N` share one port, so they keep their counts in files
+  (`PROMETHEUS_MULTIPROC_DIR`, which `serve` sets) and any of them answers their sum.
 - **the cluster's state**, read from the database at each scrape (`imagesync_cluster_*`
   gauges): the same whichever process answers; aggregate them with `max`, never `sum`.
 """
@@ -12,11 +14,13 @@ Two kinds, named apart:
 from __future__ import annotations
 
 import hmac
+import os
 import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +28,8 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# prometheus-client's own variable: set, counts are kept in files there, for every process.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 PROCESS = CollectorRegistry()  # this process's own, made once per process
 
@@ -91,10 +97,15 @@ def after_commit(session: AsyncSession, count: Callable[[], None]) -> None:
 
 
 def exposition(cluster: Iterable[Metric]) -> bytes:
-    """This process's metrics and the cluster's, in the text format."""
+    """This process's metrics (those of every process of `serve --workers N`, summed)
+    and the cluster's, in the text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Families(cluster))
-    return generate_latest(PROCESS) + generate_latest(registry)
+    own = PROCESS
+    if os.environ.get(MULTIPROCESS_ENV):
+        own = CollectorRegistry()
+        MultiProcessCollector(own)  # type: ignore[no-untyped-call]
+    return generate_latest(own) + generate_latest(registry)
 
 
 def authorized(header: str | None, token: str) -> bool:

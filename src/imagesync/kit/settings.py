@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         "X-Forwarded-Proto and X-Forwarded-For are trusted (`*`: any). Empty: none are.",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="Port `imagesync serve` uses.")
+    web_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `imagesync serve` runs on its port (`--workers`). Above "
+        "1, the queue's work runs in a process of its own beside them.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log events written."
     )

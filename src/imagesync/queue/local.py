@@ -1,8 +1,10 @@
 """The local runner: the queue on SQLite, inside `imagesync serve`.
 
 Jobs are rows of `queue_job`, inserted in the transaction that records their work, so a
-crash loses nothing. SQLite means one process: no leases and no heartbeats; what was
-running when the process stopped is taken back when it starts again.
+crash loses nothing. One runner, in one process: no leases and no heartbeats; what was
+running when the process stopped is taken back when it starts again. It runs in `serve`,
+or, when `serve` runs several API processes, in a process of its own beside them: they
+wake it with a datagram on a socket of its own (`Waker`) once a job is committed.
 
 Jobs are taken per lane (a queue with its slots). Within a lane, jobs of one `share`
 (an account) take turns with other shares': the shares with fewer jobs running go
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,12 +49,53 @@ class Lane:
     behind: str | None = None  # waits while this lane has jobs running
 
 
-class LocalQueue:
-    """Defers into `queue_job`; the runner, if this process has one, looks once the
-    transaction commits."""
+class Waker:
+    """A runner in another process, woken by a datagram on a Unix socket at `path`: the
+    runner's process binds it (`listen`), the API's processes send to it (`wake`). A lost
+    datagram costs only a wait: the runner looks every `IDLE_POLL_SECONDS` anyway."""
 
-    def __init__(self, tasks: Tasks) -> None:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._out.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # no runner yet, or its queue full: it polls
+            self._out.sendto(b"!", self.path)
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` on each datagram, from this event loop; what stops listening."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(self.path)
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while sock.recv(64):
+                    pass
+            wake()
+
+        loop.add_reader(sock.fileno(), readable)
+
+        def close() -> None:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+        return close
+
+
+class LocalQueue:
+    """Defers into `queue_job`; the runner, if this process has one (else the `waker` of
+    the process that has), looks once the transaction commits."""
+
+    def __init__(self, tasks: Tasks, *, waker: Waker | None = None) -> None:
         self.tasks = tasks
+        self.waker = waker
         self.runner: LocalRunner | None = None
 
     async def defer(self, session: AsyncSession, task: str, jobs: Sequence[Job]) -> None:
@@ -73,11 +118,14 @@ class LocalQueue:
             for job in jobs
         ]
         await session.execute(insert(QueueJob), rows)
-        runner = self.runner
-        if runner is not None:
+        wake = self.runner.wake if self.runner is not None else None
+        if wake is None and self.waker is not None:
+            wake = self.waker.wake
+        if wake is not None:
+            waking = wake
 
             def on_commit(_session: Session) -> None:
-                runner.wake()
+                waking()
 
             event.listen(session.sync_session, "after_commit", on_commit, once=True)
 
@@ -103,6 +151,7 @@ class LocalRunner:
         self._running: dict[asyncio.Task[None], tuple[int, str]] = {}  # job id, queue
         self._loop_task: asyncio.Task[None] | None = None
         self._next_tick: dict[str, datetime] = {}
+        self._unlisten: Callable[[], None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -123,12 +172,16 @@ class LocalRunner:
         for task in self._periodic():
             self._next_tick[task.name] = now
         self.queue.runner = self
+        if self.queue.waker is not None:  # the API runs in other processes
+            self._unlisten = self.queue.waker.listen(self.wake)
         self._loop_task = asyncio.create_task(self._loop(), name="queue-runner")
 
     async def stop(self) -> None:
         """Stop taking work; give what runs `grace_seconds` to finish, then cut it off
         (it runs again at the next start)."""
         self.queue.runner = None
+        if self._unlisten is not None:
+            self._unlisten()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,154 @@
+"""`imagesync serve --workers N`: N API processes answering on one port, and beside them
+one process of the work (the queue's runner: downloads, renditions, webhook calls, the
+collector; and `IMAGESYNC_METRICS_PORT`), so that a request never waits behind a
+download, a rendition or another request's CPU.
+
+`serve` stays the one command: it starts the work process, hands the port to uvicorn's
+supervisor of the API processes (which starts one again if it dies), starts the work
+process again if that dies, and stops them all on SIGTERM or Ctrl-C. The API processes
+wake the local runner through a socket (`queue.local.Waker`; procrastinate has its own
+LISTEN), and keep their counters in files that any of them sums for `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from imagesync import health
+from imagesync.app import create_app
+from imagesync.kit.logging import configure_logging
+from imagesync.kit.metrics import MULTIPROCESS_ENV
+from imagesync.kit.settings import Settings, load_settings
+from imagesync.runtime import (
+    WAKE_SOCKET_ENV,
+    make_queue,
+    metrics_server,
+    open_context,
+    runs_work,
+    serve_connections,
+    serving_work,
+)
+
+log = structlog.get_logger(__name__)
+
+RESTART_SECONDS = 1.0  # before the work process is started again after it died
+
+
+def serve_processes(settings: Settings, workers: int) -> None:
+    """Serve with `workers` API processes and the work process until a signal stops
+    them."""
+    scratch = Path(tempfile.mkdtemp(prefix="imagesync-serve-"))
+    (scratch / "metrics").mkdir()
+    os.environ[WAKE_SOCKET_ENV] = str(scratch / "wake")
+    os.environ[MULTIPROCESS_ENV] = str(scratch / "metrics")
+    work = _Work(settings)
+    work.start()
+    try:
+        uvicorn.run(
+            "imagesync.serving:api_app",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        )
+    finally:
+        work.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def api_app() -> FastAPI:
+    """An API process of `serve --workers N`: no work, and no metrics port of its own."""
+    settings = load_settings().model_copy(update={"embedded_worker": False})
+    return create_app(settings, metrics_port=False)
+
+
+class _Work:
+    """The work process, kept running while `serve` runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.grace = settings.worker_shutdown_grace_seconds
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, name="work-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._process = self._spawn()
+        self._keeper.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "imagesync.serving"])
+
+    def _keep(self) -> None:
+        while not self._stopping.is_set():
+            assert self._process is not None
+            code = self._process.wait()
+            if self._stopping.wait(RESTART_SECONDS):
+                return
+            log.error("serve.work_died", exit_code=code)
+            self._process = self._spawn()
+
+    def stop(self) -> None:
+        """SIGTERM, and the grace period for the jobs in hand; then SIGKILL."""
+        self._stopping.set()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=self.grace + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def run_work(settings: Settings) -> None:
+    """The work process: the queue's runner (if `serve` runs the work) and the metrics
+    port (if set), until SIGTERM or SIGINT; then the runner hands back what it could not
+    finish within its grace period."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
+    async with (
+        open_context(settings, queue, connections=serve_connections(settings)) as ctx,
+        serving_work(settings, ctx),
+        metrics_server(
+            settings,
+            cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings),
+            name="serve",
+        ),
+    ):
+        log.info("serve.work_started", pid=os.getpid(), runs_work=runs_work(settings))
+        started = time.monotonic()
+        await stop.wait()
+        log.info("serve.work_stopping", ran_seconds=round(time.monotonic() - started))
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_work(settings))
+
+
+if __name__ == "__main__":
+    main()

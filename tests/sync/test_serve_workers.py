@@ -1,0 +1,130 @@
+"""`imagesync serve --workers N` as an operator runs it, on either database: N API
+processes on one port and one process of the work beside them, woken at once, counted
+together, kept running, and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.served import create_token, migrated, serve_process
+from tests.sync.conftest import ImageServer
+from tests.waiting import wait_for
+
+METRICS_TOKEN = "metrics-token-0123456789"
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes `pid` started, by pid: their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
+        if int(parent.split()[1]) == pid:
+            found[int(entry.name)] = command
+    return found
+
+
+def roles(pid: int) -> dict[str, list[int]]:
+    """`serve`'s children by what they are: API processes and the work process."""
+    found: dict[str, list[int]] = {"api": [], "work": []}
+    for child, command in children(pid).items():
+        if "multiprocessing.spawn" in command:
+            found["api"].append(child)
+        elif "imagesync.serving" in command:
+            found["work"].append(child)
+    return found
+
+
+def fetched(metrics: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "imagesync_downloads_total" and sample.labels == {
+                "outcome": "fetched"
+            }:
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.parametrize("workers", [2])
+async def test_several_api_processes_and_the_work_beside_them(
+    tmp_path: Path, database_env: dict[str, str], image_server: ImageServer, workers: int
+) -> None:
+    port = image_server.base.rsplit(":", 1)[1]
+    env = {
+        **migrated(tmp_path, database_env, f"127.0.0.1:{port}"),
+        "IMAGESYNC_METRICS_TOKEN": METRICS_TOKEN,
+    }
+    token = create_token(tmp_path, env)
+    auth = {"Authorization": f"Bearer {token}"}
+    with serve_process(tmp_path, env, "--workers", str(workers)) as (base, process):
+
+        async def started() -> bool:
+            return len(roles(process.pid)["api"]) == workers
+
+        await wait_for(started, 30)
+        found = roles(process.pid)
+        assert len(found["work"]) == 1, children(process.pid)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            products = [{"item_number": f"p{n}", "variants": []} for n in range(10)]
+            answer = await http.post("/products/sync", json={"products": products}, headers=auth)
+            assert answer.status_code == 200, answer.text
+
+            async def sync(n: int) -> float:
+                """One product's first sync, waited for; the seconds it took."""
+                url = image_server.add(f"p{n}.jpg")
+                body = {"products": [{"item_number": f"p{n}", "images": [{"url": url, "sort": 1}]}]}
+                started = time.monotonic()
+                answer = await http.post("/products/images/sync?wait=20", json=body, headers=auth)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["status"] == "succeeded", answer.text
+                return time.monotonic() - started
+
+            # Downloads run in the work process, woken at once by the API process that
+            # recorded the job: not when it next looks (every 2 s), ten times over.
+            took = [await sync(n) for n in range(10)]
+            assert sum(took) < 5, took
+            assert all(image_server.hits[f"p{n}.jpg"] == 1 for n in range(10))
+            # Any API process answers every process's counters, the work's downloads too.
+            scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+            for _ in range(2 * workers):
+                metrics = await http.get("/metrics", headers=scrape)
+                assert fetched(metrics.text) == 10, metrics.text
+
+            # The work process dies: it is started again, and the work goes on.
+            (work,) = found["work"]
+            os.kill(work, signal.SIGKILL)
+
+            async def replaced() -> bool:
+                return roles(process.pid)["work"] not in ([], [work])
+
+            await wait_for(replaced, 30)
+            image_server.add("again.jpg")
+            body = {
+                "products": [
+                    {
+                        "item_number": "p0",
+                        "images": [{"url": image_server.url("again.jpg"), "sort": 1}],
+                    }
+                ]
+            }
+            answer = await http.post("/products/images/sync?wait=20", json=body, headers=auth)
+            assert answer.json()["status"] == "succeeded", answer.text
+        found = roles(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    left = [pid for pid in found["api"] + found["work"] if Path(f"/proc/{pid}").exists()]
+    assert not left, left
