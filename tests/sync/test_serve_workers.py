@@ -72,10 +72,10 @@ async def test_several_api_processes_and_the_work_beside_them(
     auth = {"Authorization": f"Bearer {token}"}
     with serve_process(tmp_path, env, "--workers", str(workers)) as (base, process):
 
-        async def started() -> bool:
+        async def spawned() -> bool:
             return len(roles(process.pid)["api"]) == workers
 
-        await wait_for(started, 30)
+        await wait_for(spawned, 30)
         found = roles(process.pid)
         assert len(found["work"]) == 1, children(process.pid)
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
