@@ -23,8 +23,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
@@ -49,6 +52,8 @@ from imagesync.runtime import (
 log = structlog.get_logger(__name__)
 
 RESTART_SECONDS = 1.0  # before the work process is started again after it died
+PARENT_POLL_SECONDS = 1.0  # how often a process of `serve` looks whether `serve` is there
+SERVE_PID_ENV = "_IMAGESYNC_SERVE_PID"  # `serve`'s, for the processes it starts
 
 
 def serve_processes(settings: Settings, workers: int) -> None:
@@ -57,6 +62,7 @@ def serve_processes(settings: Settings, workers: int) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="imagesync-serve-"))
     (scratch / "metrics").mkdir()
     os.environ[WAKE_SOCKET_ENV] = str(scratch / "wake")
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
     os.environ[MULTIPROCESS_ENV] = str(scratch / "metrics")
     work = _Work(settings)
     work.start()
@@ -92,9 +98,35 @@ class NoDelayProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
 
 
 def api_app() -> FastAPI:
-    """An API process of `serve --workers N`: no work, and no metrics port of its own."""
+    """An API process of `serve --workers N`: no work, and no metrics port of its own;
+    it stops when `serve` is gone (killed), as on SIGTERM."""
     settings = load_settings().model_copy(update={"embedded_worker": False})
-    return create_app(settings, metrics_port=False)
+    app = create_app(settings, metrics_port=False)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app) as state:
+            watch = asyncio.create_task(
+                _with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM)), name="parent"
+            )
+            try:
+                yield state
+            finally:
+                watch.cancel()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def _with_parent(stop: Callable[[], None]) -> None:
+    """Call `stop` once `serve` is gone (killed: it could not stop its processes), rather
+    than serve on alone; also when it was gone before this process had started."""
+    parent = int(os.environ.get(SERVE_PID_ENV, os.getppid()))
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_POLL_SECONDS)
+    log.warning("serve.parent_gone", parent=parent)
+    stop()
 
 
 class _Work:
@@ -156,7 +188,9 @@ async def run_work(settings: Settings) -> None:
     ):
         log.info("serve.work_started", pid=os.getpid(), runs_work=runs_work(settings))
         started = time.monotonic()
+        watch = asyncio.create_task(_with_parent(stop.set), name="parent")
         await stop.wait()
+        watch.cancel()
         log.info("serve.work_stopping", ran_seconds=round(time.monotonic() - started))
 
 

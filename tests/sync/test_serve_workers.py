@@ -136,3 +136,37 @@ async def test_several_api_processes_and_the_work_beside_them(
         assert await asyncio.to_thread(process.wait, 30) == 0
     left = [pid for pid in found["api"] + found["work"] if Path(f"/proc/{pid}").exists()]
     assert not left, left
+
+
+async def test_a_killed_serve_leaves_no_process_behind(
+    tmp_path: Path, database_env: dict[str, str], image_server: ImageServer
+) -> None:
+    """`serve` killed (SIGKILL: it cannot stop its children) takes its API and work
+    processes with it within seconds, instead of leaving them on the port."""
+    port = image_server.base.rsplit(":", 1)[1]
+    env = migrated(tmp_path, database_env, f"127.0.0.1:{port}")
+    with serve_process(tmp_path, env, "--workers", "2") as (_base, process):
+
+        async def spawned() -> bool:
+            found = roles(process.pid)
+            return len(found["api"]) == 2 and len(found["work"]) == 1
+
+        await wait_for(spawned, 30)
+        found = roles(process.pid)
+        process.kill()
+        process.wait()
+
+        async def gone() -> bool:
+            return not [p for p in found["api"] + found["work"] if alive(p)]
+
+        await wait_for(gone, 15)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead and waiting for its parent, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "zombie" not in state
