@@ -38,6 +38,7 @@ from imagesync.runtime import (
 )
 from imagesync.sync import api as sync_api
 from imagesync.sync.examples import RESPONSE_EXAMPLES
+from imagesync.sync.run.context import SyncContext
 from imagesync.sync.webhooks import api as webhooks_api
 from imagesync.web import pages as web_pages
 
@@ -67,6 +68,23 @@ async def _post_only() -> None:
     raise StarletteHTTPException(405, headers={"Allow": "POST"})
 
 
+@asynccontextmanager
+async def served(settings: Settings, *, metrics_port: bool = True) -> AsyncIterator[SyncContext]:
+    """What a process of `serve` holds while it runs: the resources of the work (its
+    context), the queue's runner if this process runs the work, and the metrics port
+    unless `metrics_port` is False (another process has it)."""
+    queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
+    own = settings if metrics_port else settings.model_copy(update={"metrics_port": 0})
+    async with (
+        open_context(settings, queue, connections=serve_connections(settings)) as ctx,
+        serving_work(settings, ctx),
+        metrics_server(
+            own, cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings), name="serve"
+        ),
+    ):
+        yield ctx
+
+
 def create_app(settings: Settings | None = None, *, metrics_port: bool = True) -> FastAPI:
     """The app; `metrics_port=False` leaves `IMAGESYNC_METRICS_PORT` to another process
     (the work process of `serve --workers N`)."""
@@ -76,17 +94,7 @@ def create_app(settings: Settings | None = None, *, metrics_port: bool = True) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redact_access_log()  # after the server configured its loggers
-        queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
-        context = open_context(settings, queue, connections=serve_connections(settings))
-        async with (
-            context as ctx,
-            serving_work(settings, ctx),
-            metrics_server(
-                settings if metrics_port else settings.model_copy(update={"metrics_port": 0}),
-                cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings),
-                name="serve",
-            ),
-        ):
+        async with served(settings, metrics_port=metrics_port) as ctx:
             app.state.sync_context = ctx
             app.state.sessionmaker = ctx.sessionmaker
             app.state.read_sessionmaker = ctx.reads

@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +33,11 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from imagesync import health
-from imagesync.app import create_app
+from imagesync.app import create_app, served
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.metrics import MULTIPROCESS_ENV
 from imagesync.kit.settings import Settings, load_settings
-from imagesync.runtime import (
-    WAKE_SOCKET_ENV,
-    make_queue,
-    metrics_server,
-    open_context,
-    runs_work,
-    serve_connections,
-    serving_work,
-)
+from imagesync.runtime import WAKE_SOCKET_ENV, runs_work
 
 log = structlog.get_logger(__name__)
 
@@ -176,16 +166,7 @@ async def run_work(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    queue = make_queue(settings, pool_size=settings.worker_concurrency + 4)
-    async with (
-        open_context(settings, queue, connections=serve_connections(settings)) as ctx,
-        serving_work(settings, ctx),
-        metrics_server(
-            settings,
-            cluster=partial(health.cluster_metrics, ctx.sessionmaker, settings),
-            name="serve",
-        ),
-    ):
+    async with served(settings):
         log.info("serve.work_started", pid=os.getpid(), runs_work=runs_work(settings))
         started = time.monotonic()
         watch = asyncio.create_task(_with_parent(stop.set), name="parent")
