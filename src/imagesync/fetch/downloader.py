@@ -91,9 +91,6 @@ class Validators:
     etag: str | None = None
     last_modified: str | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.etag or self.last_modified)
-
     def conditions(self) -> dict[str, str]:
         """The headers of a conditional GET: the body only if it is not this one."""
         headers = {}
@@ -195,7 +192,7 @@ class SafeFetcher:
 
     @overload
     async def fetch(
-        self, url: str, *, share: str = "", unless: Validators
+        self, url: str, *, share: str = "", unless: Validators | None
     ) -> Download | NotModified: ...
 
     async def fetch(
@@ -279,7 +276,7 @@ class SafeFetcher:
         self, current: URL, staged: Path, unless: Validators | None
     ) -> Download | NotModified:
         assert self._session is not None, "use SafeFetcher as an async context manager"
-        conditions = unless.conditions() if unless else {}
+        conditions = unless.conditions() if unless is not None else {}
         seen = {str(current)}
         for _hop in range(self.limits.max_redirects + 1):
             if self.proxy is not None:

@@ -4,7 +4,6 @@ its products, never stored."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from imagesync.kit.db import utcnow
 from imagesync.sync.core.planner import Identity, ImageSpec, RuleWarning
@@ -16,6 +15,7 @@ from imagesync.sync.schemas import (
     JobStatus,
     Outcome,
     ProductResult,
+    Refresh,
     SyncCounts,
     SyncJobRead,
 )
@@ -27,7 +27,7 @@ def image_result(
     image_id: str | None,
     error: ImageError | None = None,
     warning: RuleWarning | None = None,
-    refresh: Literal["refreshed", "unchanged"] | None = None,
+    refresh: Refresh | None = None,
 ) -> ImageResult:
     return ImageResult(
         url=spec.url,

@@ -183,6 +183,10 @@ class ImageWarning(BaseModel):
     detail: str
 
 
+# What the origin of an image asked to be refreshed said: new bytes, or the same.
+Refresh = Literal["refreshed", "unchanged"]
+
+
 class ImageResult(BaseModel):
     url: str
     existance_key: str | None
@@ -193,7 +197,7 @@ class ImageResult(BaseModel):
         default_factory=list,
         description="Not errors: the image was applied. Its rule matched no variant.",
     )
-    refresh: Literal["refreshed", "unchanged"] | None = Field(
+    refresh: Refresh | None = Field(
         default=None,
         description="Asked to be refreshed: whether its origin had new bytes, which replaced "
         "the image's file (`refreshed`, the image `updated`), or still the same "

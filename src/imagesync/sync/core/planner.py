@@ -224,12 +224,12 @@ def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) ->
     """The image ids, by position in `requested`, when the request changes nothing: the
     same identities, the same metadata, and every rule attaching the image to some
     variant. None when the product must be planned (`plan_product_sync` would create,
-    update, delete, skip or warn), or run (an image asks to be refreshed).
+    update, delete, skip or warn).
 
     This needs no variants: an image's links are its rule evaluated on the product's
     variants, re-evaluated whenever they change, so a rule with links matches and one
     without would warn."""
-    if len(current) != len(requested) or any(spec.refresh for spec in requested):
+    if len(current) != len(requested):
         return None
     by_identity = {image.spec.identity: image for image in current}
     ids = []

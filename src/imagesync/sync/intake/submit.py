@@ -133,11 +133,12 @@ async def submit(
             finish(entry, failed_with(entry, "product_not_found", detail))
         elif state.pending:
             continue  # behind the earlier sync, in the queue
+        elif any(spec.refresh for spec in specs):
+            continue  # a refresh asks origins whether bytes changed: the queue runs it
         elif (ids := _unchanged(state, specs, item.use_sort_b2c)) is not None:
             finish(entry, kept(entry, specs, ids))
-        elif not any(spec.refresh for spec in specs):
+        else:
             to_plan.append((entry, specs, item.use_sort_b2c))
-        # else a refresh asks origins whether bytes changed: the queue runs it
     seqs = await repository.add_entries(session, [_row(entry) for entry in job.products])
     for entry in job.products:
         entry.seq = seqs[entry.position]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +27,7 @@ from imagesync.sync.models import Image, ImageVariant, SyncJobProduct
 from imagesync.sync.results import image_result
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import Stored
-from imagesync.sync.schemas import ImageIn, ImageResult, ProductResult, SyncCounts
+from imagesync.sync.schemas import ImageIn, ImageResult, ProductResult, Refresh, SyncCounts
 
 
 class Requeue(Exception):
@@ -94,7 +94,7 @@ async def apply_plan(
     planned: Planned,
     stored: dict[str, Stored],
     downloaded: int,
-    revalidated: Mapping[str, str] | None = None,
+    revalidated: Mapping[str, Refresh] | None = None,
 ) -> ProductResult:
     """Make the product's images exactly the plan's, inside the caller's transaction,
     which already holds the product (see `take_product_for_seq`) and planned from its
@@ -128,7 +128,7 @@ async def apply_plan(
     results: dict[int, ImageResult] = {}
     counts = SyncCounts(downloaded=downloaded)
 
-    def refresh(spec: ImageSpec, refreshed: bool) -> Literal["refreshed", "unchanged"] | None:
+    def refresh(spec: ImageSpec, refreshed: bool) -> Refresh | None:
         if spec.identity.digest not in revalidated:
             return None
         if refreshed:

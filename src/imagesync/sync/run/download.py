@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.fetch.downloader import Download, NotModified, SafeFetcher, Validators
+from imagesync.fetch.downloader import NotModified, SafeFetcher, Validators
 from imagesync.fetch.errors import FetchError
 from imagesync.kit.db import utcnow
 from imagesync.media.probe import MediaError, ProbedImage, probe, read_header
@@ -64,8 +64,8 @@ class Stored:
     blob_id: int
     content_type: str
     width: int
-    sha256: str = ""
-    validators: Validators = field(default_factory=Validators)
+    sha256: str
+    validators: Validators
 
     @classmethod
     def of(cls, source: Source, blob: Blob) -> Stored:
@@ -124,10 +124,8 @@ async def download(
         log.info("sync.download.kept_bytes_used", url=spec.url)
     else:
         try:
-            if known is None:
-                fetched: Download | NotModified = await fetcher.fetch(spec.url, share=share)
-            else:
-                fetched = await fetcher.fetch(spec.url, share=share, unless=known.validators)
+            unless = known.validators if known is not None else None
+            fetched = await fetcher.fetch(spec.url, share=share, unless=unless)
         except FetchError as exc:
             metrics.DOWNLOADS.labels(exc.code).inc()
             if exc.internal is not None:

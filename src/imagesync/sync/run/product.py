@@ -36,7 +36,7 @@ from imagesync.sync.run.download import (
     remember_validators,
     reuse,
 )
-from imagesync.sync.schemas import ImageError, ProductResult
+from imagesync.sync.schemas import ImageError, ProductResult, Refresh
 from imagesync.sync.webhooks import events
 
 log = structlog.get_logger(__name__)
@@ -164,7 +164,7 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
             unchanged[identity] = outcome
         downloaded += started and (isinstance(outcome, Fetched) or outcome.size is not None)
     # What the origin of each image asked to be refreshed said, by identity digest.
-    revalidated = {
+    revalidated: dict[str, Refresh] = {
         identity.digest: "refreshed" if identity in fetched else "unchanged"
         for identity in refreshing
         if identity not in failures
@@ -285,7 +285,7 @@ async def _apply(
     blob_ids: dict[str, int],
     stored: dict[str, Stored],
     downloaded: int,
-    revalidated: dict[str, str],
+    revalidated: dict[str, Refresh],
 ) -> bool:
     """Apply the product in the caller's transaction, after its downloads were recorded
     there; false, having changed nothing, when a blob its plan counted on is being
