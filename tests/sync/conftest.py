@@ -37,7 +37,7 @@ MAX_IMAGES = 30
 
 @dataclass
 class Route:
-    body: bytes
+    body: bytes = field(repr=False)  # a report that names the server stays short
     status: int = 200
     content_type: str = "image/jpeg"
     failures_first: int = 0  # answer 500 this many times before succeeding
@@ -51,10 +51,10 @@ class Route:
 @dataclass
 class ImageServer:
     base: str = ""
-    routes: dict[str, Route] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict, repr=False)
     hits: Counter[str] = field(default_factory=Counter)
     # Each conditional GET: the path, its If-None-Match and If-Modified-Since.
-    conditional: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    conditional: list[tuple[str, str | None, str | None]] = field(default_factory=list, repr=False)
     not_modified: Counter[str] = field(default_factory=Counter)  # 304s answered, by path
 
     def url(self, path: str) -> str:

@@ -5,8 +5,9 @@ bytes go with the collector. Real HTTP, a real image server, both databases."""
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.sync.conftest import ImageServer, images_of, server_settings
 
 SYNC = "/products/images/sync"
 MONDAY = "Mon, 30 Nov 2026 10:00:00 GMT"
+MIDNIGHT = datetime(2026, 11, 30, tzinfo=UTC)
 TUESDAY = "Tue, 01 Dec 2026 10:00:00 GMT"
 
 
@@ -407,7 +409,8 @@ async def test_each_image_asked_ends_with_its_origins_bytes_and_only_those_chang
             name,
             picture(n),
             etag=f'"{n}"' if validators == "etag" else None,
-            last_modified=f"Mon, 30 Nov 2026 10:{n % 60:02}:{n // 60 % 60:02} GMT"
+            # Later for each new version, as a real origin's clock says.
+            last_modified=email.utils.format_datetime(MIDNIGHT + timedelta(seconds=n), usegmt=True)
             if validators == "last_modified"
             else None,
         )
