@@ -118,16 +118,20 @@ class LocalQueue:
             for job in jobs
         ]
         await session.execute(insert(QueueJob), rows)
-        wake = self.runner.wake if self.runner is not None else None
-        if wake is None and self.waker is not None:
-            wake = self.waker.wake
+        wake = self._wake()
         if wake is not None:
-            waking = wake
 
             def on_commit(_session: Session) -> None:
-                waking()
+                wake()
 
             event.listen(session.sync_session, "after_commit", on_commit, once=True)
+
+    def _wake(self) -> Callable[[], None] | None:
+        """What tells the runner that jobs were committed: this process's own, else the
+        socket of the process that has it; None when no runner is there to tell."""
+        if self.runner is not None:
+            return self.runner.wake
+        return self.waker.wake if self.waker is not None else None
 
 
 class LocalRunner:
