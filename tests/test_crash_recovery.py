@@ -1,5 +1,6 @@
-"""Invariant 7 with real processes: `imagesync serve` killed (SIGKILL) in the middle of a
-download loses no job; started again, it finishes the job, and running it twice is
+"""Invariant 7 with real processes: `imagesync serve` killed with its processes (SIGKILL
+to the process group, as a crash of the machine or its container kills them) in the
+middle of a download loses no job; started again, it finishes the job, and running it twice is
 harmless. On SQLite the restarted runner takes the job back as it starts; on PostgreSQL
 procrastinate takes it back once the killed worker has been silent for three heartbeats
 (a second each here)."""
@@ -69,6 +70,7 @@ def start_server(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, to be killed whole
         )
 
 
@@ -118,7 +120,7 @@ async def test_a_killed_server_takes_the_job_back_after_restart(
                 return server.hits["/a.jpg"] >= 1
 
             await wait_for(downloading)
-            os.kill(process.pid, signal.SIGKILL)  # while the download is in flight
+            os.killpg(process.pid, signal.SIGKILL)  # while the download is in flight
             process.wait(timeout=10)
             server.release.set()
 

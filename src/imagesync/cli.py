@@ -184,38 +184,27 @@ def serve(
         min=1,
         max=64,
         metavar="N",
-        help="API processes on the port (default: IMAGESYNC_WEB_WORKERS, else "
-        f"{_default('web_workers')}). Above 1, the work runs in a process of its own beside "
-        "them, so that no request waits behind a download.",
+        help="API processes on the port (default: IMAGESYNC_WEB_WORKERS, else one per "
+        "core). The work runs in a process of its own beside them, so that no request waits "
+        "behind a download.",
     ),
 ) -> None:
     """Serve the API on HOST:PORT, with the sync and rendition workers and the collector
-    (unless IMAGESYNC_EMBEDDED_WORKER=false)."""
-    import uvicorn
-
-    from imagesync.app import create_app
+    in a process of their own (unless IMAGESYNC_EMBEDDED_WORKER=false)."""
+    from imagesync.serving import serve_processes
 
     settings = _settings(host=host, port=port, web_workers=workers)
     if run_migrations:
         migrate(settings.async_database_url)
-    if settings.web_workers > 1:
-        from imagesync.serving import serve_processes
-
-        # The processes read the settings from the environment: give them these.
-        os.environ.update({"IMAGESYNC_HOST": settings.host, "IMAGESYNC_PORT": str(settings.port)})
-        os.environ["IMAGESYNC_WEB_WORKERS"] = str(settings.web_workers)
-        serve_processes(settings, settings.web_workers)
-        return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Behind a TLS proxy the scheme and client address come from its headers, and
-        # only from the addresses allowed: the admin cookie is then Secure, URLs https.
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+    # The processes read the settings from the environment: give them these.
+    os.environ.update(
+        {
+            "IMAGESYNC_HOST": settings.host,
+            "IMAGESYNC_PORT": str(settings.port),
+            "IMAGESYNC_WEB_WORKERS": str(settings.api_processes),
+        }
     )
+    serve_processes(settings, settings.api_processes)
 
 
 @app.command(cls=_Command)

@@ -1,13 +1,14 @@
-"""`imagesync serve --workers N`: N API processes answering on one port, and beside them
-one process of the work (the queue's runner: downloads, renditions, webhook calls, the
-collector; and `IMAGESYNC_METRICS_PORT`), so that a request never waits behind a
-download, a rendition or another request's CPU.
+"""`imagesync serve`: N API processes answering on one port (`--workers N`, one per core
+by default), and beside them one process of the work (the queue's runner: downloads,
+renditions, webhook calls, the collector; and `IMAGESYNC_METRICS_PORT`), so that a
+request never waits behind a download, a rendition or another request's CPU.
 
-`serve` stays the one command: it starts the work process, hands the port to uvicorn's
-supervisor of the API processes (which starts one again if it dies), starts the work
-process again if that dies, and stops them all on SIGTERM or Ctrl-C. The API processes
-wake the local runner through a socket (`queue.local.Waker`; procrastinate has its own
-LISTEN), and keep their counters in files that any of them sums for `/metrics`.
+`serve` stays the one command: it starts the work process, hands the port to uvicorn
+(which, for more than one API process, supervises them and starts one again if it dies;
+one runs in `serve`'s own process), starts the work process again if that dies, and
+stops them all on SIGTERM or Ctrl-C. The API processes wake the local runner through a
+socket (`queue.local.Waker`; procrastinate has its own LISTEN), and keep their counters
+in files that any of them sums for `/metrics`.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def serve_processes(settings: Settings, workers: int) -> None:
     os.environ[WAKE_SOCKET_ENV] = str(scratch / "wake")
     os.environ[SERVE_PID_ENV] = str(os.getpid())
     os.environ[MULTIPROCESS_ENV] = str(scratch / "metrics")
-    work = _Work(settings)
-    work.start()
+    work = _Work(settings) if runs_work(settings) or settings.metrics_port else None
+    if work is not None:
+        work.start()
     try:
         uvicorn.run(
             "imagesync.serving:api_app",
@@ -69,7 +71,8 @@ def serve_processes(settings: Settings, workers: int) -> None:
             forwarded_allow_ips=settings.forwarded_allow_ips or None,
         )
     finally:
-        work.stop()
+        if work is not None:
+            work.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -88,8 +91,8 @@ class NoDelayProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
 
 
 def api_app() -> FastAPI:
-    """An API process of `serve --workers N`: no work, and no metrics port of its own;
-    it stops when `serve` is gone (killed), as on SIGTERM."""
+    """An API process of `serve`: no work, and no metrics port of its own; one that
+    `serve` started stops when `serve` is gone (killed), as on SIGTERM."""
     settings = load_settings().model_copy(update={"embedded_worker": False})
     app = create_app(settings, metrics_port=False)
     inner = app.router.lifespan_context
@@ -97,6 +100,9 @@ def api_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
+            if os.environ.get(SERVE_PID_ENV) == str(os.getpid()):  # `serve` itself
+                yield state
+                return
             watch = asyncio.create_task(
                 _with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM)), name="parent"
             )

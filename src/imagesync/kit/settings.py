@@ -63,12 +63,13 @@ class Settings(BaseSettings):
         "X-Forwarded-Proto and X-Forwarded-For are trusted (`*`: any). Empty: none are.",
     )
     port: int = Field(default=8000, ge=1, le=65535, description="Port `imagesync serve` uses.")
-    web_workers: int = Field(
-        default=1,
+    web_workers: int | None = Field(
+        default=None,
         ge=1,
         le=64,
-        description="API processes `imagesync serve` runs on its port (`--workers`). Above "
-        "1, the queue's work runs in a process of its own beside them.",
+        description="API processes `imagesync serve` runs on its port (`--workers`; unset: "
+        "one per core this process may run on). The queue's work runs in a process of its "
+        "own beside them.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log events written."
@@ -359,6 +360,11 @@ class Settings(BaseSettings):
                 "to a postgresql:// URL, or use IMAGESYNC_QUEUE=embedded"
             )
         return self
+
+    @property
+    def api_processes(self) -> int:
+        """`web_workers`, else one per core this process may run on."""
+        return self.web_workers or len(os.sched_getaffinity(0))
 
     @property
     def stalled_worker_seconds(self) -> float:
