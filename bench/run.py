@@ -74,17 +74,39 @@ class Service:
         )
 
     def peak_rss_mb(self) -> dict[str, float]:
-        """Each process's peak resident memory so far (VmHWM)."""
+        """Each process's peak resident memory so far (VmHWM), those that `serve` started
+        included: `api/work` is its work process, `api/1`, `api/2` ... its API processes
+        when it runs more than one (else `api` answers itself)."""
         peaks = {}
         for name, process in self.processes.items():
-            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[name] = int(line.split()[1]) / 1024
+            peaks[name] = _peak_rss_mb(process.pid)
+            api = 0
+            for pid in _children(process.pid):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"imagesync.serving" in command:
+                    peaks[f"{name}/work"] = _peak_rss_mb(pid)
+                elif b"multiprocessing.spawn" in command:
+                    api += 1
+                    peaks[f"{name}/{api}"] = _peak_rss_mb(pid)
         return peaks
 
     def queue(self) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self.cli("queue", "--json"))
         return found
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 @contextmanager

@@ -26,8 +26,12 @@ def free_port() -> int:
 
 
 def clean_env() -> dict[str, str]:
-    """This environment without any IMAGESYNC_* setting of the developer's."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("IMAGESYNC_")}
+    """This environment without any IMAGESYNC_* setting of the developer's, and with one
+    API process for each `serve`: the tests start many, on a machine of two cores (the
+    default, one per core, is tested in tests/test_serve.py)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("IMAGESYNC_")} | {
+        "IMAGESYNC_WEB_WORKERS": "1"
+    }
 
 
 def create_token(cwd: Path, env: dict[str, str], account: str = "acme") -> str:

@@ -1,5 +1,8 @@
 """`imagesync serve` as a newcomer runs it: a real process on a real port."""
 
+import asyncio
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -8,12 +11,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import clean_env, serve
+from tests.served import clean_env, serve, serve_process
+from tests.sync.test_serve_workers import roles
+from tests.waiting import wait_for
+
+
+def default_env() -> dict[str, str]:
+    """A newcomer's environment: no IMAGESYNC_* setting at all."""
+    return {k: v for k, v in clean_env().items() if k != "IMAGESYNC_WEB_WORKERS"}
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    with serve(tmp_path, clean_env()) as base:
+    with serve(tmp_path, default_env()) as base:
         yield base, tmp_path
 
 
@@ -38,3 +48,29 @@ def test_serve_refuses_bad_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "IMAGESYNC_PORT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "api_processes"),
+    [((), len(os.sched_getaffinity(0))), (("--workers", "1"), 1)],
+    ids=["default", "one"],
+)
+async def test_serve_runs_the_work_beside_its_api_processes(
+    tmp_path: Path, args: tuple[str, ...], api_processes: int
+) -> None:
+    """By default one API process per core and the work in one more; with `--workers 1`
+    the API answers in `serve`'s own process, and the work still runs beside it. SIGTERM
+    stops them all."""
+    with serve_process(tmp_path, default_env(), *args) as (_base, process):
+
+        async def spawned() -> bool:
+            found = roles(process.pid)
+            return len(found["api"]) == (api_processes if api_processes > 1 else 0) and (
+                len(found["work"]) == 1
+            )
+
+        await wait_for(spawned, 30)
+        found = roles(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    assert not [pid for pid in found["api"] + found["work"] if Path(f"/proc/{pid}").exists()]

@@ -58,6 +58,10 @@ def serve_processes(settings: Settings, workers: int) -> None:
     work = _Work(settings) if runs_work(settings) or settings.metrics_port else None
     if work is not None:
         work.start()
+    # Once stopped, uvicorn raises the signal that stopped it again, to the handlers it
+    # found: these, which let `serve` go on to stop the work process and end as asked.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda _signal, _frame: None)
     try:
         uvicorn.run(
             "imagesync.serving:api_app",
