@@ -79,7 +79,9 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
     """An async engine for an async URL (see `Settings.async_database_url`). On SQLite,
     `read_only` connections refuse any write (`PRAGMA query_only`)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, **kwargs)
+        from imagesync.kit.sqlite import OneTripDBAPI
+
+        engine = create_async_engine(url, module=OneTripDBAPI(), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if read_only:
             event.listen(engine.sync_engine, "connect", _read_only)

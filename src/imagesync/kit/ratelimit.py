@@ -6,7 +6,8 @@ is still in view, plus the current one's). Where the count lives:
   of a deployment shares it, at one statement per counted request;
 - in Redis (`IMAGESYNC_RATE_LIMIT_STORAGE=redis://...`), shared too, through the
   `limits` library;
-- in this process's memory (`memory://`, and always on SQLite).
+- in this process's memory (`memory://`, and on SQLite unless Redis is set): with N API
+  processes, a token gets up to N times the limit.
 Every answer to a counted request carries the IETF draft headers
 (`RateLimit-Policy: "token";q=600;w=60` and `RateLimit: "token";r=598;t=42`); one over
 the limit is a 429 in TRAEDE's error shape with `Retry-After`, before any other work.

@@ -1,0 +1,88 @@
+"""SQLite through `kit.sqlite`: a statement is one trip to aiosqlite's thread, and gives
+SQLAlchemy what the stock adapter gives (rows, row counts, last row ids, many rows
+inserted at once, errors)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from imagesync.kit.db import create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+        )
+    yield engine
+    await engine.dispose()
+
+
+async def trips(connection: AsyncConnection) -> list[Any]:
+    """Counts each function sent to the connection's aiosqlite thread from now on."""
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    sent: list[Any] = []
+    execute = raw._execute
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(fn)
+        return await execute(fn, *args, **kwargs)
+
+    raw._execute = counted
+    return sent
+
+
+async def test_a_statement_is_one_trip_to_the_thread(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        sent = await trips(connection)
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a'), ('b')"))
+        assert len(sent) == 1  # the stock adapter: cursor, execute, close (3)
+        rows = (await connection.execute(text("SELECT name FROM item ORDER BY id"))).all()
+        assert [r.name for r in rows] == ["a", "b"]
+        assert len(sent) == 2  # the stock adapter: cursor, execute, fetch, close (4 more)
+
+
+async def test_what_sqlalchemy_reads_of_a_statement(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        inserted = await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+        assert inserted.lastrowid == 1
+        await connection.execute(
+            text("INSERT INTO item (name) VALUES (:name)"), [{"name": "b"}, {"name": "c"}]
+        )
+        updated = await connection.execute(text("UPDATE item SET name = name || '!'"))
+        assert updated.rowcount == 3
+        nothing = await connection.execute(text("SELECT id FROM item WHERE id > 10"))
+        assert nothing.all() == []
+        returned = await connection.execute(
+            text("INSERT INTO item (name) VALUES ('d') RETURNING id, name")
+        )
+        assert returned.one() == (4, "d")
+        rows = await connection.execute(text("SELECT id, name FROM item ORDER BY id"))
+        assert list(rows.keys()) == ["id", "name"]
+        assert rows.fetchmany(2) == [(1, "a!"), (2, "b!")]
+        assert rows.all() == [(3, "c!"), (4, "d")]
+
+
+async def test_errors_are_sqlalchemys_and_roll_back(engine: AsyncEngine) -> None:
+    async def twice() -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+            await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+
+    with pytest.raises(IntegrityError):
+        await twice()
+    async with engine.connect() as connection:
+        with pytest.raises(OperationalError):
+            await connection.execute(text("SELECT nothing FROM nowhere"))
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
