@@ -58,16 +58,13 @@ def test_serve_refuses_bad_settings(tmp_path: Path) -> None:
 async def test_serve_runs_the_work_beside_its_api_processes(
     tmp_path: Path, args: tuple[str, ...], api_processes: int
 ) -> None:
-    """By default one API process per core and the work in one more; with `--workers 1`
-    the API answers in `serve`'s own process, and the work still runs beside it. SIGTERM
-    stops them all."""
+    """By default one API process per core, with `--workers 1` one; either way the work
+    runs in a process of its own beside them, and SIGTERM stops them all."""
     with serve_process(tmp_path, default_env(), *args) as (_base, process):
 
         async def spawned() -> bool:
             found = roles(process.pid)
-            return len(found["api"]) == (api_processes if api_processes > 1 else 0) and (
-                len(found["work"]) == 1
-            )
+            return len(found["api"]) == api_processes and len(found["work"]) == 1
 
         await wait_for(spawned, 30)
         found = roles(process.pid)

@@ -4,11 +4,10 @@ renditions, webhook calls, the collector; and `IMAGESYNC_METRICS_PORT`), so that
 request never waits behind a download, a rendition or another request's CPU.
 
 `serve` stays the one command: it starts the work process, hands the port to uvicorn
-(which, for more than one API process, supervises them and starts one again if it dies;
-one runs in `serve`'s own process), starts the work process again if that dies, and
-stops them all on SIGTERM or Ctrl-C. The API processes wake the local runner through a
-socket (`queue.local.Waker`; procrastinate has its own LISTEN), and keep their counters
-in files that any of them sums for `/metrics`.
+(which supervises the API processes and starts one again if it dies), starts the work
+process again if that dies, and stops them all on SIGTERM or Ctrl-C. The API processes
+wake the local runner through a socket (`queue.local.Waker`; procrastinate has its own
+LISTEN), and keep their counters in files that any of them sums for `/metrics`.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.supervisors import Multiprocess
 
 from imagesync.app import create_app, served
 from imagesync.kit.logging import configure_logging
@@ -58,22 +58,22 @@ def serve_processes(settings: Settings, workers: int) -> None:
     work = _Work(settings) if runs_work(settings) or settings.metrics_port else None
     if work is not None:
         work.start()
-    # Once stopped, uvicorn raises the signal that stopped it again, to the handlers it
-    # found: these, which let `serve` go on to stop the work process and end as asked.
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, lambda _signal, _frame: None)
+    config = uvicorn.Config(
+        "imagesync.serving:api_app",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        http="imagesync.serving:NoDelayProtocol",
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+    )
     try:
-        uvicorn.run(
-            "imagesync.serving:api_app",
-            factory=True,
-            workers=workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            http="imagesync.serving:NoDelayProtocol",
-            proxy_headers=bool(settings.forwarded_allow_ips),
-            forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        )
+        # Even one API process is started apart from `serve`, after the settings above
+        # are in the environment: its counters then go to the shared files as it starts.
+        with config.bind_socket() as sock:
+            Multiprocess(config, sockets=[sock]).run()
     finally:
         if work is not None:
             work.stop()
@@ -95,8 +95,8 @@ class NoDelayProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
 
 
 def api_app() -> FastAPI:
-    """An API process of `serve`: no work, and no metrics port of its own; one that
-    `serve` started stops when `serve` is gone (killed), as on SIGTERM."""
+    """An API process of `serve`: no work, and no metrics port of its own; it stops
+    when `serve` is gone (killed), as on SIGTERM."""
     settings = load_settings().model_copy(update={"embedded_worker": False})
     app = create_app(settings, metrics_port=False)
     inner = app.router.lifespan_context
@@ -104,9 +104,6 @@ def api_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
-            if os.environ.get(SERVE_PID_ENV) == str(os.getpid()):  # `serve` itself
-                yield state
-                return
             watch = asyncio.create_task(
                 _with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM)), name="parent"
             )

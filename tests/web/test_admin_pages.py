@@ -234,6 +234,7 @@ def test_the_example_product_shows_its_images_in_order_and_the_variant_matrix(
     _sign_in(page, site.token)
     assert page.get_by_role("cell", name="cool-product-001").count() == 1
     page.get_by_role("link", name="cool-product-001").click()
+    page.wait_for_url("**/admin/products/cool-product-001")  # loaded: not the list before
     alts = page.locator(".image img").evaluate_all("els => els.map(e => e.alt)")
     assert alts == [
         "A black t-shirt front",
@@ -260,6 +261,7 @@ def test_the_example_product_shows_its_images_in_order_and_the_variant_matrix(
     headers = "table.matrix thead th.num"
     assert page.locator(headers).all_inner_texts() == ["1", "2", "3", "4"]
     page.get_by_role("link", name="B2C order (sort_b2c)").click()
+    page.wait_for_url(re.compile(r"\?order=b2c"))  # loaded: not the page before
     alts = page.locator(".image img").evaluate_all("els => els.map(e => e.alt)")
     assert alts[0] == "A white t-shirt back"
     assert page.locator(headers).all_inner_texts() == ["1", "2", "3", "4"]  # sort_b2c

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,19 @@ from typing import Any
 
 import structlog
 from croniter import croniter
-from sqlalchemy import case, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    bindparam,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
@@ -315,6 +328,20 @@ async def _next_jobs(
     session: AsyncSession, lane: Lane, limit: int, now: datetime
 ) -> Sequence[QueueJob]:
     """The lane's jobs that may start now, in fair turns (see the module's text)."""
+    found = await session.execute(_next_jobs_statement(lane), {"now": now, "limit": limit})
+    ids = found.scalars().all()
+    if not ids:
+        return []
+    jobs = (await session.scalars(select(QueueJob).where(QueueJob.id.in_(ids)))).all()
+    order = {job_id: i for i, job_id in enumerate(ids)}
+    return sorted(jobs, key=lambda job: order[job.id])
+
+
+@functools.cache
+def _next_jobs_statement(lane: Lane) -> Select[int]:
+    """The ids of the lane's jobs that may start at `:now`, at most `:limit`: built once
+    per lane, so that a take (after every job, during an import) does not build and key
+    it again on the event loop."""
     earlier = aliased(QueueJob)
     unlocked = or_(
         QueueJob.lock.is_(None),
@@ -338,7 +365,7 @@ async def _next_jobs(
         .where(
             QueueJob.queue == lane.queue,
             QueueJob.status == "todo",
-            QueueJob.run_after <= now,
+            QueueJob.run_after <= bindparam("now", type_=QueueJob.run_after.type),
             unlocked,
         )
         .subquery()
@@ -356,13 +383,8 @@ async def _next_jobs(
         select(waiting.c.id)
         .outerjoin(running, running.c.share == waiting.c.share)
         .order_by(waiting.c.priority.desc(), turn, waiting.c.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
     if lane.share_max is not None:
         stmt = stmt.where(turn <= lane.share_max)
-    ids = (await session.scalars(stmt)).all()
-    if not ids:
-        return []
-    jobs = (await session.scalars(select(QueueJob).where(QueueJob.id.in_(ids)))).all()
-    order = {job_id: i for i, job_id in enumerate(ids)}
-    return sorted(jobs, key=lambda job: order[job.id])
+    return stmt
