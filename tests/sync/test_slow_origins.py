@@ -36,5 +36,7 @@ async def test_a_silent_origin_times_out_and_the_images_stay(
     assert product["status"] == "failed"
     assert product["images"][1]["error"]["code"] == "timeout"
     assert image_server.hits["silent.jpg"] == 2  # retried once
-    assert elapsed < 6  # two attempts of one second, not thirty
+    # Two attempts of one second, not thirty: the bound leaves room for a busy machine
+    # (one CI run took 7.7 s), and still fails if the timeout is not applied.
+    assert elapsed < 12
     assert await images_of(client, headers) == before
