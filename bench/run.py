@@ -76,7 +76,7 @@ class Service:
     def peak_rss_mb(self) -> dict[str, float]:
         """Each process's peak resident memory so far (VmHWM), those that `serve` started
         included: `api/work` is its work process, `api/1`, `api/2` ... its API processes
-        when it runs more than one (else `api` answers itself)."""
+        (`api` itself only supervises them)."""
         peaks = {}
         for name, process in self.processes.items():
             peaks[name] = _peak_rss_mb(process.pid)

@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.served import clean_env, serve, serve_process
-from tests.sync.test_serve_workers import roles
+from tests.served import clean_env, roles, serve, serve_process
 from tests.waiting import wait_for
 
 

@@ -204,7 +204,7 @@ def serve(
             "IMAGESYNC_WEB_WORKERS": str(settings.api_processes),
         }
     )
-    serve_processes(settings, settings.api_processes)
+    serve_processes(settings)
 
 
 @app.command(cls=_Command)

@@ -47,9 +47,9 @@ PARENT_POLL_SECONDS = 1.0  # how often a process of `serve` looks whether `serve
 SERVE_PID_ENV = "_IMAGESYNC_SERVE_PID"  # `serve`'s, for the processes it starts
 
 
-def serve_processes(settings: Settings, workers: int) -> None:
-    """Serve with `workers` API processes and the work process until a signal stops
-    them."""
+def serve_processes(settings: Settings) -> None:
+    """Serve with `settings.api_processes` API processes and the work process until a
+    signal stops them."""
     scratch = Path(tempfile.mkdtemp(prefix="imagesync-serve-"))
     (scratch / "metrics").mkdir()
     os.environ[WAKE_SOCKET_ENV] = str(scratch / "wake")
@@ -61,7 +61,7 @@ def serve_processes(settings: Settings, workers: int) -> None:
     config = uvicorn.Config(
         "imagesync.serving:api_app",
         factory=True,
-        workers=workers,
+        workers=settings.api_processes,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -14,39 +14,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.served import create_token, migrated, serve_process
+from tests.served import children, create_token, migrated, roles, serve_process
 from tests.sync.conftest import ImageServer
 from tests.waiting import wait_for
 
 METRICS_TOKEN = "metrics-token-0123456789"
-
-
-def children(pid: int) -> dict[int, str]:
-    """The processes `pid` started, by pid: their command lines."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        parent = next(line for line in status.splitlines() if line.startswith("PPid:"))
-        if int(parent.split()[1]) == pid:
-            found[int(entry.name)] = command
-    return found
-
-
-def roles(pid: int) -> dict[str, list[int]]:
-    """`serve`'s children by what they are: API processes and the work process."""
-    found: dict[str, list[int]] = {"api": [], "work": []}
-    for child, command in children(pid).items():
-        if "multiprocessing.spawn" in command:
-            found["api"].append(child)
-        elif "imagesync.serving" in command:
-            found["work"].append(child)
-    return found
 
 
 def fetched(metrics: str) -> float:
