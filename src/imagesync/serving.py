@@ -38,7 +38,7 @@ from imagesync.app import create_app, served
 from imagesync.kit.logging import configure_logging
 from imagesync.kit.metrics import MULTIPROCESS_ENV
 from imagesync.kit.settings import Settings, load_settings
-from imagesync.runtime import WAKE_SOCKET_ENV, runs_work
+from imagesync.runtime import WAKE_SOCKET_ENV, runs_work, settle
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +104,7 @@ def api_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
         async with inner(app) as state:
+            settle()
             watch = asyncio.create_task(
                 _with_parent(lambda: os.kill(os.getpid(), signal.SIGTERM)), name="parent"
             )
@@ -174,6 +175,7 @@ async def run_work(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with served(settings):
+        settle()
         log.info("serve.work_started", pid=os.getpid(), runs_work=runs_work(settings))
         started = time.monotonic()
         watch = asyncio.create_task(_with_parent(stop.set), name="parent")

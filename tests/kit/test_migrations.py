@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -55,10 +56,10 @@ def test_work_the_old_embedded_queue_held_becomes_jobs(tmp_path: Path) -> None:
             "SELECT task, queue, args, lock, share, status FROM queue_job ORDER BY id"
         ).all()
     engine.dispose()
-    assert [tuple(job) for job in jobs] == [
-        ("sync.run_product", "sync", '{"seq": 1}', "product:1:p-1", "account:1", "todo"),
-        ("sync.run_product", "sync", '{"seq": 2}', "product:1:p-2", "account:1", "todo"),
-        ("media.render_blob", "renditions", '{"blob_id": 7}', "blob:7", None, "todo"),
+    assert [(task, queue, json.loads(args), *rest) for task, queue, args, *rest in jobs] == [
+        ("sync.run_product", "sync", {"seq": 1}, "product:1:p-1", "account:1", "todo"),
+        ("sync.run_product", "sync", {"seq": 2}, "product:1:p-2", "account:1", "todo"),
+        ("media.render_blob", "renditions", {"blob_id": 7}, "blob:7", None, "todo"),
     ]
 
 

@@ -128,10 +128,13 @@ def parse_ipv4_number(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_url(raw: str) -> URL:
     """Parse `raw`, refusing (`InvalidUrl`) what no setting could make fetchable: a URL
     too long, with spaces or control characters, not absolute http(s), with credentials,
-    an IPv6 zone or a host name too long. Needs no network: a request is checked with it."""
+    an IPv6 zone or a host name too long. Needs no network: a request is checked with it.
+    Kept per URL (a URL is immutable): the request's schema and its submit both check
+    each image's URL, and parsing was most of the schema's validation time."""
     if len(raw) > MAX_URL_LENGTH:
         raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
     if _CONTROL.search(raw):

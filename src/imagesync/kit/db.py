@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import pydantic_core
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import DateTime, MetaData, event
@@ -75,18 +76,30 @@ def _read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor.close()
 
 
+def _to_json(value: Any) -> str:
+    return pydantic_core.to_json(value).decode()
+
+
+# JSON columns (a job entry's request and result, an image's rule) written and read by
+# pydantic's encoder and parser, three to six times as fast as the standard library's.
+JSON_CODEC: dict[str, Any] = {
+    "json_serializer": _to_json,
+    "json_deserializer": pydantic_core.from_json,
+}
+
+
 def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
     """An async engine for an async URL (see `Settings.async_database_url`). On SQLite,
     `read_only` connections refuse any write (`PRAGMA query_only`)."""
     if url.startswith("sqlite"):
         from imagesync.kit.sqlite import OneTripDBAPI
 
-        engine = create_async_engine(url, module=OneTripDBAPI(), **kwargs)
+        engine = create_async_engine(url, module=OneTripDBAPI(), **JSON_CODEC, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if read_only:
             event.listen(engine.sync_engine, "connect", _read_only)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    return create_async_engine(url, pool_pre_ping=True, **JSON_CODEC, **kwargs)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,5 +1,9 @@
 """Request dependencies as `Annotated` aliases; process-wide resources live on app.state.
-Each domain adds its own (`catalog.deps.AccountDep`, `sync.deps.SyncContextDep`)."""
+Each domain adds its own (`catalog.deps.AccountDep`, `sync.deps.SyncContextDep`).
+
+Every dependency is `async def`, however little it does: FastAPI runs a plain `def` in
+its thread pool, a trip to another thread and back through the event loop for what is
+an attribute read (a sync request made four; tests/kit/test_request_costs.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from imagesync.kit.db import session_scope
 from imagesync.kit.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -29,7 +29,7 @@ class PageParams:
         )
 
 
-def _page_params(
+async def _page_params(
     page: Annotated[int, Query(ge=0, le=MAX_PAGE, description="Page number, from 0.")] = 0,
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, at most {MAX_LIMIT}.")

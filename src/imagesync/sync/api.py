@@ -58,6 +58,7 @@ UNFINISHED_HEADERS = {
         "schema": {"type": "integer"},
     },
 }
+JOB_PATH = "products/images/sync/{job_id}"  # after the base URL
 log = structlog.get_logger(__name__)
 
 router = APIRouter(responses=ERRORS, route_class=StrictRoute)
@@ -154,7 +155,8 @@ async def sync_images(
             job = await jobs.get_job(session, account, earlier)
             response.headers["Idempotent-Replayed"] = "true"
         read = results.job_read(job)
-    response.headers["Location"] = str(request.url_for("get_sync_job", job_id=job.id))
+    # As `url_for` would say it, without its search through every route.
+    response.headers["Location"] = f"{request.base_url}{JOB_PATH.format(job_id=job.id)}"
     deadline = time.monotonic() + wait
     while read.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -180,7 +182,7 @@ def serialized(model: BaseModel, status: int, response: Response) -> Response:
 
 
 @router.get(
-    "/products/images/sync/{job_id}",
+    "/" + JOB_PATH,
     tags=["images"],
     name="get_sync_job",
     responses={200: {"headers": {"Retry-After": UNFINISHED_HEADERS["Retry-After"]}}},

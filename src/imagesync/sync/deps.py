@@ -12,17 +12,17 @@ from imagesync.sync.reads.images import FileUrls
 from imagesync.sync.run.context import SyncContext
 
 
-def _sync_context(request: Request) -> SyncContext:
+async def _sync_context(request: Request) -> SyncContext:
     ctx: SyncContext = request.app.state.sync_context
     return ctx
 
 
-def _store(request: Request) -> BlobStore:
+async def _store(request: Request) -> BlobStore:
     ctx: SyncContext = request.app.state.sync_context
     return ctx.store
 
 
-def _file_urls(request: Request) -> FileUrls:
+async def _file_urls(request: Request) -> FileUrls:
     return FileUrls(str(request.base_url), request.app.state.settings.public_base_url)
 
 

@@ -49,8 +49,9 @@ class ImageSpec:
     # Ask the origin whether a known identity's bytes changed (not metadata: not stored).
     refresh: bool = False
 
-    @property
+    @cached_property
     def identity(self) -> Identity:
+        """Made once per spec (a plan and the no-op check look it up several times)."""
         return identity_of(self.url, self.existance_key)
 
 

@@ -29,7 +29,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _fetcher(request: Request) -> SafeFetcher:
+async def _fetcher(request: Request) -> SafeFetcher:
     """The process's downloader: its address checks judge an endpoint's URL."""
     fetcher: SafeFetcher = request.app.state.sync_context.fetcher
     return fetcher
