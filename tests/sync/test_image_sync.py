@@ -6,7 +6,15 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.catalog.models import Product
+from imagesync.sync import repository
+from imagesync.sync.core.planner import StoredImage, unchanged
+from imagesync.sync.repository import stored_spec
+from imagesync.sync.run.apply import spec_of
+from imagesync.sync.schemas import ImageIn
 from tests.factories import pointers, sync_ok, wait_for_job
 from tests.sync.conftest import ImageServer, images_of, make_image
 from tests.sync.conftest import sync_body as sync
@@ -562,3 +570,30 @@ async def test_a_jobs_downloaded_counts_add_up_to_the_origin_hits(
     assert [image_server.hits[f"shared-{i}.jpg"] for i in range(2)] == [1, 1]
     assert sum(p["counts"]["downloaded"] for p in job["products"]) == 2
     assert all(p["counts"]["created"] == 2 for p in job["products"])
+
+
+async def test_the_no_op_check_reads_each_image_as_its_plan_would(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A submission reads the images straight from the rows (`product_states`); planning
+    makes specs of them (`stored_spec`). Both must say the same of every field, or an
+    unchanged product would be planned (or a changed one kept)."""
+    body = traede_example(image_server)
+    images = body["products"][0]["images"]
+    images[0].update(sort_b2c=3, filename="front.jpg", existance_key="dam-1")
+    images[1].update(alt=None)
+    del images[2]["attach_to_variants_matching_attribute_code"]
+    await sync(client, headers, body)
+    async with sessionmaker() as session:
+        product = (
+            await session.scalars(select(Product).where(Product.item_number == "cool-product-001"))
+        ).one()
+        states = await repository.product_states(session, product.account_id, ["cool-product-001"])
+        rows = await repository.image_rows(session, [product.id])
+        links = await repository.image_links(session, [product.id])
+    planned = [StoredImage.of(r.id, stored_spec(r), len(links.get(r.id, ()))) for r in rows]
+    assert states["cool-product-001"].images == planned
+    assert unchanged(planned, [spec_of(ImageIn.model_validate(i)) for i in images]) is not None

@@ -216,7 +216,7 @@ def test_unchanged_is_exactly_a_plan_that_neither_changes_nor_warns(
 ) -> None:
     """The submission's no-op check reads no variants: it tells the same as planning."""
     current, requested, variants = scenario
-    stored = [StoredImage(i.image_id, i.spec, len(i.variant_ids)) for i in current]
+    stored = [StoredImage.of(i.image_id, i.spec, len(i.variant_ids)) for i in current]
     plan = plan_product_sync(current, requested, variants)
     ids = unchanged(stored, requested)
     event("unchanged" if ids is not None else "to plan")

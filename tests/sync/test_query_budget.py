@@ -25,6 +25,7 @@ from imagesync.storage.renditions import render
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.run import product
 from imagesync.sync.run.context import SyncContext
+from imagesync.sync.schemas import ProductResult
 from tests.queries import Spent, counting
 from tests.sync.conftest import ImageServer, make_image, server_settings
 
@@ -211,6 +212,26 @@ async def test_a_no_op_request_of_ten_products(
         again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     within(spent, "noop", dialect)
+
+
+async def test_a_no_op_answer_is_not_parsed_back_from_what_it_recorded(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each product's result is made once: the answer shows it as made, not as read back
+    from the JSON recorded for it (a second validation of every image's result)."""
+    products, _, _ = await first_import(app, client, headers, image_server)
+
+    def parsed(*_: object, **__: object) -> None:
+        raise AssertionError("a result was parsed back")
+
+    monkeypatch.setattr(ProductResult, "model_validate", parsed)
+    again = await post(client, headers, products)
+    assert again.status_code == 200, again.text
+    assert [p["counts"]["kept"] for p in again.json()["products"]] == [3] * 10
 
 
 async def test_a_refresh_is_run_in_two_transactions(

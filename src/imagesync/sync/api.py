@@ -144,6 +144,7 @@ async def sync_images(
         job_id = uuid.uuid4().hex
         lifetime = timedelta(hours=settings.idempotency_key_hours)
         earlier = None
+        job: results.Job
         if idempotency_key is not None:
             earlier = await idempotency.claim(
                 session, account.id, idempotency_key, body, job_id, lifetime=lifetime

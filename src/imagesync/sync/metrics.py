@@ -9,7 +9,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagesync.kit.metrics import PROCESS, after_commit
-from imagesync.sync.models import SyncJobProduct
+from imagesync.sync.results import Entry
 
 DOWNLOADS = Counter(
     "imagesync_downloads",
@@ -43,7 +43,7 @@ WEBHOOK_CALLS = Counter(
 )
 
 
-def count_ended(session: AsyncSession, entries: Sequence[SyncJobProduct]) -> None:
+def count_ended(session: AsyncSession, entries: Sequence[Entry]) -> None:
     """Count these entries, ended in `session`'s transaction, once it commits."""
     ended = [
         (entry.status, ((entry.result or {}).get("error") or {}).get("code") or "unknown")

@@ -38,7 +38,13 @@ from imagesync.catalog.models import (
 )
 from imagesync.kit.db import UTCDateTime
 from imagesync.storage.models import Blob, Rendition
-from imagesync.sync.core.planner import ImageSpec, StoredImage, VariantCodes
+from imagesync.sync.core.planner import (
+    ImageSpec,
+    StoredImage,
+    VariantCodes,
+    identity_of,
+    metadata,
+)
 from imagesync.sync.models import (
     UNFINISHED,
     IdempotencyKey,
@@ -163,14 +169,33 @@ async def product_states(
         PRODUCT_STATES, {"account_id": account_id, "items": sorted(item_numbers)}
     )
     states: dict[str, ProductState] = {}
-    for row in rows:
-        state = states.get(row.item_number)
+    for (
+        product_id,
+        item_number,
+        use_sort_b2c,
+        pending,
+        image_id,
+        url,
+        sort,
+        sort_b2c,
+        existance_key,
+        alt,
+        filename,
+        rule,
+        links,
+    ) in rows.all():
+        state = states.get(item_number)
         if state is None:
-            state = states[row.item_number] = ProductState(
-                row.id, row.use_sort_b2c, bool(row.pending), []
+            state = states[item_number] = ProductState(product_id, use_sort_b2c, bool(pending), [])
+        if image_id is not None:
+            state.images.append(
+                StoredImage(
+                    image_id,
+                    identity_of(url, existance_key),
+                    metadata(url, sort, sort_b2c, existance_key, alt, filename, rule),
+                    links,
+                )
             )
-        if row.image_id is not None:
-            state.images.append(StoredImage(row.image_id, stored_spec(row), row.links))
     return states
 
 

@@ -4,10 +4,12 @@ its products, never stored."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 from imagesync.kit.db import utcnow
 from imagesync.sync.core.planner import Identity, ImageSpec, RuleWarning
-from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.schemas import (
     ImageError,
     ImageResult,
@@ -19,6 +21,68 @@ from imagesync.sync.schemas import (
     SyncCounts,
     SyncJobRead,
 )
+
+
+class Entry(Protocol):
+    """A product of a job, as its result is made and shown: a `SyncJobProduct` row (read
+    by a worker or a job's reader), or a `Submitted` one."""
+
+    item_number: str
+    status: str
+    result: dict[str, Any] | None
+    finished_at: datetime | None
+
+
+class Job(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def products(self) -> Sequence[Entry]: ...
+
+
+@dataclass(slots=True, eq=False)
+class Submitted:
+    """A product of a job being submitted: the `sync_job_product` row it is inserted as
+    (plain, not a unit of work of the ORM), and the result it ended with at once, if any,
+    as the answer shows it (`shown`, so that the answer does not parse back what was just
+    made)."""
+
+    job_id: str
+    account_id: int
+    position: int
+    item_number: str
+    request: dict[str, Any]
+    status: str = "queued"
+    result: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+    seq: int = 0  # once inserted
+    shown: ProductResult | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "account_id": self.account_id,
+            "position": self.position,
+            "item_number": self.item_number,
+            "status": self.status,
+            "request": self.request,
+            "result": self.result,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(slots=True, eq=False)
+class SubmittedJob:
+    """A job as its submission recorded it."""
+
+    id: str
+    created_at: datetime
+    notify: bool
+    products: list[Submitted] = field(default_factory=list)
 
 
 def image_result(
@@ -44,7 +108,7 @@ def image_warning(warning: RuleWarning) -> ImageWarning:
     return ImageWarning(code=warning.code, detail=warning.detail)
 
 
-def kept(entry: SyncJobProduct, specs: list[ImageSpec], image_ids: list[str]) -> ProductResult:
+def kept(entry: Entry, specs: list[ImageSpec], image_ids: list[str]) -> ProductResult:
     """The product's images were already exactly the request's: each kept as it is."""
     return ProductResult(
         item_number=entry.item_number,
@@ -57,7 +121,7 @@ def kept(entry: SyncJobProduct, specs: list[ImageSpec], image_ids: list[str]) ->
     )
 
 
-def superseded(entry: SyncJobProduct) -> ProductResult:
+def superseded(entry: Entry) -> ProductResult:
     return ProductResult(
         item_number=entry.item_number,
         status="superseded",
@@ -67,7 +131,7 @@ def superseded(entry: SyncJobProduct) -> ProductResult:
     )
 
 
-def failed_with(entry: SyncJobProduct, code: str, detail: str) -> ProductResult:
+def failed_with(entry: Entry, code: str, detail: str) -> ProductResult:
     """The product failed as a whole, for one reason."""
     return ProductResult(
         item_number=entry.item_number,
@@ -77,7 +141,7 @@ def failed_with(entry: SyncJobProduct, code: str, detail: str) -> ProductResult:
 
 
 def failed(
-    entry: SyncJobProduct,
+    entry: Entry,
     specs: list[ImageSpec],
     failures: dict[Identity, ImageError],
     downloaded: int,
@@ -101,14 +165,16 @@ def failed(
     )
 
 
-def finish(entry: SyncJobProduct, result: ProductResult) -> None:
+def finish(entry: Entry, result: ProductResult) -> None:
     """End the entry with `result` (written with the caller's transaction)."""
     entry.status = result.status
     entry.result = result.model_dump(mode="json")
     entry.finished_at = utcnow()
+    if isinstance(entry, Submitted):
+        entry.shown = result
 
 
-def note_error(entry: SyncJobProduct, error: ImageError) -> None:
+def note_error(entry: Entry, error: ImageError) -> None:
     """Show why the product's attempt did not finish while it waits to be tried again."""
     entry.result = ProductResult(
         item_number=entry.item_number, status="queued", error=error
@@ -124,9 +190,11 @@ def job_status(statuses: Sequence[str]) -> JobStatus:
     return "failed" if failed == len(statuses) else "partially_failed"
 
 
-def product_result(entry: SyncJobProduct) -> ProductResult:
+def product_result(entry: Entry) -> ProductResult:
     """The entry's result; while it is still to run, its status with the error of the
     attempt that is to be tried again, if any."""
+    if isinstance(entry, Submitted) and entry.shown is not None:
+        return entry.shown  # as made, not parsed back from what was recorded
     if entry.result is None:
         return ProductResult.model_validate(
             {"item_number": entry.item_number, "status": entry.status}
@@ -137,7 +205,7 @@ def product_result(entry: SyncJobProduct) -> ProductResult:
     return result
 
 
-def job_read(job: SyncJob) -> SyncJobRead:
+def job_read(job: Job) -> SyncJobRead:
     status = job_status([entry.status for entry in job.products])
     finished = [e.finished_at for e in job.products if e.finished_at is not None]
     return SyncJobRead(

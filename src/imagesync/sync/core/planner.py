@@ -211,14 +211,23 @@ def plan_product_sync(
     )
 
 
-@dataclass(frozen=True)
+Metadata = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredImage:
-    """An image as the no-op check reads it: no variant ids, only how many it is linked
-    to (links are kept equal to its rule evaluated on the product's variants)."""
+    """An image as the no-op check reads it: its identity and metadata (as `metadata`
+    makes them), and no variant ids, only how many it is linked to (links are kept equal
+    to its rule evaluated on the product's variants)."""
 
     image_id: str
-    spec: ImageSpec
+    identity: Identity
+    metadata: Metadata
     links: int
+
+    @classmethod
+    def of(cls, image_id: str, spec: ImageSpec, links: int) -> StoredImage:
+        return cls(image_id, spec.identity, _metadata(spec), links)
 
 
 def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) -> list[str] | None:
@@ -232,11 +241,11 @@ def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) ->
     without would warn."""
     if len(current) != len(requested):
         return None
-    by_identity = {image.spec.identity: image for image in current}
+    by_identity = {image.identity: image for image in current}
     ids = []
     for spec in requested:
         image = by_identity.get(spec.identity)
-        if image is None or _metadata(image.spec) != _metadata(spec):
+        if image is None or image.metadata != _metadata(spec):
             return None
         if (image.links > 0) != bool(spec.attach_rule):  # would warn, or links to heal
             return None
@@ -244,6 +253,27 @@ def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) ->
     return ids
 
 
-def _metadata(spec: ImageSpec) -> tuple[object, ...]:
-    rule = tuple(sorted(spec.attach_rule.items())) if spec.attach_rule else None
-    return (spec.url, spec.sort, spec.sort_b2c, spec.existance_key, spec.alt, spec.filename, rule)
+def metadata(
+    url: str,
+    sort: int,
+    sort_b2c: int | None,
+    existance_key: str | None,
+    alt: str | None,
+    filename: str | None,
+    attach_rule: Mapping[str, str] | None,
+) -> Metadata:
+    """What of an image a request sets, besides its bytes, comparable as a whole."""
+    rule = tuple(sorted(attach_rule.items())) if attach_rule else None
+    return (url, sort, sort_b2c, existance_key, alt, filename, rule)
+
+
+def _metadata(spec: ImageSpec) -> Metadata:
+    return metadata(
+        spec.url,
+        spec.sort,
+        spec.sort_b2c,
+        spec.existance_key,
+        spec.alt,
+        spec.filename,
+        spec.attach_rule,
+    )

@@ -17,9 +17,8 @@ from imagesync.kit.errors import Problem, ValidationFailed, duplicate_problems
 from imagesync.queue import Job
 from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity, ImageSpec, identity_of, unchanged
-from imagesync.sync.models import SyncJob, SyncJobProduct
 from imagesync.sync.repository import ProductState
-from imagesync.sync.results import failed_with, finish, kept
+from imagesync.sync.results import Submitted, SubmittedJob, failed_with, finish, kept
 from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import reuse
@@ -99,7 +98,7 @@ async def submit(
     *,
     max_images: int,
     job_id: str | None = None,
-) -> SyncJob:
+) -> SubmittedJob:
     """Record the job (`job_id`, else a new id) in the caller's transaction; finish at
     once, in that same transaction, each product whose new list needs no download and no
     earlier sync of which is pending, and queue the others. The job and what was applied commit
@@ -111,19 +110,15 @@ async def submit(
     validate_request(
         request, max_images=max_images, allow=ctx.fetcher.allow, ports=ctx.fetcher.limits.ports
     )
-    job = SyncJob(id=job_id or uuid.uuid4().hex, account_id=account.id, products=[])
-    job.created_at, job.notify = await repository.record_job(session, job.id, account.id)
+    job_id = job_id or uuid.uuid4().hex
+    created_at, notify = await repository.record_job(session, job_id, account.id)
+    job = SubmittedJob(job_id, created_at, notify)
     numbers = [product.item_number for product in request.items]
     states = await repository.product_states(session, account.id, numbers)
-    to_plan: list[tuple[SyncJobProduct, list[ImageSpec], bool | None]] = []
+    to_plan: list[tuple[Submitted, list[ImageSpec], bool | None]] = []
     for position, item in enumerate(request.items):
-        entry = SyncJobProduct(
-            account_id=account.id,
-            job_id=job.id,
-            position=position,
-            item_number=item.item_number,
-            status="queued",
-            request=item.model_dump(mode="json"),
+        entry = Submitted(
+            job_id, account.id, position, item.item_number, item.model_dump(mode="json")
         )
         job.products.append(entry)
         state = states.get(item.item_number)
@@ -139,7 +134,7 @@ async def submit(
             finish(entry, kept(entry, specs, ids))
         else:
             to_plan.append((entry, specs, item.use_sort_b2c))
-    seqs = await repository.add_entries(session, [_row(entry) for entry in job.products])
+    seqs = await repository.add_entries(session, [entry.row() for entry in job.products])
     for entry in job.products:
         entry.seq = seqs[entry.position]
     applied = await _apply_quick(ctx, session, account.id, to_plan)
@@ -178,20 +173,7 @@ def _unchanged(
     return unchanged(state.images, specs)
 
 
-def _row(entry: SyncJobProduct) -> dict[str, Any]:
-    return {
-        "job_id": entry.job_id,
-        "account_id": entry.account_id,
-        "position": entry.position,
-        "item_number": entry.item_number,
-        "status": entry.status,
-        "request": entry.request,
-        "result": entry.result,
-        "finished_at": entry.finished_at,
-    }
-
-
-def _end(entry: SyncJobProduct) -> dict[str, Any]:
+def _end(entry: Submitted) -> dict[str, Any]:
     return {
         "seq": entry.seq,
         "status": entry.status,
@@ -204,8 +186,8 @@ async def _apply_quick(
     ctx: SyncContext,
     session: AsyncSession,
     account_id: int,
-    to_plan: Sequence[tuple[SyncJobProduct, list[ImageSpec], bool | None]],
-) -> list[SyncJobProduct]:
+    to_plan: Sequence[tuple[Submitted, list[ImageSpec], bool | None]],
+) -> list[Submitted]:
     """Plan the products of a new job that change, and apply those that need no
     download, reading the state of all of them in a few queries; the entries finished.
     Under the account's submission lock no newer sync of them exists, and none was

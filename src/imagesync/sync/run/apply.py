@@ -23,8 +23,8 @@ from imagesync.sync.core.planner import (
     VariantCodes,
     plan_product_sync,
 )
-from imagesync.sync.models import Image, ImageVariant, SyncJobProduct
-from imagesync.sync.results import image_result
+from imagesync.sync.models import Image, ImageVariant
+from imagesync.sync.results import Entry, image_result
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import Stored
 from imagesync.sync.schemas import ImageIn, ImageResult, ProductResult, Refresh, SyncCounts
@@ -88,7 +88,7 @@ async def plan_product(
 async def apply_plan(
     ctx: SyncContext,
     session: AsyncSession,
-    entry: SyncJobProduct,
+    entry: Entry,
     product: Product,
     blob_ids: dict[str, int],
     planned: Planned,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.kit.db import utcnow
 from imagesync.queue import Job, Queue
 from imagesync.sync.models import SyncJobProduct
+from imagesync.sync.results import Submitted
 from imagesync.sync.webhooks import repository
 from imagesync.sync.webhooks.schemas import JOB_FINISHED, PRODUCT_FAILED
 
@@ -39,7 +40,7 @@ async def job_recorded(
     queue: Queue,
     account_id: int,
     job_id: str,
-    entries: Sequence[SyncJobProduct],
+    entries: Sequence[Submitted],
 ) -> None:
     """A job of an account with endpoints was recorded with `entries`: announce those that
     ended at once `failed`, and the job's end if none is left to run."""
