@@ -1,9 +1,12 @@
-"""SQLite through `kit.sqlite`: a statement is one trip to aiosqlite's thread, and gives
-SQLAlchemy what the stock adapter gives (rows, row counts, last row ids, many rows
-inserted at once, errors)."""
+"""SQLite through `kit.sqlite`: a statement is one trip to aiosqlite's thread, none once
+a writer's transaction holds the writer, and gives SQLAlchemy what the stock adapter gives
+(rows, row counts, last row ids, many rows inserted at once, errors)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,14 +45,70 @@ async def trips(connection: AsyncConnection) -> list[Any]:
     return sent
 
 
-async def test_a_statement_is_one_trip_to_the_thread(engine: AsyncEngine) -> None:
+async def test_a_read_is_one_trip_to_the_thread(engine: AsyncEngine, tmp_path: Path) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a'), ('b')"))
+    readers = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'one.db'}", read_only=True)
+    try:
+        for one in (readers, engine):  # outside a write, a writer's engine reads there too
+            async with one.connect() as connection:
+                sent = await trips(connection)
+                rows = (await connection.execute(text("SELECT name FROM item ORDER BY id"))).all()
+                assert [r.name for r in rows] == ["a", "b"]
+                assert len(sent) == 1  # the stock adapter: cursor, execute, fetch, close (4)
+    finally:
+        await readers.dispose()
+
+
+async def test_a_writers_transaction_runs_at_once(engine: AsyncEngine) -> None:
+    """Its first write finds the writer free and takes it; from then on nothing can make
+    it wait, and none of its statements, nor its commit, waits for a turn of the loop."""
     async with engine.connect() as connection:
         sent = await trips(connection)
-        await connection.execute(text("INSERT INTO item (name) VALUES ('a'), ('b')"))
-        assert len(sent) == 1  # the stock adapter: cursor, execute, close (3)
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+        await connection.execute(text("INSERT INTO item (name) VALUES (:n)"), [{"n": "b"}])
         rows = (await connection.execute(text("SELECT name FROM item ORDER BY id"))).all()
+        await connection.commit()
         assert [r.name for r in rows] == ["a", "b"]
-        assert len(sent) == 2  # the stock adapter: cursor, execute, fetch, close (4 more)
+        assert sent == []
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 2
+
+
+async def test_a_write_waits_for_another_writer_in_the_thread(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """While another connection (another process) holds the writer, a first write waits
+    for it in aiosqlite's thread: the event loop goes on meanwhile."""
+    other = sqlite3.connect(tmp_path / "one.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO item (name) VALUES ('theirs')")
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, other.execute, "COMMIT")
+    ticks = []
+
+    async def tick() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(tick())
+    try:
+        async with engine.connect() as connection:
+            sent = await trips(connection)
+            started = time.monotonic()
+            await connection.execute(text("INSERT INTO item (name) VALUES ('ours')"))
+            waited = time.monotonic() - started
+            await connection.commit()
+    finally:
+        ticking.cancel()
+        other.close()
+    assert waited >= 0.25
+    assert len(sent) == 1  # the write, sent to the thread once the writer was taken
+    assert sum(started < t < started + waited for t in ticks) >= 10  # the loop went on
+    async with engine.connect() as connection:
+        names = (await connection.execute(text("SELECT name FROM item ORDER BY id"))).all()
+    assert [n.name for n in names] == ["theirs", "ours"]
 
 
 async def test_what_sqlalchemy_reads_of_a_statement(engine: AsyncEngine) -> None:

@@ -59,17 +59,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # WAL lets readers run beside the one writer; busy_timeout makes writers queue instead
-    # of failing at once; SQLite leaves foreign keys off unless asked.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
 def _read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only=ON")
@@ -92,10 +81,11 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
     """An async engine for an async URL (see `Settings.async_database_url`). On SQLite,
     `read_only` connections refuse any write (`PRAGMA query_only`)."""
     if url.startswith("sqlite"):
-        from imagesync.kit.sqlite import OneTripDBAPI
+        from imagesync.kit.sqlite import OneTripDBAPI, pragmas
 
-        engine = create_async_engine(url, module=OneTripDBAPI(), **JSON_CODEC, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        module = OneTripDBAPI(at_once=not read_only)
+        engine = create_async_engine(url, module=module, **JSON_CODEC, **kwargs)
+        event.listen(engine.sync_engine, "connect", pragmas)
         if read_only:
             event.listen(engine.sync_engine, "connect", _read_only)
         return engine

@@ -1,4 +1,5 @@
-"""aiosqlite, one trip to its thread per statement.
+"""aiosqlite, one trip to its thread per statement, and none while a transaction holds the
+writer.
 
 SQLAlchemy's aiosqlite adapter sends each statement to aiosqlite's thread four times:
 to make a cursor, to execute, to fetch the rows and to close the cursor. Each trip comes
@@ -7,6 +8,14 @@ import's downloads), a transaction on SQLite's one writer holds the database acr
 of them. Here the cursor is made, executed, read and closed in one trip; the rows, the
 description, the row count and the last row id come back together (docs/benchmarks.md,
 "Where a first import's time goes").
+
+A writer's engine (`OneTripDBAPI(at_once=True)`) goes further. Once a transaction has
+written, it holds SQLite's one writer, and in WAL mode no other connection can make its
+statements wait: they run, and it commits, at once on the caller's thread, so that no
+turn of a busy loop stretches the time every other writer waits for it. Its first write
+runs at once too, unless another connection has the writer: then it waits for it in
+aiosqlite's thread, as before, and the loop goes on. Reads outside a write (a big page's)
+still run in the thread: they never hold the writer, and may take long.
 
 It relies on two private parts of aiosqlite (`Connection._execute`, which runs a
 function in the connection's thread, and `Connection._conn`), as SQLAlchemy's own
@@ -25,9 +34,25 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import EMPTY_DICT
 
 _Ran = tuple[list[Any], Any, int, int | None]
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# How long a write waits for another connection's writer before it fails (ms).
+BUSY_TIMEOUT_MS = 30_000
+
+
+def pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """Each connection's settings. WAL lets readers run beside the one writer; the busy
+    timeout makes writers queue instead of failing at once; SQLite leaves foreign keys
+    off unless asked."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _run(connection: sqlite3.Connection, operation: str, parameters: Any, *, many: bool) -> _Ran:
@@ -44,6 +69,22 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, *, man
         return rows, cursor.description, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+def _first_write_at_once(
+    connection: sqlite3.Connection, operation: str, parameters: Any, *, many: bool
+) -> _Ran | None:
+    """On the caller's thread: the statement that begins a write, unless another
+    connection holds the writer (None: it was not run, and waits in the thread)."""
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        return _run(connection, operation, parameters, many=many)
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            return None
+        raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -91,10 +132,18 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _ran(self, operation: Any, parameters: Any, *, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        raw: sqlite3.Connection = connection._conn
         async with self._adapt_connection._execute_mutex:
-            ran: _Ran = await connection._execute(  # type: ignore[no-untyped-call]
-                _run, connection._conn, operation, parameters, many=many
-            )
+            ran: _Ran | None = None
+            if self._adapt_connection.dbapi.at_once:
+                if raw.in_transaction:  # it holds the writer: nothing can make it wait
+                    ran = _run(raw, operation, parameters, many=many)
+                elif operation.lstrip()[:7].upper().startswith(_WRITES):
+                    ran = _first_write_at_once(raw, operation, parameters, many=many)
+            if ran is None:
+                ran = await connection._execute(  # type: ignore[no-untyped-call]
+                    _run, raw, operation, parameters, many=many
+                )
         rows, self._description, self._rowcount, self._lastrowid = ran
         self._rows = collections.deque(rows)
 
@@ -103,13 +152,41 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass
 
+    def commit(self) -> None:
+        if self._ends_at_once():
+            try:
+                self._connection._conn.commit()
+            except Exception as error:
+                self._handle_exception(error)
+        else:
+            super().commit()
+
+    def rollback(self) -> None:
+        if self._ends_at_once():
+            try:
+                self._connection._conn.rollback()
+            except Exception as error:
+                self._handle_exception(error)
+        else:
+            super().rollback()
+
+    def _ends_at_once(self) -> bool:
+        """A writer's transaction ends on the caller's thread: it holds the writer, and
+        nothing can make it wait. So does a connection in no transaction (as when the
+        pool takes it back), where there is nothing to end."""
+        if self._connection._connection is None:  # closed
+            return False
+        raw: sqlite3.Connection = self._connection._conn
+        return self.dbapi.at_once or not raw.in_transaction
+
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The DBAPI module to give `create_async_engine(..., module=...)` for
-    `sqlite+aiosqlite` URLs."""
+    `sqlite+aiosqlite` URLs; `at_once` for a writer's engine (see the module's text)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, at_once: bool = False) -> None:
         super().__init__(aiosqlite, sqlite3)
+        self.at_once = at_once
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         adapted = super().connect(*arg, **kw)
