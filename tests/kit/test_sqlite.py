@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagesync.kit import sqlite
 from imagesync.kit.db import create_engine
 
 
@@ -60,9 +61,12 @@ async def test_a_read_is_one_trip_to_the_thread(engine: AsyncEngine, tmp_path: P
         await readers.dispose()
 
 
-async def test_a_writers_transaction_runs_at_once(engine: AsyncEngine) -> None:
+async def test_a_writers_transaction_runs_at_once(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Its first write finds the writer free and takes it; from then on nothing can make
     it wait, and none of its statements, nor its commit, waits for a turn of the loop."""
+    monkeypatch.setattr(sqlite, "AT_ONCE_SECONDS", 60.0)  # however slow this machine is
     async with engine.connect() as connection:
         sent = await trips(connection)
         await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
@@ -145,3 +149,27 @@ async def test_errors_are_sqlalchemys_and_roll_back(engine: AsyncEngine) -> None
             await connection.execute(text("SELECT nothing FROM nowhere"))
     async with engine.connect() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+
+
+async def test_a_long_transaction_lets_the_loop_turn(engine: AsyncEngine) -> None:
+    """Statements run at once for at most `AT_ONCE_SECONDS` before one takes a trip to
+    the thread: a long transaction does not hold up the process's other requests."""
+    async with engine.connect() as connection:
+        raw = (await connection.get_raw_connection()).driver_connection
+        assert raw is not None
+
+        def slow() -> int:
+            time.sleep(sqlite.AT_ONCE_SECONDS)
+            return 1
+
+        raw._conn.create_function("slow", 0, slow)
+        sent = await trips(connection)
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+        for n in range(6):
+            await connection.execute(text("UPDATE item SET name = :n WHERE slow()"), {"n": n})
+        await connection.commit()
+        assert 3 <= len(sent) <= 4  # every other statement, once its turn ran out
+        sent.clear()
+        await connection.execute(text("INSERT INTO item (name) VALUES ('b')"))
+        await connection.commit()
+        assert sent == []  # a new transaction starts at once

@@ -50,7 +50,7 @@ log = structlog.get_logger(__name__)
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 64 * 1024
-_WRITE_BATCH = 256 * 1024  # bytes read before they are hashed and written in a thread
+_WRITE_BATCH = 1024 * 1024  # bytes read before they are hashed and written in a thread
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class SafeFetcher:
                     try:
                         async with asyncio.timeout(self.limits.total_timeout):
                             staged = await asyncio.to_thread(self._stage)
-                            return await self._fetch_once(first, staged, unless)
+                            return await self._fetch_once(first, *staged, unless)
                     except TimeoutError as exc:
                         raise DownloadTimeout(
                             f"the download took longer than {self.limits.total_timeout:g} s"
@@ -241,10 +241,10 @@ class SafeFetcher:
             delay = max(delay, min(retry_after, self.limits.retry_after_cap))
         return delay
 
-    def _stage(self) -> Path:
-        """The file the body will go to, made before any byte is asked for, on a disk
-        with room for the largest download: a read-only or full disk then costs no
-        download."""
+    def _stage(self) -> tuple[Path, BinaryIO]:
+        """The file the body will go to, made and opened before any byte is asked for,
+        on a disk with room for the largest download: a read-only or full disk then
+        costs no download."""
         try:
             free = shutil.disk_usage(self.temp_dir or tempfile.gettempdir()).free
             if free < self.limits.max_bytes:
@@ -252,28 +252,29 @@ class SafeFetcher:
                     "not enough free space on the server to stage a download",
                     internal=f"{self.temp_dir}: {free} bytes free, {self.limits.max_bytes} needed",
                 )
-            handle = tempfile.NamedTemporaryFile(dir=self.temp_dir, prefix="dl-", delete=False)
+            fd, name = tempfile.mkstemp(dir=self.temp_dir, prefix="dl-")
         except OSError as exc:
             raise StagingFailed(
                 "could not stage a download on the server", internal=f"{self.temp_dir}: {exc}"
             ) from exc
-        handle.close()
-        return Path(handle.name)
+        return Path(name), os.fdopen(fd, "wb")
 
     async def _fetch_once(
-        self, current: URL, staged: Path, unless: Validators | None
+        self, current: URL, staged: Path, handle: BinaryIO, unless: Validators | None
     ) -> Download | NotModified:
         try:
-            got = await self._follow(current, staged, unless)
+            got = await self._follow(current, staged, handle, unless)
         except BaseException:
+            handle.close()
             staged.unlink(missing_ok=True)
             raise
         if isinstance(got, NotModified):
+            handle.close()
             staged.unlink(missing_ok=True)
         return got
 
     async def _follow(
-        self, current: URL, staged: Path, unless: Validators | None
+        self, current: URL, staged: Path, handle: BinaryIO, unless: Validators | None
     ) -> Download | NotModified:
         assert self._session is not None, "use SafeFetcher as an async context manager"
         conditions = unless.conditions() if unless is not None else {}
@@ -303,7 +304,7 @@ class SafeFetcher:
                         raise UnsupportedEncoding(
                             f"the body is {encoding}-encoded although only identity was asked for"
                         )
-                    return await self._save(response, str(current), staged)
+                    return await self._save(response, str(current), staged, handle)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
     async def post(
@@ -354,20 +355,18 @@ class SafeFetcher:
                     f"could not resolve {host}: {_reason(exc)}", internal=str(exc)
                 ) from exc
 
-    async def _save(self, response: aiohttp.ClientResponse, final_url: str, path: Path) -> Download:
+    async def _save(
+        self, response: aiohttp.ClientResponse, final_url: str, path: Path, handle: BinaryIO
+    ) -> Download:
         limit = self.limits.max_bytes
         if response.content_length is not None and response.content_length > limit:
             raise TooLarge(f"{response.content_length} bytes is over the limit of {limit}")
         digest = hashlib.sha256()
         size = 0
-        try:
-            handle = await asyncio.to_thread(path.open, "wb")
-        except OSError as exc:
-            raise StagingFailed(
-                "could not stage a download on the server", internal=f"{path}: {exc}"
-            ) from exc
-        # The body is hashed and written a few chunks at a time in a thread (hashlib lets
-        # go of the GIL): the event loop only reads the socket.
+        # The body is hashed and written a megabyte at a time in a thread (hashlib lets go
+        # of the GIL): the event loop only reads the socket, and most images take one trip
+        # to the thread, the last, which closes the file (a trip waits for a turn of the
+        # loop, which runs the work's transactions too).
         pending: list[bytes] = []
         buffered = 0
         try:

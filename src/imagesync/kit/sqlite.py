@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+import time
 from typing import Any
 
 import aiosqlite
@@ -41,6 +42,10 @@ _Ran = tuple[list[Any], Any, int, int | None]
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 # How long a write waits for another connection's writer before it fails (ms).
 BUSY_TIMEOUT_MS = 30_000
+# How long statements run at once before one lets the loop turn (a trip to the thread):
+# a long transaction (a catalog sync of a hundred products) does not hold up the
+# process's other requests for all of its length.
+AT_ONCE_SECONDS = 0.005
 
 
 def pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -133,9 +138,10 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _ran(self, operation: Any, parameters: Any, *, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         raw: sqlite3.Connection = connection._conn
-        async with self._adapt_connection._execute_mutex:
+        adapted: OneTripConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
             ran: _Ran | None = None
-            if self._adapt_connection.dbapi.at_once:
+            if adapted.dbapi.at_once and adapted.may_run_at_once():
                 if raw.in_transaction:  # it holds the writer: nothing can make it wait
                     ran = _run(raw, operation, parameters, many=many)
                 elif operation.lstrip()[:7].upper().startswith(_WRITES):
@@ -144,15 +150,28 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 ran = await connection._execute(  # type: ignore[no-untyped-call]
                     _run, raw, operation, parameters, many=many
                 )
+                adapted.at_once_since = None  # the loop turned
         rows, self._description, self._rowcount, self._lastrowid = ran
         self._rows = collections.deque(rows)
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("at_once_since",)
     _cursor_cls = OneTripCursor  # type: ignore[assignment]  # a subclass
 
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # When its statements began to run at once, since the loop last turned.
+        self.at_once_since: float | None = None
+
+    def may_run_at_once(self) -> bool:
+        now = time.perf_counter()
+        if self.at_once_since is None:
+            self.at_once_since = now
+        return now - self.at_once_since < AT_ONCE_SECONDS
+
     def commit(self) -> None:
+        self.at_once_since = None  # the caller awaits others' work next
         if self._ends_at_once():
             try:
                 self._connection._conn.commit()
@@ -162,6 +181,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             super().commit()
 
     def rollback(self) -> None:
+        self.at_once_since = None
         if self._ends_at_once():
             try:
                 self._connection._conn.rollback()
