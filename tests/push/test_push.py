@@ -183,6 +183,10 @@ async def test_an_interrupted_push_run_again_converges_without_downloading_twice
     async def watch() -> None:
         while sum(image_server.hits.values()) < len(rows) // 3:
             await asyncio.sleep(0.05)
+        # The rest come slowly from now on: a fast import does not finish the push before
+        # the interrupt reaches it.
+        for route in image_server.routes.values():
+            route.delay = 0.5
         halfway.set()
 
     watcher = asyncio.create_task(watch())
@@ -192,6 +196,8 @@ async def test_an_interrupted_push_run_again_converges_without_downloading_twice
     assert "run the same command again to finish" in err
     assert sum(image_server.hits.values()) < len(rows)
 
+    for route in image_server.routes.values():
+        route.delay = 0.0
     code, out, err = await push(api, str(export))
     assert code == 0, out + err
     for n in (0, 50, 99):
