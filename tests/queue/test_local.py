@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.kit.clock import Clock
 from imagesync.kit.db import create_engine, create_sessionmaker, session_scope
-from imagesync.queue import Attempt, Job, RetrySoon, Tasks
+from imagesync.queue import Attempt, Job, RetrySoon, Tasks, local
 from imagesync.queue.local import Lane, LocalQueue, LocalRunner
 from imagesync.queue.memory import MemoryQueue
 from imagesync.queue.models import QueueJob
@@ -162,6 +162,94 @@ async def test_shares_take_turns_and_none_runs_more_than_its_share(
         await run.stop()
     assert work.most_at_once == 2
     assert [n for n in work.names() if n.startswith("a")] == [f"a{n}" for n in range(6)]
+
+
+def three_lanes(work: Work, sessionmaker: async_sessionmaker[AsyncSession]) -> LocalRunner:
+    """`work` (one slot) beside two lanes of their own, `other` and `spare`."""
+    return LocalRunner(
+        LocalQueue(work.tasks),
+        sessionmaker,
+        [Lane("work", 1), Lane("other", 1), Lane("spare", 1)],
+        {},
+        max_attempts=3,
+        grace_seconds=1,
+    )
+
+
+async def test_the_end_of_a_job_costs_one_look_not_one_per_lane(
+    sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an import every job's end woke the runner, and it asked every lane with
+    room for work: three looks (each the lane's fair-turn query) for one job, two of them
+    at lanes that had none. A lane that found nothing is asked again only when something
+    of its own changes."""
+    monkeypatch.setattr(local, "QUIET_SECONDS", 60.0)  # no look comes of time passing
+    work = Work()
+    run = three_lanes(work, sessionmaker)
+    await defer(run.queue, sessionmaker, *(Job({"name": f"p{n}"}) for n in range(6)))
+    await run.start()
+    try:
+
+        async def all_ran() -> bool:
+            return len(work.names()) == 6
+
+        await wait_for(all_ran, 10)
+    finally:
+        await run.stop()
+    # One look at `work` per job (the six and the periodic tick) and one after the
+    # last; `other` and `spare` once each. Every lane at each look was 24.
+    assert run.looks <= 7 + 1 + 2
+
+
+async def test_a_lane_that_found_nothing_is_asked_again_for_a_job_of_its_own(
+    sessionmaker: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """A lane left alone after an empty look still runs what is deferred to it, what
+    comes due in it while the other lanes keep the runner busy, and what another process
+    wakes it for."""
+    monkeypatch.setattr(local, "QUIET_SECONDS", 0.2)
+    work = Work()
+    others: list[str] = []
+
+    async def other(attempt: Attempt, name: str) -> None:  # noqa: ARG001
+        others.append(name)
+
+    work.tasks.task("test.other", queue="other")(other)
+    run = three_lanes(work, sessionmaker)
+    await run.start()
+    try:
+        # The runner has looked at every lane and found nothing: all three are quiet.
+        await wait_for(lambda: _async(run.looks >= 3), 10)
+        async with session_scope(sessionmaker) as session:
+            await run.queue.defer(session, "test.other", [Job({"name": "now"})])
+        await wait_for(lambda: _async(others == ["now"]), 10)
+
+        # Due in a second, while `work` ends a job every 20 ms and nothing else wakes it.
+        async with session_scope(sessionmaker) as session:
+            await run.queue.defer(session, "test.other", [Job({"name": "later"}, delay=1)])
+        work.hold.clear()
+        await defer(run.queue, sessionmaker, *(Job({"name": f"p{n}"}) for n in range(100)))
+        clock.advance(seconds=2)
+
+        async def release() -> None:
+            while True:
+                work.hold.set()
+                work.hold.clear()
+                await asyncio.sleep(0.02)
+
+        releasing = asyncio.create_task(release())
+        try:
+            await wait_for(lambda: _async(others == ["now", "later"]), 10)
+            assert len(work.names()) < 100  # the runner was busy all along
+        finally:
+            releasing.cancel()
+            work.hold.set()
+    finally:
+        await run.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def test_a_failure_waits_the_backoff_then_runs_again(

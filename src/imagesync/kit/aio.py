@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 
 
-async def wait_event(event: asyncio.Event, seconds: float) -> None:
-    """Wait until `event` is set, or `seconds` pass.
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set, or `seconds` pass; whether it was set.
 
     Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that arrives just as
     the event is set, so a runner's loop told to stop went on for ever (a stop that hung
@@ -15,3 +15,4 @@ async def wait_event(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+    return event.is_set()

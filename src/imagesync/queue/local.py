@@ -11,6 +11,12 @@ Jobs are taken per lane (a queue with its slots). Within a lane, jobs of one `sh
 first, and none runs more than the lane's `share_max` at once. Jobs sharing a `lock`
 run one at a time, in the order they were deferred. A lane may run `behind` another:
 it waits while that one has work running, so that downloads keep the CPU.
+
+A lane whose last look found less than it had room for is not looked at again until
+something could have changed its answer: a job of its own committed in this process or
+ended, a wake from another process, or `QUIET_SECONDS` passed (a job due later). So the
+end of one job costs one look, not one per lane, and a lane held at its share's maximum
+is not asked again for every job another lane defers.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from imagesync.queue.models import QueueJob
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_SECONDS = 2.0
+QUIET_SECONDS = 0.25  # the longest a lane that found nothing goes without a look
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class LocalQueue:
             for job in jobs
         ]
         await session.execute(insert(QueueJob), rows)
-        wake = self._wake()
+        wake = self._wake(declared.queue)
         if wake is not None:
 
             def on_commit(_session: Session) -> None:
@@ -139,11 +146,11 @@ class LocalQueue:
 
             event.listen(session.sync_session, "after_commit", on_commit, once=True)
 
-    def _wake(self) -> Callable[[], None] | None:
-        """What tells the runner that jobs were committed: this process's own, else the
-        socket of the process that has it; None when no runner is there to tell."""
+    def _wake(self, queue: str) -> Callable[[], None] | None:
+        """What tells the runner that jobs of `queue` were committed: this process's own,
+        else the socket of the process that has it; None when no runner is there to tell."""
         if self.runner is not None:
-            return self.runner.wake
+            return functools.partial(self.runner.wake, queue)
         return self.waker.wake if self.waker is not None else None
 
 
@@ -169,8 +176,17 @@ class LocalRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._next_tick: dict[str, datetime] = {}
         self._unlisten: Callable[[], None] | None = None
+        # Lanes whose last look found less than their room, until when (monotonic) they
+        # go without another unless something of theirs changes.
+        self._quiet: dict[str, float] = {}
+        self.looks = 0  # of lanes, since the start
 
-    def wake(self) -> None:
+    def wake(self, queue: str | None = None) -> None:
+        """Look for work now: `queue`'s jobs changed, or (None) any lane's may have."""
+        if queue is None:
+            self._quiet.clear()
+        else:
+            self._quiet.pop(queue, None)
         self._wake.set()
 
     def running(self, queue: str) -> int:
@@ -224,7 +240,8 @@ class LocalRunner:
                 started = 0
             if not started:
                 self._wake.clear()
-                await wait_event(self._wake, await self._idle_seconds())
+                if not await wait_event(self._wake, await self._idle_seconds()):
+                    self._quiet.clear()  # time passed: jobs may be due
 
     async def _defer_due(self) -> None:
         now = utcnow()
@@ -263,14 +280,25 @@ class LocalRunner:
             for lane in self.lanes.values()
             if lane.behind is None or not self.running(lane.behind)
         }
-        room = {lane: free for lane, free in room.items() if free > 0}
+        clock = asyncio.get_running_loop().time()
+        room = {
+            lane: free
+            for lane, free in room.items()
+            if free > 0 and self._quiet.get(lane.queue, 0.0) <= clock
+        }
         if not room:
             return 0
         taken: list[tuple[QueueJob, str]] = []
         async with session_scope(self.sessionmaker) as session:
             now = utcnow()
             for lane, free in room.items():
-                taken += [(job, lane.queue) for job in await _next_jobs(session, lane, free, now)]
+                found = await _next_jobs(session, lane, free, now)
+                self.looks += 1
+                if len(found) < free:
+                    self._quiet[lane.queue] = clock + QUIET_SECONDS
+                else:
+                    self._quiet.pop(lane.queue, None)
+                taken += [(job, lane.queue) for job in found]
             if taken:
                 await session.execute(
                     update(QueueJob)
@@ -286,8 +314,9 @@ class LocalRunner:
         return len(taken)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task, None)
-        self._wake.set()
+        ran = self._running.pop(task, None)
+        # Its slot, its share's turn and its lock are free: its lane may find work now.
+        self.wake(ran[1] if ran is not None else None)
 
     async def _run(self, job_id: int, name: str, args: dict[str, Any], failures: int) -> None:
         attempt = Attempt(failures + 1, self.max_attempts, self.resources)

@@ -79,13 +79,13 @@ async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int,
         for b, w in sorted(set(wanted))
     ]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # The rows as parameters, as in `add_blobs`: compiled once and cached.
     stmt = (
         insert(Rendition)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["blob_id", "width"])
         .returning(Rendition.blob_id)
     )
-    return set((await session.scalars(stmt)).all())
+    return set((await session.execute(stmt, rows)).scalars())
 
 
 async def renditions_of_blobs(

@@ -428,12 +428,10 @@ async def add_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) 
     if not rows:
         return
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(Source)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=["account_id", "identity_hash"])
-    )
-    await session.execute(stmt)
+    # The rows as the statement's parameters: compiled once and cached (a VALUES list
+    # built from the rows compiles every time), still sent as one multi-row INSERT.
+    stmt = insert(Source).on_conflict_do_nothing(index_elements=["account_id", "identity_hash"])
+    await session.execute(stmt, list(rows))
 
 
 async def update_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
