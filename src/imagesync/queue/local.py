@@ -58,7 +58,7 @@ from imagesync.queue.models import QueueJob
 log = structlog.get_logger(__name__)
 
 IDLE_POLL_SECONDS = 2.0
-QUIET_SECONDS = 0.25  # the longest a lane that found nothing goes without a look
+QUIET_SECONDS = 1.0  # the longest a lane that found nothing goes without a look
 
 
 @dataclass(frozen=True)
