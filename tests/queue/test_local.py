@@ -197,7 +197,8 @@ async def test_the_end_of_a_job_costs_one_look_not_one_per_lane(
     finally:
         await run.stop()
     # One look at `work` per job (the six and the periodic tick) and one after the
-    # last; `other` and `spare` once each. Every lane at each look was 24.
+    # last; `other` and `spare` once each. Asking every lane at each take was three
+    # looks per job.
     assert run.looks <= 7 + 1 + 2
 
 
@@ -215,20 +216,33 @@ async def test_a_lane_that_found_nothing_is_asked_again_for_a_job_of_its_own(
 
     work.tasks.task("test.other", queue="other")(other)
     run = three_lanes(work, sessionmaker)
+
+    async def every_lane_looked_at() -> bool:
+        return run.looks >= 3
+
+    async def now_ran() -> bool:
+        return others == ["now"]
+
+    async def long_running() -> bool:
+        return work.running == {"long"}
+
+    async def later_ran() -> bool:
+        return others == ["now", "later"]
+
     await run.start()
     try:
         # The runner has looked at every lane and found nothing: all three are quiet.
-        await wait_for(lambda: _async(run.looks >= 3), 10)
+        await wait_for(every_lane_looked_at, 10)
         async with session_scope(sessionmaker) as session:
             await run.queue.defer(session, "test.other", [Job({"name": "now"})])
-        await wait_for(lambda: _async(others == ["now"]), 10)
+        await wait_for(now_ran, 10)
 
         # Due in a minute; the clock passes that while one long job of `work` runs and
         # nothing wakes the runner: the quiet lane is asked again within its quiet time,
         # not at the idle poll's two seconds.
         work.hold.clear()
         await defer(run.queue, sessionmaker, Job({"name": "long"}))
-        await wait_for(lambda: _async(work.running == {"long"}), 10)
+        await wait_for(long_running, 10)
         async with session_scope(sessionmaker) as session:
             await run.queue.defer(session, "test.other", [Job({"name": "later"}, delay=60)])
         await asyncio.sleep(0.3)
@@ -236,16 +250,12 @@ async def test_a_lane_that_found_nothing_is_asked_again_for_a_job_of_its_own(
         clock.advance(seconds=120)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await wait_for(lambda: _async(others == ["now", "later"]), 10, every=0.02)
+        await wait_for(later_ran, 10, every=0.02)
         assert loop.time() - started < 1.0
         assert work.running == {"long"}
         work.hold.set()
     finally:
         await run.stop()
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_a_failure_waits_the_backoff_then_runs_again(

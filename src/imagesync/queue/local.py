@@ -276,12 +276,13 @@ class LocalRunner:
             )
         if due is not None:
             wait = min(wait, (due - now).total_seconds())
-        # While jobs run, a lane left alone after an empty look is asked again when its
-        # second is up: a job of its own may have come due since.
-        clock = asyncio.get_running_loop().time()
-        for until in self._quiet.values() if self._running else ():
-            if until > clock:
-                wait = min(wait, until - clock)
+        if self._running:
+            # A lane left alone after an empty look is asked again when its second is
+            # up: a job of its own may have come due since.
+            clock = asyncio.get_running_loop().time()
+            for until in self._quiet.values():
+                if until > clock:
+                    wait = min(wait, until - clock)
         return max(wait, 0.01)
 
     async def _take(self) -> int:
