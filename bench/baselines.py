@@ -37,6 +37,7 @@ async def bare_pipeline(catalog: Catalog, images_base: str, concurrency: int) ->
 
         async def one(name: str) -> None:
             async with slots, session.get(f"{images_base}/{name}") as response:
+                response.raise_for_status()
                 digest = hashlib.sha256()
                 chunks = []
                 async for chunk in response.content.iter_chunked(256 * 1024):

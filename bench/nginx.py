@@ -3,6 +3,7 @@ pid; installed with apt-get when missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 CONFIG = """
 daemon off;
+{user}
 worker_processes 1;
 pid {pid};
 error_log {prefix}/error.log warn;
@@ -64,7 +66,13 @@ def serving(root: Path) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as prefix:
         config = Path(prefix) / "nginx.conf"
         config.write_text(
-            CONFIG.format(pid=Path(prefix) / "nginx.pid", prefix=prefix, port=port, root=root)
+            CONFIG.format(
+                user=_user(),
+                pid=Path(prefix) / "nginx.pid",
+                prefix=prefix,
+                port=port,
+                root=root,
+            )
         )
         process = subprocess.Popen([binary, "-c", str(config), "-p", prefix])
         try:
@@ -80,3 +88,10 @@ def serving(root: Path) -> Iterator[str]:
         finally:
             process.terminate()  # its pid: nothing else is touched
             process.wait(timeout=10)
+
+
+def _user() -> str:
+    """Started as root, nginx's worker would serve as `nobody`, which cannot read a
+    checkout under a private folder (`mktemp -d`, a home of mode 0700): it answered 403
+    to every file. Its worker stays the bench's own user instead."""
+    return "user root;" if os.geteuid() == 0 else ""
