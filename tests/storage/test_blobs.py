@@ -87,6 +87,41 @@ async def test_a_write_is_never_seen_half_done(store: BlobStore, tmp_path: Path)
     assert seen[-1] == len(data)
 
 
+async def test_a_local_store_links_a_file_of_its_own_file_system(tmp_path: Path) -> None:
+    """The staged download becomes the stored file: linked, not written again; readable
+    as a copy would be (a staged file is its owner's alone)."""
+    store = open_store(str(tmp_path / "files"))
+    source = write(tmp_path, os.urandom(100_000))
+    source.chmod(0o600)
+    await store.put_file("aa/bb/linked", source, content_type="image/jpeg")
+    stored = tmp_path / "files" / "aa" / "bb" / "linked"
+    assert stored.stat().st_ino == source.stat().st_ino
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stored.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["linked"]  # no leftover
+    source.unlink()  # as the downloader does once stored
+    assert await store.read("aa/bb/linked") == stored.read_bytes()
+
+
+async def test_a_local_store_copies_a_file_of_another_file_system(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system: /dev/shm")
+    store = open_store(str(tmp_path / "files"))
+    data = os.urandom(100_000)
+    source = shm / f"imagesync-test-{os.getpid()}-{hashlib.sha256(data).hexdigest()[:8]}"
+    source.write_bytes(data)
+    try:
+        await store.put_file("aa/bb/copied", source, content_type="image/jpeg")
+        stored = tmp_path / "files" / "aa" / "bb" / "copied"
+        assert stored.stat().st_ino != source.stat().st_ino
+        assert await store.read("aa/bb/copied") == data
+        assert sorted(p.name for p in stored.parent.iterdir()) == ["copied"]
+    finally:
+        source.unlink()
+
+
 def test_local_stores_serve_from_disk_and_others_stream(tmp_path: Path) -> None:
     local = open_store(str(tmp_path / "files"))
     assert local.local_path("aa/bb/c") == (tmp_path / "files" / "aa/bb/c").resolve()

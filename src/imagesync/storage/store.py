@@ -8,8 +8,10 @@ place, an S3 PUT becomes visible whole or not at all, memory swaps one reference
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,7 +171,9 @@ class _ObjectStore:
 
 
 class DirectoryStore(_ObjectStore):
-    """A local directory; files are written to a staging file and renamed into place."""
+    """A local directory; files are written to a staging file and renamed into place. A
+    file on the same file system is linked into place instead: its bytes are not written
+    a second time."""
 
     kind = "local"
 
@@ -178,6 +182,34 @@ class DirectoryStore(_ObjectStore):
         root.mkdir(parents=True, exist_ok=True)
         super().__init__(LocalStore(root, mkdir=True))
         self.root = root
+
+    async def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        if not await asyncio.to_thread(self._link, key, path):
+            await super().put_file(key, path, content_type=content_type)
+
+    def _link(self, key: str, path: Path) -> bool:
+        """Link `path` in as `key`: under a name of its own beside the key, then renamed
+        into place, so the key appears whole. False where that fails (another file
+        system, one without links, a refused write): the caller copies the bytes, and
+        says why the store refused them."""
+        target = self.root / key
+        linked = target.with_name(f"{target.name}#{uuid.uuid4().hex}")
+        try:
+            try:
+                os.link(path, linked)
+            except FileNotFoundError:
+                if not path.exists():
+                    return False
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, linked)
+            # Readable as a copy would be: staged downloads are private to their owner.
+            os.chmod(linked, 0o666 & ~_UMASK)
+            os.replace(linked, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                linked.unlink(missing_ok=True)
+            return False
+        return True
 
     def local_path(self, key: str) -> Path | None:
         return self.root / key
@@ -247,6 +279,15 @@ def store_from_settings(settings: Settings) -> BlobStore:
             secret_access_key=settings.s3_secret_access_key,
         ),
     )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at start: setting it is process-wide
 
 
 def _errno(exc: BaseException) -> int | None:
