@@ -214,6 +214,26 @@ async def test_a_no_op_request_of_ten_products(
     within(spent, "noop", dialect)
 
 
+async def test_a_product_ended_in_its_request_is_recorded_without_its_list(
+    app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str], image_server: ImageServer
+) -> None:
+    """An entry keeps the product as requested only for its run to read: one ended in its
+    request (kept, or not found) records its result alone, not a second copy of its
+    images, which was most of what a no-op request wrote."""
+    products, _, _ = await first_import(app, client, headers, image_server)
+    ctx: SyncContext = app.state.sync_context
+    again = await post(client, headers, [*products[:9], {"item_number": "missing", "images": []}])
+    assert again.status_code == 200, again.text
+    async with session_scope(ctx.sessionmaker) as session:
+        entries = (await session.scalars(select(SyncJobProduct).order_by(SyncJobProduct.seq))).all()
+    queued, ended = entries[: len(ITEMS)], entries[len(ITEMS) :]
+    assert [[i["url"] for i in e.request["images"]] for e in queued] == [
+        [i["url"] for i in p["images"]] for p in products
+    ]
+    assert [(e.status, e.request) for e in ended] == [("succeeded", {})] * 9 + [("failed", {})]
+    assert [p["counts"]["kept"] for p in again.json()["products"][:9]] == [3] * 9
+
+
 async def test_a_no_op_answer_is_not_parsed_back_from_what_it_recorded(
     app: FastAPI,
     client: httpx.AsyncClient,

@@ -55,7 +55,8 @@ class Submitted:
     account_id: int
     position: int
     item_number: str
-    request: dict[str, Any]
+    # The product as requested, which its run reads: a product ended at once has none.
+    request: dict[str, Any] = field(default_factory=dict)
     status: str = "queued"
     result: dict[str, Any] | None = None
     finished_at: datetime | None = None

@@ -117,9 +117,7 @@ async def submit(
     states = await repository.product_states(session, account.id, numbers)
     to_plan: list[tuple[Submitted, list[ImageSpec], bool | None]] = []
     for position, item in enumerate(request.items):
-        entry = Submitted(
-            job_id, account.id, position, item.item_number, item.model_dump(mode="json")
-        )
+        entry = Submitted(job_id, account.id, position, item.item_number)
         job.products.append(entry)
         state = states.get(item.item_number)
         specs = [spec_of(image) for image in item.images]
@@ -134,6 +132,9 @@ async def submit(
             finish(entry, kept(entry, specs, ids))
         else:
             to_plan.append((entry, specs, item.use_sort_b2c))
+    for entry, item in zip(job.products, request.items, strict=True):
+        if entry.status == "queued":  # what its run reads
+            entry.request = item.model_dump(mode="json")
     seqs = await repository.add_entries(session, [entry.row() for entry in job.products])
     for entry in job.products:
         entry.seq = seqs[entry.position]
