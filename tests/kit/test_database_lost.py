@@ -1,6 +1,6 @@
 """A database connection cut under a request is a 503 with Retry-After, not a 500: the
 transaction was rolled back, so the client sends the request again, and the next one is
-served. (Connections that died while idle are replaced before use: `pool_pre_ping`.)"""
+served. (Connections that died while idle are replaced before use: `ping_when_idle`.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from imagesync.app import create_app
 from imagesync.client import AsyncClient as ImagesyncClient
+from imagesync.kit.db import PING_AFTER_IDLE_SECONDS
+from imagesync.kit.settings import Settings
 from tests.factories import create_account
 
 SLOW_INSERT = [
@@ -86,3 +89,42 @@ async def test_the_client_sends_it_again_by_itself(
         await cutting
     assert [p.item_number for p in result.products] == ["p1"]
     assert (await client.get("/products/p1", headers=headers)).status_code == 200
+
+
+async def test_a_connection_that_died_idle_is_replaced_and_a_busy_one_is_not_pinged(
+    database_url: str,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst's requests take the connection the one before used a moment ago, with no
+    round trip to ask whether it lives; one idle for longer is asked, and replaced once
+    the database cut it, so the request after a quiet while is served, not a 503. (No
+    runner here: only the requests take connections.)"""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("connections are cut with pg_terminate_backend")
+    headers = await create_account(sessionmaker)
+    app = create_app(settings.model_copy(update={"embedded_worker": False}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://imagesync.test"
+        ) as client,
+    ):
+        dialect = app.state.sessionmaker.kw["bind"].dialect
+        pings: list[object] = []
+        ping = dialect.do_ping
+
+        def counted(dbapi_connection: object) -> bool:
+            pings.append(dbapi_connection)
+            return bool(ping(dbapi_connection))
+
+        monkeypatch.setattr(dialect, "do_ping", counted)
+        for _ in range(5):  # a burst
+            assert (await client.get("/products/p1", headers=headers)).status_code == 404
+        assert pings == []
+        await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        assert await asyncio.to_thread(cut_connections, database_url) >= 1
+        after = await client.get("/products/p1", headers=headers)
+        assert after.status_code == 404, after.text
+        assert len(pings) == 1  # the dead one; the rest of the pool is replaced unasked

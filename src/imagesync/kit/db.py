@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 import pydantic_core
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -89,7 +90,44 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
         if read_only:
             event.listen(engine.sync_engine, "connect", _read_only)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **JSON_CODEC, **kwargs)
+    # The connection used last is handed out first: a burst keeps taking the few it
+    # needs, and the others sit idle (pinged when next taken).
+    engine = create_async_engine(url, pool_use_lifo=True, **JSON_CODEC, **kwargs)
+    ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection not used for this long is pinged before it is handed out again.
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "imagesync_idle_since"
+
+
+def ping_when_idle(engine: AsyncEngine) -> None:
+    """Replace before use a pooled connection that died while idle (the database
+    restarted, or cut it), as `pool_pre_ping` does, but ping only one idle for more than
+    `PING_AFTER_IDLE_SECONDS`: during a burst, each request would otherwise pay a round
+    trip for a connection the request before it used a moment ago. One cut within that
+    second fails the request that meets it (a 503 it sends again), as a cut mid-request
+    does, and the pool is then replaced."""
+    dialect = engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                # The others are likely dead too: each is replaced when next taken.
+                raise exc.InvalidatePoolError("the connection died while idle") from error
+            raise
+
+    event.listen(engine.sync_engine.pool, "checkin", checked_in)
+    event.listen(engine.sync_engine.pool, "checkout", checked_out)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
