@@ -202,8 +202,11 @@ class DirectoryStore(_ObjectStore):
                     return False
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, linked)
-            # Readable as a copy would be: staged downloads are private to their owner.
+            # Readable and dated as a copy would be: staged downloads are private to
+            # their owner, and bytes kept from an earlier attempt may be old, where the
+            # sweep takes an old file no row knows for an orphan.
             os.chmod(linked, 0o666 & ~_UMASK)
+            os.utime(linked)
             os.replace(linked, target)
         except OSError:
             with contextlib.suppress(OSError):
