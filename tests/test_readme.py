@@ -5,6 +5,7 @@ ports are swapped for free ones)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,7 +41,10 @@ def run_script(script: str, cwd: Path, env: dict[str, str]) -> str:
     try:
         output, _ = shell.communicate(timeout=120)
     finally:
-        os.killpg(shell.pid, signal.SIGTERM)
+        # Gone already when the script and all it started have ended: the script's
+        # output, below, says why.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGTERM)
     assert shell.returncode == 0, output
     return output
 

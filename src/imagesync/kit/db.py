@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,12 +104,12 @@ _IDLE_SINCE = "imagesync_idle_since"
 
 
 def ping_when_idle(engine: AsyncEngine) -> None:
-    """Replace before use a pooled connection that died while idle (the database
-    restarted, or cut it), as `pool_pre_ping` does, but ping only one idle for more than
-    `PING_AFTER_IDLE_SECONDS`: during a burst, each request would otherwise pay a round
-    trip for a connection the request before it used a moment ago. One cut within that
-    second fails the request that meets it (a 503 it sends again), as a cut mid-request
-    does, and the pool is then replaced."""
+    """Replace before use a pooled connection that died while idle, as `pool_pre_ping`
+    does, without its round trip on every request of a burst. A connection is pinged
+    before it is handed out when the database said something to it while it sat in the
+    pool (its socket has bytes or an end to read: a backend that is terminated, or shut
+    down, says so and closes), or when it sat there for more than
+    `PING_AFTER_IDLE_SECONDS`. One found dead is replaced, and the pool with it."""
     dialect = engine.dialect
 
     def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -116,8 +117,10 @@ def ping_when_idle(engine: AsyncEngine) -> None:
 
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
         since = record.info.get(_IDLE_SINCE)
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
-            return  # new, or in use a moment ago
+        if since is None:
+            return  # new
+        if time.monotonic() - since < PING_AFTER_IDLE_SECONDS and not _told(dbapi_connection):
+            return  # in use a moment ago, and nothing came since
         try:
             dialect.do_ping(dbapi_connection)
         except dialect.loaded_dbapi.Error as error:
@@ -128,6 +131,17 @@ def ping_when_idle(engine: AsyncEngine) -> None:
 
     event.listen(engine.sync_engine.pool, "checkin", checked_in)
     event.listen(engine.sync_engine.pool, "checkout", checked_out)
+
+
+def _told(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has anything to read (an error, or its end):
+    a look at the socket, no round trip. True when it cannot be looked at."""
+    try:
+        socket = dbapi_connection.driver_connection.pgconn.socket
+        readable, _, _ = select.select([socket], [], [], 0)
+    except Exception:  # not psycopg's, or closed already
+        return True
+    return bool(readable)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
