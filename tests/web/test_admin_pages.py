@@ -184,7 +184,15 @@ def _page(browser: Any, site: Site, *, width: int = 1280, height: int = 900) -> 
 def _sign_in(page: Any, token: str, path: str = "/admin/products") -> None:
     page.goto(path)
     page.get_by_label("API token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    _follow(page, page.get_by_role("button", name="Sign in"))
+
+
+def _follow(page: Any, target: Any) -> None:
+    """Click a link or a form's button and wait for the page it leads to to load: a
+    locator read right after a bare click may see the page before, or the new one
+    still empty."""
+    with page.expect_navigation():
+        target.click()
 
 
 def _shot(page: Any, name: str) -> None:
@@ -216,7 +224,7 @@ def test_a_wrong_token_is_refused_and_signing_out_ends_the_session(
     _shot(page, "sign-in")
     _sign_in(page, site.token)
     cookie = next(c for c in page.context.cookies() if c["name"] == "imagesync_admin")
-    page.get_by_role("button", name="Sign out").click()
+    _follow(page, page.get_by_role("button", name="Sign out"))
     assert page.url.startswith(f"{site.base}/admin/sign-in")
     # The old cookie is worth nothing now.
     stale = httpx.get(
@@ -280,7 +288,7 @@ def test_a_failed_sync_shows_its_error_the_url_that_failed_and_its_job(
     assert "download_http_error" in text
     failure = page.locator(".failures li").inner_text()
     assert "/gone.jpg — download_http_error: origin answered 404" in failure
-    page.locator("main a[href^='/admin/jobs/']").click()
+    _follow(page, page.locator("main a[href^='/admin/jobs/']"))
     assert page.locator("h1").inner_text().startswith("Job")
     assert "broken-product" in page.locator("main").inner_text()
 
@@ -314,11 +322,11 @@ def test_a_sign_in_without_its_form_token_is_refused(site: Site) -> None:
 def test_a_failed_job_is_found_in_three_clicks_with_its_error(browser: Any, site: Site) -> None:
     page = _page(browser, site)
     _sign_in(page, site.token, "/admin")
-    page.get_by_role("link", name="Jobs", exact=True).click()
-    page.get_by_role("link", name="has failures (1)").click()
+    _follow(page, page.get_by_role("link", name="Jobs", exact=True))
+    _follow(page, page.get_by_role("link", name="has failures (1)"))
     assert page.locator("tbody tr").count() == 1
     assert page.locator("tbody tr td.items").inner_text() == "broken-product"
-    page.locator("tbody tr td:first-child a").click()
+    _follow(page, page.locator("tbody tr td:first-child a"))
     text = page.locator("main").inner_text()
     assert "download_http_error: origin answered 404" in text
     assert page.get_by_role("link", name="broken-product").count() == 1
@@ -398,17 +406,17 @@ def test_a_partially_failed_job_is_found_by_its_failures_and_its_item_number(
     page = _page(browser, site)
     _sign_in(page, site.other_token, "/admin/jobs")
     # (Another test's job of this account may have failed too.)
-    page.get_by_role("link", name=re.compile(r"^has failures \(\d+\)$")).click()
+    _follow(page, page.get_by_role("link", name=re.compile(r"^has failures \(\d+\)$")))
     row = page.locator("tbody tr", has_text="never-created")
     assert row.locator("td.items").inner_text() == "secret-product, never-created"
     assert "1 of 2" in row.inner_text()
     page.goto("/admin/jobs")
     page.get_by_label("Search item number").fill("NEVER")
-    page.get_by_role("button", name="Search").click()
+    _follow(page, page.get_by_role("button", name="Search"))
     assert page.locator("tbody tr").count() == 1
     assert page.locator("tbody tr td.items").inner_text() == "secret-product, never-created"
     page.get_by_label("Search item number").fill("no-such-item")
-    page.get_by_role("button", name="Search").click()
+    _follow(page, page.get_by_role("button", name="Search"))
     assert page.locator("tbody tr").inner_text() == "No jobs like this."
     assert page.elsewhere == []
 
@@ -431,10 +439,10 @@ def test_the_dashboard_draws_the_last_day_and_its_codes_lead_to_the_products(
         "bars => bars.map(b => parseFloat(b.getAttribute('height')))"
     )
     assert max(failed[-2:]) > 0
-    page.get_by_role("link", name="download_http_error").click()
+    _follow(page, page.get_by_role("link", name="download_http_error"))
     assert page.locator("tbody tr").count() == 1
-    page.get_by_role("link", name="broken-product").click()
-    page.locator("main a[href^='/admin/jobs/']").click()
+    _follow(page, page.get_by_role("link", name="broken-product"))
+    _follow(page, page.locator("main a[href^='/admin/jobs/']"))
     assert "download_http_error" in page.locator("main").inner_text()
     assert page.elsewhere == []
 
@@ -489,14 +497,14 @@ def test_a_webhook_that_gave_up_shows_why_and_is_enabled_again(browser: Any, sit
     _sign_in(page, site.token, "/admin/webhooks")
     row = page.locator("tbody tr").first
     assert "disabled" in row.inner_text()
-    row.get_by_role("link").click()
+    _follow(page, row.get_by_role("link"))
     assert "disabled" in page.get_by_role("heading", level=1).inner_text()
     assert "still failed after 2 attempts: answered 501" in page.locator("main").inner_text()
     events = page.locator("table.deliveries tbody tr td:nth-child(2)").all_inner_texts()
     assert sorted(set(events)) == ["sync.job.finished", "sync.product.failed"]
     assert "answered 501" in page.locator("table.deliveries").inner_text()
     _shot(page, "webhook")
-    page.get_by_role("button", name="Enable again").click()
+    _follow(page, page.get_by_role("button", name="Enable again"))
     assert "enabled" in page.get_by_role("heading", level=1).inner_text()
     assert httpx.get(f"{site.base}/webhooks/{hook['id']}", headers=auth).json()["enabled"]
     # Another account sees none of it.
