@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog.models import Account
-from imagesync.kit.deps import ReadSessionDep
+from imagesync.kit.db import session_scope
 
 # Declares the scheme in the OpenAPI document (so the interactive docs can send a token);
 # the header itself is judged below, with a message for each way it can be wrong.
@@ -22,17 +22,17 @@ bearer = HTTPBearer(
 
 async def _account(
     request: Request,
-    session: ReadSessionDep,
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
     cache: catalog_auth.TokenCache = request.app.state.token_cache
-    account = await catalog_auth.authenticate(session, authorization, cache)
-    # Hand the connection back before the route runs (none was taken when the token was
-    # cached): a request never holds two, and a route that opens its own transactions
-    # holds none while it waits.
-    await session.commit()
-    return account
+    token_hash = catalog_auth.bearer_hash(authorization)
+    if (account := cache.get(token_hash)) is not None:
+        return account  # no session: a cached token costs the request no connection
+    # Its own short read, ended before the route runs: a request never holds two
+    # connections, and a route that opens its own transactions holds none while it waits.
+    async with session_scope(request.app.state.read_sessionmaker) as session:
+        return await catalog_auth.authenticate(session, authorization, cache)
 
 
 AccountDep = Annotated[Account, Depends(_account)]

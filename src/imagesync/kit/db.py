@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import select
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -146,6 +146,29 @@ def _told(dbapi_connection: Any) -> bool:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+# What runs once a session's transaction commits, kept in the session's `info`: one
+# listener for every session, registered once, instead of one `event.listen` per
+# transaction (a registry update that cost a no-op request about 2 % of its CPU).
+_ON_COMMIT = "imagesync.on_commit"
+
+
+def on_commit(session: AsyncSession | Session, then: Callable[[], None]) -> None:
+    """Call `then` once `session`'s transaction commits; never if it rolls back."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info.setdefault(_ON_COMMIT, []).append(then)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    for then in session.info.pop(_ON_COMMIT, ()):
+        then()
+
+
+@event.listens_for(Session, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop(_ON_COMMIT, None)
 
 
 @asynccontextmanager

@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagesync.kit.db import on_commit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # prometheus-client's own variable: set, counts are kept in files there, for every process.
@@ -89,11 +89,7 @@ class Families(Collector):
 
 def after_commit(session: AsyncSession, count: Callable[[], None]) -> None:
     """Count once `session`'s transaction commits (never for one rolled back)."""
-
-    def counted(_session: Session) -> None:
-        count()
-
-    event.listen(session.sync_session, "after_commit", counted, once=True)
+    on_commit(session, count)
 
 
 def exposition(cluster: Iterable[Metric]) -> bytes:

@@ -39,7 +39,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    event,
     func,
     insert,
     or_,
@@ -47,11 +46,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import aliased
 
 from imagesync.kit.aio import wait_event
 from imagesync.kit.clock import utcnow
-from imagesync.kit.db import session_scope
+from imagesync.kit.db import on_commit, session_scope
 from imagesync.queue import SOON_SECONDS, Attempt, Job, RetrySoon, Task, Tasks
 from imagesync.queue.models import QueueJob
 
@@ -140,11 +139,7 @@ class LocalQueue:
         await session.execute(insert(QueueJob), rows)
         wake = self._wake(declared.queue)
         if wake is not None:
-
-            def on_commit(_session: Session) -> None:
-                wake()
-
-            event.listen(session.sync_session, "after_commit", on_commit, once=True)
+            on_commit(session, wake)
 
     def _wake(self, queue: str) -> Callable[[], None] | None:
         """What tells the runner that jobs of `queue` were committed: this process's own,

@@ -3,14 +3,14 @@ asked, with the same retry rule as the real runners."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
+from imagesync.kit.db import on_commit
 from imagesync.queue import Attempt, Job, RetrySoon, Tasks
 
 
@@ -34,10 +34,7 @@ class MemoryQueue:
         self.tasks[task]
         made = [Deferred(task, job.args, job.lock, job.share) for job in jobs]
 
-        def on_commit(_session: Session) -> None:
-            self.jobs.extend(made)
-
-        event.listen(session.sync_session, "after_commit", on_commit, once=True)
+        on_commit(session, functools.partial(self.jobs.extend, made))
 
     async def run_all(self, resources: Mapping[str, Any], *, rounds: int = 20) -> None:
         """Run what is queued, and what that queues, in order, retrying failures at once
