@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pydantic
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
@@ -20,6 +21,7 @@ from starlette.responses import Response
 
 from imagesync.kit.body import BODY_ERRORS, is_json, parse_json
 from imagesync.kit.errors import Problem, Unauthorized, UnsupportedMediaType, ValidationFailed
+from imagesync.kit.schemas import RequestModel
 
 
 class StrictRoute(APIRoute):
@@ -29,6 +31,7 @@ class StrictRoute(APIRoute):
             self.responses = {**BODY_ERRORS, **self.responses}
         self.query_names = _query_names(self.dependant)
         self.needs_token = _takes_bearer(self.dependant)
+        self.body_model = _body_model(self)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -52,10 +55,35 @@ class StrictRoute(APIRoute):
                         f"Send the body as JSON with Content-Type: application/json (got {got})"
                     )
                 # Starlette keeps what it parsed: FastAPI's own `request.json()` returns it.
-                request._json = parse_json(await request.body())
+                request._json = self.read_body(await request.body())
             return await handler(request)
 
         return judge_then_handle
+
+    def read_body(self, data: bytes) -> Any:
+        """The body as FastAPI is to validate it. A body model is read straight from the
+        bytes, one pass in pydantic's parser, and FastAPI takes the instance as it is;
+        only a body it refuses is parsed as JSON (`InvalidJson`, with where) and left to
+        FastAPI's own validation, so every error reads as before. (A model's nesting
+        bounds the body's: no body model takes arbitrary JSON, see `_body_model`.)"""
+        if self.body_model is not None:
+            try:
+                return self.body_model.model_validate_json(data)
+            except pydantic.ValidationError:
+                pass
+        return parse_json(data)
+
+
+def _body_model(route: APIRoute) -> type[RequestModel] | None:
+    """The route's body model when the body is that one model (not embedded in a field
+    of its own): a `RequestModel`, which refuses unknown fields."""
+    field = route.body_field
+    if field is None or route._embed_body_fields:
+        return None
+    annotation = field.field_info.annotation
+    if isinstance(annotation, type) and issubclass(annotation, RequestModel):
+        return annotation
+    return None
 
 
 def _query_names(dependant: Dependant) -> frozenset[str]:
