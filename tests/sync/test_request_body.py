@@ -4,13 +4,19 @@ limit is 413 however it is sent; only a parsed body is validated (422)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from imagesync.kit.body import parse_json, where
 from imagesync.kit.errors import InvalidJson
+from imagesync.kit.routes import StrictRoute
+from imagesync.sync.schemas import ImageSyncRequest
 
 PATH = "/products/images/sync"
 VALID = b'{"products": [{"item_number": "p-1", "images": []}]}'
@@ -158,3 +164,115 @@ async def test_without_a_token_the_body_is_not_read(
     response = await client.post(PATH, content=b"[" * 1000, headers=sent)
     assert response.status_code == 401, response.text
     assert only_error(response)["code"] == "unauthorized"
+
+
+# -- a body model read straight from its bytes -------------------------------------------
+
+_ODD = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**33), 2**33)
+    | st.floats(allow_nan=False)
+    | st.text(
+        st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from("\x00é"),
+        max_size=4,
+    )
+)
+
+
+def _mostly(valid: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """Mostly what the model takes, now and then what it does not."""
+    return st.integers(0, 9).flatmap(lambda draw: _ODD if draw == 0 else valid)
+
+
+_TEXT = _mostly(st.text("abcé-_ 1", min_size=1, max_size=8))
+_NUMBER = _mostly(st.integers(-5, 5) | st.sampled_from([1.0, "3", True]))
+_FLAG = _mostly(st.booleans() | st.sampled_from(["true", 0, "no"]))
+_URL = st.integers(0, 9).flatmap(
+    lambda draw: (
+        st.sampled_from(["ftp://x/y", "http://", "a b"])
+        if draw == 0
+        else st.sampled_from(["http://127.0.0.1:8/a.jpg", "https://example.test/b.png"])
+    )
+)
+_IMAGE = st.fixed_dictionaries(
+    {"url": _URL, "sort": _NUMBER},
+    optional={
+        "sort_b2c": _NUMBER,
+        "existance_key": _TEXT,
+        "alt": _TEXT,
+        "filename": _TEXT,
+        "refresh": _FLAG,
+        "skip_if_no_variant_matches_attribute_code": _FLAG,
+        "attach_to_variants_matching_attribute_code": _mostly(
+            st.dictionaries(_TEXT, _TEXT, max_size=2)
+        ),
+    },
+)
+_PRODUCT = st.fixed_dictionaries(
+    {"item_number": _TEXT, "images": _mostly(st.lists(_IMAGE, max_size=3))},
+    optional={"use_sort_b2c": _FLAG},
+)
+_BODY = _mostly(
+    st.tuples(
+        st.sampled_from(["products", "product_images"]), _mostly(st.lists(_PRODUCT, max_size=3))
+    ).map(lambda pair: dict([pair]))
+)
+_ESCAPED = st.sampled_from(
+    [
+        '"http://127.0.0.1:8/a.jpg", "existance_key": "k", "existence_key": "k"',
+        '"\\ud800"',
+        '"\\u0000"',
+        '"\\udfff x"',
+        "1.0",
+        "1e0",
+        "NaN",
+        '"1"',
+    ]
+)
+
+
+def _route() -> StrictRoute:
+    async def endpoint(body: ImageSyncRequest) -> None: ...
+
+    return StrictRoute("/sync", endpoint, methods=["POST"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_BODY, swap=st.none() | _ESCAPED)
+def test_a_body_read_from_its_bytes_is_what_json_then_validation_made_of_it(
+    body: dict[str, object], swap: str | None
+) -> None:
+    """Read in pydantic's parser, a body is the model the two steps made of it (JSON, then
+    validation), and what they refuse is refused: handed on as parsed JSON, or
+    `InvalidJson`, for FastAPI's own errors."""
+    data = json.dumps(body)
+    if swap is not None:  # a value JSON spells in more than one way, or not at all
+        data = data.replace('"http://127.0.0.1:8/a.jpg"', swap, 1).replace("1,", swap + ",", 1)
+    raw = data.encode()
+    route = _route()
+    try:
+        expected: object = ImageSyncRequest.model_validate(parse_json(raw))
+    except (ValidationError, InvalidJson) as refused:
+        expected = type(refused)
+    try:
+        got: object = route.read_body(raw)
+    except InvalidJson:
+        got = InvalidJson
+    if isinstance(got, ImageSyncRequest):
+        assert got == expected
+    elif expected is InvalidJson:
+        assert got is InvalidJson
+    else:  # parsed, for FastAPI to refuse
+        assert expected is ValidationError
+        assert got == parse_json(raw)
+
+
+def test_a_body_model_is_read_only_where_it_is_the_whole_body() -> None:
+    async def embedded(one: ImageSyncRequest, two: ImageSyncRequest) -> None: ...
+
+    async def plain(body: dict[str, int]) -> None: ...
+
+    assert _route().body_model is ImageSyncRequest
+    assert StrictRoute("/e", embedded, methods=["POST"]).body_model is None
+    assert StrictRoute("/p", plain, methods=["POST"]).body_model is None
