@@ -25,7 +25,7 @@ from imagesync.storage.renditions import render
 from imagesync.sync.models import SyncJobProduct
 from imagesync.sync.run import product
 from imagesync.sync.run.context import SyncContext
-from imagesync.sync.schemas import ProductResult
+from imagesync.sync.schemas import ImageResult, ProductResult
 from tests.queries import Spent, counting
 from tests.sync.conftest import ImageServer, make_image, server_settings
 
@@ -234,24 +234,34 @@ async def test_a_product_ended_in_its_request_is_recorded_without_its_list(
     assert [p["counts"]["kept"] for p in again.json()["products"][:9]] == [3] * 9
 
 
-async def test_a_no_op_answer_is_not_parsed_back_from_what_it_recorded(
+async def test_a_no_op_result_is_made_once_as_recorded_and_read_once_for_the_answer(
     app: FastAPI,
     client: httpx.AsyncClient,
     headers: dict[str, str],
     image_server: ImageServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each product's result is made once: the answer shows it as made, not as read back
-    from the JSON recorded for it (a second validation of every image's result)."""
+    """Each kept product's result is made once, as the JSON recorded for it, and
+    validated once for the answer: no model per image made and then dumped to record it
+    (that cost twice as much), and no second validation."""
     products, _, _ = await first_import(app, client, headers, image_server)
+    validate = ProductResult.model_validate
+    validated: list[object] = []
 
-    def parsed(*_: object, **__: object) -> None:
-        raise AssertionError("a result was parsed back")
+    def counted(value: object, *args: object, **kwargs: object) -> ProductResult:
+        validated.append(value)
+        return validate(value, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ProductResult, "model_validate", parsed)
+    def dumped(*_: object, **__: object) -> None:
+        raise AssertionError("a result was made as a model and dumped")
+
+    monkeypatch.setattr(ProductResult, "model_validate", counted)
+    monkeypatch.setattr(ProductResult, "model_dump", dumped)
+    monkeypatch.setattr(ImageResult, "__init__", dumped)
     again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     assert [p["counts"]["kept"] for p in again.json()["products"]] == [3] * 10
+    assert len(validated) == 10
 
 
 async def test_a_refresh_is_run_in_two_transactions(

@@ -42,7 +42,6 @@ from imagesync.sync.core.planner import (
     ImageSpec,
     StoredImage,
     VariantCodes,
-    identity_of,
     metadata,
 )
 from imagesync.sync.models import (
@@ -191,7 +190,6 @@ async def product_states(
             state.images.append(
                 StoredImage(
                     image_id,
-                    identity_of(url, existance_key),
                     metadata(url, sort, sort_b2c, existance_key, alt, filename, rule),
                     links,
                 )

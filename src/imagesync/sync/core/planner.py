@@ -216,39 +216,40 @@ Metadata = tuple[object, ...]
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
-    """An image as the no-op check reads it: its identity and metadata (as `metadata`
-    makes them), and no variant ids, only how many it is linked to (links are kept equal
-    to its rule evaluated on the product's variants)."""
+    """An image as the no-op check reads it: its metadata (as `metadata` makes it, which
+    holds its identity) and no variant ids, only how many it is linked to (links are
+    kept equal to its rule evaluated on the product's variants)."""
 
     image_id: str
-    identity: Identity
     metadata: Metadata
     links: int
 
     @classmethod
     def of(cls, image_id: str, spec: ImageSpec, links: int) -> StoredImage:
-        return cls(image_id, spec.identity, _metadata(spec), links)
+        return cls(image_id, _metadata(spec), links)
 
 
 def unchanged(current: Sequence[StoredImage], requested: Sequence[ImageSpec]) -> list[str] | None:
     """The image ids, by position in `requested`, when the request changes nothing: the
-    same identities, the same metadata, and every rule attaching the image to some
+    same images with the same metadata, and every rule attaching the image to some
     variant. None when the product must be planned (`plan_product_sync` would create,
     update, delete, skip or warn).
+
+    Metadata holds the URL and the `existance_key`, so equal metadata is the same
+    identity; a product's images, and a request's, each have distinct identities, so
+    as many requested as stored, each found by its metadata, are the same images.
 
     This needs no variants: an image's links are its rule evaluated on the product's
     variants, re-evaluated whenever they change, so a rule with links matches and one
     without would warn."""
     if len(current) != len(requested):
         return None
-    by_identity = {image.identity: image for image in current}
+    by_metadata = {image.metadata: image for image in current}
     ids = []
     for spec in requested:
-        image = by_identity.get(spec.identity)
-        if image is None or image.metadata != _metadata(spec):
-            return None
-        if (image.links > 0) != bool(spec.attach_rule):  # would warn, or links to heal
-            return None
+        image = by_metadata.get(_metadata(spec))
+        if image is None or (image.links > 0) != bool(spec.attach_rule):
+            return None  # changed; or it would warn, or its links are to heal
         ids.append(image.image_id)
     return ids
 

@@ -18,7 +18,14 @@ from imagesync.queue import Job
 from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity, ImageSpec, identity_of, unchanged
 from imagesync.sync.repository import ProductState
-from imagesync.sync.results import Submitted, SubmittedJob, failed_with, finish, kept
+from imagesync.sync.results import (
+    Submitted,
+    SubmittedJob,
+    failed_with,
+    finish,
+    kept,
+    record_kept,
+)
 from imagesync.sync.run.apply import apply_plan, plan_products, spec_of
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import reuse
@@ -129,7 +136,7 @@ async def submit(
         elif any(spec.refresh for spec in specs):
             continue  # a refresh asks origins whether bytes changed: the queue runs it
         elif (ids := _unchanged(state, specs, item.use_sort_b2c)) is not None:
-            finish(entry, kept(entry, specs, ids))
+            record_kept(entry, kept(entry, specs, ids))
         else:
             to_plan.append((entry, specs, item.use_sort_b2c))
     for entry, item in zip(job.products, request.items, strict=True):
