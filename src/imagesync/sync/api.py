@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 import uuid
 from datetime import timedelta
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from imagesync.catalog import products as catalog_products
 from imagesync.catalog.deps import AccountDep
@@ -298,10 +301,43 @@ async def get_product(
 
 
 class LocalFile(FileResponse):
-    """A stored file, read in 1 MiB chunks: each chunk is a trip to a thread, and an
-    original is several hundred KB."""
+    """A stored file. One of at most 1 MiB (an original is several hundred KB, a
+    rendition tens) is opened, measured and read in one trip to a thread and sent whole:
+    Starlette's own way took four trips (stat, open, read, close) and a task group to
+    listen for the client's disconnect, which cost the route more than half its CPU. A
+    bigger file, a range, a HEAD, or a server that sends files itself (`pathsend`) are
+    answered as Starlette does, in 1 MiB chunks."""
 
     chunk_size = 1024 * 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        simple = (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and "http.response.pathsend" not in scope.get("extensions", {})
+            and not any(name == b"range" for name, _ in scope["headers"])
+        )
+        read = await asyncio.to_thread(_read_whole, self.path, self.chunk_size) if simple else None
+        if read is None:
+            await super().__call__(scope, receive, send)
+            return
+        stat_result, content = read
+        self.set_stat_headers(stat_result)
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _read_whole(path: str | os.PathLike[str], limit: int) -> tuple[os.stat_result, bytes] | None:
+    """In a thread: a regular file's status and bytes, if it holds at most `limit`; None
+    otherwise (or if it is gone: the caller answers as Starlette would)."""
+    try:
+        with open(path, "rb") as file:
+            status = os.fstat(file.fileno())
+            if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
+                return None
+            return status, file.read()
+    except FileNotFoundError:
+        return None
 
 
 def holds(if_none_match: str | None, etag: str) -> bool:

@@ -457,32 +457,35 @@ async def find_sources(
     return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
 
 
+IMAGE_FILE = (
+    select(Image.filename, Blob.storage_key, Blob.content_type, Blob.sha256)
+    .join(Blob, Blob.id == Image.blob_id)
+    .where(Image.id == bindparam("image_id"))
+)
+RENDITION_FILE = (
+    select(Image.filename, Blob.sha256, Rendition.storage_key)
+    .join(Blob, Blob.id == Image.blob_id)
+    .join(Rendition, Rendition.blob_id == Blob.id)
+    .where(
+        Image.id == bindparam("image_id"),
+        Rendition.width == bindparam("width"),
+        Rendition.state == "ready",
+        Rendition.storage_key.is_not(None),
+    )
+)
+
+
 async def image_file(session: AsyncSession, image_id: str) -> Any | None:
     """What the file route needs of an image: its filename and its blob's key, type and
-    sha256, in one plain read (it answers every GET of a file)."""
-    stmt = (
-        select(Image.filename, Blob.storage_key, Blob.content_type, Blob.sha256)
-        .join(Blob, Blob.id == Image.blob_id)
-        .where(Image.id == image_id)
-    )
-    return (await session.execute(stmt)).one_or_none()
+    sha256, in one plain read (it answers every GET of a file; built once)."""
+    return (await session.execute(IMAGE_FILE, {"image_id": image_id})).one_or_none()
 
 
 async def rendition_file(session: AsyncSession, image_id: str, width: int) -> Any | None:
     """What the rendition route needs: the image's filename, its blob's sha256 and the
-    key of its ready rendition `width` px wide, in one plain read."""
-    stmt = (
-        select(Image.filename, Blob.sha256, Rendition.storage_key)
-        .join(Blob, Blob.id == Image.blob_id)
-        .join(Rendition, Rendition.blob_id == Blob.id)
-        .where(
-            Image.id == image_id,
-            Rendition.width == width,
-            Rendition.state == "ready",
-            Rendition.storage_key.is_not(None),
-        )
-    )
-    return (await session.execute(stmt)).one_or_none()
+    key of its ready rendition `width` px wide, in one plain read (built once)."""
+    params = {"image_id": image_id, "width": width}
+    return (await session.execute(RENDITION_FILE, params)).one_or_none()
 
 
 async def get_job(session: AsyncSession, account_id: int, job_id: str) -> SyncJob | None:
