@@ -98,6 +98,10 @@ def write_csv(path: Path, rows: list[dict[str, str]], delimiter: str = ";") -> P
     return path
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def push(
     api: Api, *args: str, interrupt_when: asyncio.Event | None = None
 ) -> tuple[int, str, str]:
@@ -110,6 +114,9 @@ async def push(
         env={**clean_env(), "IMAGESYNC_URL": api.base, "IMAGESYNC_TOKEN": api.token},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Interruptible however the tests were started: a shell without job control
+        # starts its background commands with SIGINT ignored, and a child inherits that.
+        preexec_fn=_interruptible,
     )
     if interrupt_when is not None:
         await asyncio.wait_for(interrupt_when.wait(), 60)
