@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import make_transient_to_detached
 
 from imagesync.catalog import repository
@@ -19,7 +19,7 @@ from imagesync.catalog.models import (
     Account,
     ApiToken,
 )
-from imagesync.kit.db import utcnow
+from imagesync.kit.db import session_scope, utcnow
 from imagesync.kit.errors import (
     Conflict,
     NotFound,
@@ -150,15 +150,17 @@ def bearer_hash(authorization: str | None) -> str:
 
 
 async def authenticate(
-    session: AsyncSession, authorization: str | None, cache: TokenCache | None = None
+    reads: async_sessionmaker[AsyncSession], authorization: str | None, cache: TokenCache
 ) -> Account:
-    """The account of a `Bearer` token, from `cache` when it was read lately; 401 when
-    missing, unknown or revoked."""
+    """The account of a `Bearer` token, from `cache` when it was read lately (no session
+    then: a cached token costs a request no connection), else read in a short
+    transaction of its own, ended before the caller goes on; 401 when missing, unknown
+    or revoked."""
     token_hash = bearer_hash(authorization)
-    if cache is not None and (account := cache.get(token_hash)) is not None:
+    if (account := cache.get(token_hash)) is not None:
         return account
-    api_token = await _active_token(session, token_hash)
-    if cache is not None:
+    async with session_scope(reads) as session:
+        api_token = await _active_token(session, token_hash)
         cache.put(token_hash, api_token.account)
     return api_token.account
 

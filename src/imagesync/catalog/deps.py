@@ -9,7 +9,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from imagesync.catalog import auth as catalog_auth
 from imagesync.catalog.models import Account
-from imagesync.kit.db import session_scope
 
 # Declares the scheme in the OpenAPI document (so the interactive docs can send a token);
 # the header itself is judged below, with a message for each way it can be wrong.
@@ -25,14 +24,12 @@ async def _account(
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Account:
-    cache: catalog_auth.TokenCache = request.app.state.token_cache
-    token_hash = catalog_auth.bearer_hash(authorization)
-    if (account := cache.get(token_hash)) is not None:
-        return account  # no session: a cached token costs the request no connection
-    # Its own short read, ended before the route runs: a request never holds two
-    # connections, and a route that opens its own transactions holds none while it waits.
-    async with session_scope(request.app.state.read_sessionmaker) as session:
-        return await catalog_auth.authenticate(session, authorization, cache)
+    # A request never holds two connections, and a route that opens its own
+    # transactions holds none while it waits: the token's read (when it is not cached)
+    # ends before the route runs.
+    return await catalog_auth.authenticate(
+        request.app.state.read_sessionmaker, authorization, request.app.state.token_cache
+    )
 
 
 AccountDep = Annotated[Account, Depends(_account)]

@@ -16,16 +16,13 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from imagesync.kit.db import on_commit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # prometheus-client's own variable: set, counts are kept in files there, for every process.
@@ -85,11 +82,6 @@ class Families(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self.families
-
-
-def after_commit(session: AsyncSession, count: Callable[[], None]) -> None:
-    """Count once `session`'s transaction commits (never for one rolled back)."""
-    on_commit(session, count)
 
 
 def exposition(cluster: Iterable[Metric]) -> bytes:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.kit.metrics import PROCESS, after_commit
+from imagesync.kit.db import on_commit
+from imagesync.kit.metrics import PROCESS
 from imagesync.sync.results import Entry
 
 DOWNLOADS = Counter(
@@ -58,4 +59,4 @@ def count_ended(session: AsyncSession, entries: Sequence[Entry]) -> None:
                 PRODUCT_FAILURES.labels(code).inc()
 
     if ended:
-        after_commit(session, count)
+        on_commit(session, count)

@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from imagesync.fetch.downloader import SafeFetcher
 from imagesync.fetch.errors import FetchError
-from imagesync.kit.db import session_scope, utcnow
-from imagesync.kit.metrics import after_commit
+from imagesync.kit.db import on_commit, session_scope, utcnow
 from imagesync.queue import Job, Queue
 from imagesync.sync import metrics
 from imagesync.sync import repository as sync_repository
@@ -94,7 +93,7 @@ async def deliver(calls: Calls, delivery_id: str) -> None:
             _fail(delivery, f"no 2xx answer in {len(attempts)} attempts")
             _disable(webhook, delivery, len(attempts), error)
             outcome = "failed"
-        after_commit(session, metrics.WEBHOOK_CALLS.labels(outcome).inc)
+        on_commit(session, metrics.WEBHOOK_CALLS.labels(outcome).inc)
     log.info(
         "webhook.attempt",
         delivery=delivery_id,
