@@ -126,21 +126,21 @@ BUDGETS = {
     "submit": {"sqlite": (9, 1), "postgresql": (9, 1)},
     # PostgreSQL takes the account's claim lock first (an exact per-account cap). The
     # product's end reads whether its job announces it (webhooks).
-    "run": {"sqlite": (23, 2), "postgresql": (24, 2)},
+    "run": {"sqlite": (21, 2), "postgresql": (22, 2)},
     # With a webhook, each product's end counts the job's unfinished products (the job's
     # row held on PostgreSQL); the last one reads the endpoints and queues the deliveries
     # (their rows, and their jobs).
-    "run_notified": {"sqlite": (24, 2), "postgresql": (25, 2)},
-    "run_last_notified": {"sqlite": (27, 2), "postgresql": (28, 2)},
+    "run_notified": {"sqlite": (22, 2), "postgresql": (23, 2)},
+    "run_last_notified": {"sqlite": (25, 2), "postgresql": (26, 2)},
     # A refresh of three known images, one of them changed: the run also reads the kept
     # images' sources (and their blobs), writes the new blob and moves its source to it,
-    # swaps the image's blob (the old one's grace period starts), and dates the product.
-    "refresh": {"sqlite": (25, 2), "postgresql": (26, 2)},
+    # and swaps the image's blob (the old one's grace period starts).
+    "refresh": {"sqlite": (23, 2), "postgresql": (24, 2)},
     # The job, one read of its products' images, its entries, already finished.
     "noop": {"sqlite": (3, 1), "postgresql": (3, 1)},
     # The job ended at once, announced: the endpoints, their deliveries, their jobs.
     "noop_notified": {"sqlite": (6, 1), "postgresql": (6, 1)},
-    "no_download": {"sqlite": (14, 1), "postgresql": (14, 1)},
+    "no_download": {"sqlite": (13, 1), "postgresql": (13, 1)},
     # A token not read lately: it and its account in one statement.
     "token": {"sqlite": (1, 1), "postgresql": (1, 1)},
     "rendition": {"sqlite": (4, 2), "postgresql": (4, 2)},

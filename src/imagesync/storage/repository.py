@@ -6,8 +6,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.kit.db import utcnow
 from imagesync.storage.context import BlobUsers
 from imagesync.storage.models import Blob, Rendition
+
+BLOBS = cast(Table, Blob.__table__)
+TOUCH_BLOBS = (
+    update(BLOBS)
+    .where(
+        BLOBS.c.id.in_(bindparam("ids", expanding=True)),
+        BLOBS.c.collecting_since.is_(None),
+    )
+    .values(last_used_at=bindparam("now", type_=BLOBS.c.last_used_at.type))
+    .returning(BLOBS.c.id)
+)
 
 
 def _in_use(users: BlobUsers) -> ColumnElement[bool]:
@@ -29,13 +52,21 @@ async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: dat
     collector's conditional UPDATE waits and then sees them in use."""
     if not blob_ids:
         return set()
-    stmt = (
-        update(Blob)
-        .where(Blob.id.in_(sorted(blob_ids)), Blob.collecting_since.is_(None))
-        .values(last_used_at=now)
-        .returning(Blob.id)
-    )
-    return set((await session.scalars(stmt)).all())
+    rows = await session.execute(TOUCH_BLOBS, {"ids": sorted(blob_ids), "now": now})
+    return {blob_id for (blob_id,) in rows}
+
+
+# One statement with the rows as its parameters, per dialect, built once: compiled once
+# and sent as one multi-row INSERT (a VALUES list built from the rows would compile every
+# time); RETURNING names only the rows inserted, not those left out by the conflict.
+ADD_BLOBS = {
+    "postgresql": pg_insert(BLOBS)
+    .on_conflict_do_nothing(index_elements=["sha256"])
+    .returning(BLOBS.c.sha256),
+    "sqlite": sqlite_insert(BLOBS)
+    .on_conflict_do_nothing(index_elements=["sha256"])
+    .returning(BLOBS.c.sha256),
+}
 
 
 async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) -> set[str]:
@@ -44,21 +75,39 @@ async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) ->
     this call added."""
     if not rows:
         return set()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # One statement with the rows as its parameters: compiled once and cached, sent as
-    # one multi-row INSERT (a VALUES list built from the rows would compile every time);
-    # RETURNING names only the rows inserted, not those left out by the conflict.
-    stmt = insert(Blob).on_conflict_do_nothing(index_elements=["sha256"]).returning(Blob.sha256)
-    return set((await session.execute(stmt, list(rows))).scalars())
+    stmt = ADD_BLOBS[session.get_bind().dialect.name]
+    return {sha256 for (sha256,) in await session.execute(stmt, list(rows))}
 
 
-async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> dict[str, Blob]:
-    stmt = (
-        select(Blob)
-        .where(Blob.sha256.in_(sorted(sha256s)))
-        .execution_options(populate_existing=True)
-    )
-    return {b.sha256: b for b in (await session.scalars(stmt)).all()}
+BLOBS_BY_SHA256 = select(
+    BLOBS.c.id,
+    BLOBS.c.sha256,
+    BLOBS.c.content_type,
+    BLOBS.c.width,
+    BLOBS.c.storage_key,
+    BLOBS.c.collecting_since,
+).where(BLOBS.c.sha256.in_(bindparam("shas", expanding=True)))
+
+
+async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> dict[str, Any]:
+    """The blobs of these sha256s, by sha256: plain rows of their `id`, `sha256`,
+    `content_type`, `width`, `storage_key` and `collecting_since`."""
+    if not sha256s:
+        return {}
+    rows = await session.execute(BLOBS_BY_SHA256, {"shas": sorted(sha256s)})
+    return {row.sha256: row for row in rows}
+
+
+RENDITIONS = cast(Table, Rendition.__table__)
+# The rows as parameters, as in `add_blobs`: built and compiled once.
+ADD_RENDITIONS = {
+    "postgresql": pg_insert(RENDITIONS)
+    .on_conflict_do_nothing(index_elements=["blob_id", "width"])
+    .returning(RENDITIONS.c.blob_id),
+    "sqlite": sqlite_insert(RENDITIONS)
+    .on_conflict_do_nothing(index_elements=["blob_id", "width"])
+    .returning(RENDITIONS.c.blob_id),
+}
 
 
 async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> set[int]:
@@ -78,14 +127,8 @@ async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int,
         }
         for b, w in sorted(set(wanted))
     ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # The rows as parameters, as in `add_blobs`: compiled once and cached.
-    stmt = (
-        insert(Rendition)
-        .on_conflict_do_nothing(index_elements=["blob_id", "width"])
-        .returning(Rendition.blob_id)
-    )
-    return set((await session.execute(stmt, rows)).scalars())
+    stmt = ADD_RENDITIONS[session.get_bind().dialect.name]
+    return {blob_id for (blob_id,) in await session.execute(stmt, rows)}
 
 
 async def renditions_of_blobs(

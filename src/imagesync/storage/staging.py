@@ -43,9 +43,14 @@ class Staging:
         return kept
 
     def kept(self, identity: str) -> tuple[Path, str] | None:
-        """A download kept for `identity`, and its sha256."""
-        for path in self.kept_dir.glob(f"{identity}.*"):
-            return path, path.name.partition(".")[2]
+        """A download kept for `identity`, and its sha256. Asked before every download,
+        of a folder nearly always empty: its names are compared, not matched as a glob
+        (a pattern compiled for every identity)."""
+        prefix = f"{identity}."
+        with os.scandir(self.kept_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    return Path(entry.path), entry.name[len(prefix) :]
         return None
 
     def free_bytes(self) -> int:

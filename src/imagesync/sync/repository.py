@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import selectinload
 
 from imagesync.catalog.models import (
     Attribute,
@@ -234,6 +234,18 @@ async def get_product(session: AsyncSession, account_id: int, item_number: str) 
     return await session.scalar(stmt.execution_options(populate_existing=True))
 
 
+PRODUCTS = cast(Table, Product.__table__)
+TAKE_PRODUCT = (
+    update(PRODUCTS)
+    .where(
+        PRODUCTS.c.id == bindparam("product"),
+        PRODUCTS.c.last_applied_seq < bindparam("newer"),
+        PRODUCTS.c.images_version == bindparam("version"),
+    )
+    .values(last_applied_seq=bindparam("newer"), images_version=PRODUCTS.c.images_version + 1)
+)
+
+
 async def take_product_for_seq(
     session: AsyncSession, product_id: int, seq: int, *, version: int
 ) -> bool:
@@ -244,17 +256,9 @@ async def take_product_for_seq(
     appliers of one product go one at a time, and an older sync that arrives after a
     newer one finds nothing to update.
     """
-    stmt = (
-        update(Product)
-        .where(
-            Product.id == product_id,
-            Product.last_applied_seq < seq,
-            Product.images_version == version,
-        )
-        .values(last_applied_seq=seq, images_version=Product.images_version + 1)
-        .execution_options(synchronize_session=False)
+    result: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        TAKE_PRODUCT, {"product": product_id, "newer": seq, "version": version}
     )
-    result: CursorResult[tuple[()]] = await session.execute(stmt)  # type: ignore[assignment]
     return result.rowcount == 1
 
 
@@ -311,40 +315,62 @@ async def product_images(session: AsyncSession, product_ids: Collection[int]) ->
     return (await session.scalars(stmt)).all()
 
 
+IMAGES = cast(Table, Image.__table__)
+IMAGE_LINKS = cast(Table, ImageVariant.__table__)
+# A plan's reads, built once: a product's images as plain rows, their variant links,
+# and its variants' attribute codes.
+IMAGE_ROWS = (
+    select(
+        IMAGES.c.id,
+        IMAGES.c.product_id,
+        IMAGES.c.blob_id,
+        IMAGES.c.url,
+        IMAGES.c.sort,
+        IMAGES.c.sort_b2c,
+        IMAGES.c.existance_key,
+        IMAGES.c.alt,
+        IMAGES.c.custom_filename,
+        IMAGES.c.attach_rule,
+    )
+    .where(IMAGES.c.product_id.in_(bindparam("products", expanding=True)))
+    .order_by(IMAGES.c.sort, IMAGES.c.created_at, IMAGES.c.id)
+)
+IMAGE_LINK_ROWS = (
+    select(IMAGE_LINKS.c.image_id, IMAGE_LINKS.c.variant_id)
+    .join(IMAGES, IMAGES.c.id == IMAGE_LINKS.c.image_id)
+    .where(IMAGES.c.product_id.in_(bindparam("products", expanding=True)))
+)
+
+
+ADD_IMAGES = insert(IMAGES)
+ADD_IMAGE_LINKS = insert(IMAGE_LINKS)
+
+
+async def add_images(
+    session: AsyncSession, images: Sequence[dict[str, Any]], links: Sequence[dict[str, Any]]
+) -> None:
+    """Insert these image rows, then their variant links: one statement each."""
+    if images:
+        await session.execute(ADD_IMAGES, list(images))
+    if links:
+        await session.execute(ADD_IMAGE_LINKS, list(links))
+
+
 async def image_rows(session: AsyncSession, product_ids: Collection[int]) -> Sequence[Any]:
     """These products' images as plain rows, in sort order."""
     if not product_ids:
         return []
-    stmt = (
-        select(
-            Image.id,
-            Image.product_id,
-            Image.blob_id,
-            Image.url,
-            Image.sort,
-            Image.sort_b2c,
-            Image.existance_key,
-            Image.alt,
-            Image.custom_filename,
-            Image.attach_rule,
-        )
-        .where(Image.product_id.in_(sorted(product_ids)))
-        .order_by(Image.sort, Image.created_at, Image.id)
-    )
-    return (await session.execute(stmt)).all()
+    return (await session.execute(IMAGE_ROWS, {"products": sorted(product_ids)})).all()
 
 
 async def image_links(session: AsyncSession, product_ids: Collection[int]) -> dict[str, set[int]]:
     """The variants each image of these products is attached to, by image id."""
     if not product_ids:
         return {}
-    stmt = (
-        select(ImageVariant.image_id, ImageVariant.variant_id)
-        .join(Image, Image.id == ImageVariant.image_id)
-        .where(Image.product_id.in_(sorted(product_ids)))
-    )
     links: dict[str, set[int]] = defaultdict(set)
-    for image_id, variant_id in await session.execute(stmt):
+    for image_id, variant_id in await session.execute(
+        IMAGE_LINK_ROWS, {"products": sorted(product_ids)}
+    ):
         links[image_id].add(variant_id)
     return links
 
@@ -390,20 +416,29 @@ async def items_with_unfinished(
     return set((await session.scalars(stmt)).all())
 
 
+VARIANTS = cast(Table, Variant.__table__)
+VARIANT_ATTRIBUTES = cast(Table, VariantAttribute.__table__)
+ATTRIBUTE_VALUES = cast(Table, AttributeValue.__table__)
+ATTRIBUTES = cast(Table, Attribute.__table__)
+VARIANT_CODES = (
+    select(VARIANTS.c.product_id, VARIANTS.c.id, ATTRIBUTES.c.name, ATTRIBUTE_VALUES.c.code)
+    .outerjoin(VARIANT_ATTRIBUTES, VARIANT_ATTRIBUTES.c.variant_id == VARIANTS.c.id)
+    .outerjoin(ATTRIBUTE_VALUES, ATTRIBUTE_VALUES.c.id == VARIANT_ATTRIBUTES.c.attribute_value_id)
+    .outerjoin(ATTRIBUTES, ATTRIBUTES.c.id == VARIANT_ATTRIBUTES.c.attribute_id)
+    .where(VARIANTS.c.product_id.in_(bindparam("products", expanding=True)))
+    .order_by(VARIANTS.c.id)
+)
+
+
 async def variant_codes(
     session: AsyncSession, product_ids: Collection[int]
 ) -> dict[int, list[VariantCodes]]:
     """Each product's variants with their attribute codes by attribute name."""
-    stmt = (
-        select(Variant.product_id, Variant.id, Attribute.name, AttributeValue.code)
-        .outerjoin(VariantAttribute, VariantAttribute.variant_id == Variant.id)
-        .outerjoin(AttributeValue, AttributeValue.id == VariantAttribute.attribute_value_id)
-        .outerjoin(Attribute, Attribute.id == VariantAttribute.attribute_id)
-        .where(Variant.product_id.in_(product_ids))
-        .order_by(Variant.id)
-    )
+    if not product_ids:
+        return {}
+    rows = await session.execute(VARIANT_CODES, {"products": sorted(product_ids)})
     codes: dict[int, dict[int, dict[str, str | None]]] = defaultdict(dict)
-    for product_id, variant_id, name, code in await session.execute(stmt):
+    for product_id, variant_id, name, code in rows:
         variant = codes[product_id].setdefault(variant_id, {})
         if name is not None:
             variant[name] = code
@@ -420,16 +455,25 @@ async def variant_skus(session: AsyncSession, variant_ids: Collection[int]) -> d
     return {row.id: row.sku for row in rows}
 
 
+SOURCES = cast(Table, Source.__table__)
+BLOBS = cast(Table, Blob.__table__)
+# The rows as the statement's parameters, per dialect, built and compiled once; still
+# sent as one multi-row INSERT (a VALUES list built from the rows compiles every time).
+ADD_SOURCES = {
+    "postgresql": pg_insert(SOURCES).on_conflict_do_nothing(
+        index_elements=["account_id", "identity_hash"]
+    ),
+    "sqlite": sqlite_insert(SOURCES).on_conflict_do_nothing(
+        index_elements=["account_id", "identity_hash"]
+    ),
+}
+
+
 async def add_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
     """Insert these sources; one the account has already (recorded at once by another
     worker) is left out, not an error."""
-    if not rows:
-        return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # The rows as the statement's parameters: compiled once and cached (a VALUES list
-    # built from the rows compiles every time), still sent as one multi-row INSERT.
-    stmt = insert(Source).on_conflict_do_nothing(index_elements=["account_id", "identity_hash"])
-    await session.execute(stmt, list(rows))
+    if rows:
+        await session.execute(ADD_SOURCES[session.get_bind().dialect.name], list(rows))
 
 
 async def update_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
@@ -438,23 +482,39 @@ async def update_sources(session: AsyncSession, rows: Sequence[dict[str, object]
         await session.execute(update(Source), list(rows))
 
 
+# What a run needs of each known identity, in one plain read (built once).
+FIND_SOURCES = (
+    select(
+        SOURCES.c.identity_hash,
+        SOURCES.c.id,
+        SOURCES.c.etag,
+        SOURCES.c.last_modified,
+        BLOBS.c.id.label("blob_id"),
+        BLOBS.c.content_type,
+        BLOBS.c.width,
+        BLOBS.c.sha256,
+    )
+    .join(BLOBS, BLOBS.c.id == SOURCES.c.blob_id)
+    .where(
+        SOURCES.c.account_id == bindparam("account_id"),
+        SOURCES.c.identity_hash.in_(bindparam("hashes", expanding=True)),
+        BLOBS.c.collecting_since.is_(None),  # being deleted: as good as unknown
+    )
+)
+
+
 async def find_sources(
     session: AsyncSession, account_id: int, identity_hashes: Collection[str]
-) -> dict[str, Source]:
+) -> dict[str, Any]:
+    """The account's sources of these identity digests, with their blobs, by digest: plain
+    rows of the source's `id`, `etag` and `last_modified` and the blob's `blob_id`,
+    `content_type`, `width` and `sha256`. A blob being collected is as good as unknown."""
     if not identity_hashes:
         return {}
-    stmt = (
-        select(Source)
-        .join(Blob, Blob.id == Source.blob_id)
-        .where(
-            Source.account_id == account_id,
-            Source.identity_hash.in_(identity_hashes),
-            Blob.collecting_since.is_(None),  # being deleted: as good as unknown
-        )
-        .options(selectinload(Source.blob))
-        .execution_options(populate_existing=True)
+    rows = await session.execute(
+        FIND_SOURCES, {"account_id": account_id, "hashes": list(identity_hashes)}
     )
-    return {s.identity_hash: s for s in (await session.scalars(stmt)).all()}
+    return {row.identity_hash: row for row in rows}
 
 
 IMAGE_FILE = (
@@ -524,6 +584,30 @@ class Claimed:
     request: dict[str, Any]
 
 
+# The account's claims, one at a time on PostgreSQL (built once, as the two below).
+CLAIM_LOCK = select(func.pg_advisory_xact_lock(CLAIMS, ENTRIES.c.account_id)).where(
+    ENTRIES.c.seq == bindparam("claimed")
+)
+_OTHER = ENTRIES.alias("other")
+CLAIM_ENTRY = (
+    update(ENTRIES)
+    .where(
+        ENTRIES.c.seq == bindparam("claimed"),
+        ENTRIES.c.status.in_(("queued", "running")),
+        select(func.count())
+        .where(
+            _OTHER.c.account_id == ENTRIES.c.account_id,
+            _OTHER.c.status == "running",
+            _OTHER.c.seq != ENTRIES.c.seq,
+        )
+        .scalar_subquery()
+        < bindparam("account_max"),
+    )
+    .values(status="running")
+    .returning(ENTRIES.c.job_id, ENTRIES.c.account_id, ENTRIES.c.item_number, ENTRIES.c.request)
+)
+
+
 async def claim_entry(session: AsyncSession, seq: int, *, account_max: int) -> Claimed | None:
     """Take one entry, and what its run needs of it; None when it is finished already, or
     when its account has `account_max` products running (so that no account holds every
@@ -533,39 +617,10 @@ async def claim_entry(session: AsyncSession, seq: int, *, account_max: int) -> C
     The account's claims go one at a time, so that the count is exact: on PostgreSQL a
     transaction-level advisory lock per account (claims that ran side by side each
     counted the others' as not yet running), on SQLite its one writer."""
+    params = {"claimed": seq, "account_max": account_max}
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            select(func.pg_advisory_xact_lock(CLAIMS, SyncJobProduct.account_id)).where(
-                SyncJobProduct.seq == seq
-            )
-        )
-    other = aliased(SyncJobProduct)
-    running_of_account = (
-        select(func.count())
-        .where(
-            other.account_id == SyncJobProduct.account_id,
-            other.status == "running",
-            other.seq != SyncJobProduct.seq,
-        )
-        .scalar_subquery()
-    )
-    stmt = (
-        update(SyncJobProduct)
-        .where(
-            SyncJobProduct.seq == seq,
-            SyncJobProduct.status.in_(("queued", "running")),
-            running_of_account < account_max,
-        )
-        .values(status="running")
-        .returning(
-            SyncJobProduct.job_id,
-            SyncJobProduct.account_id,
-            SyncJobProduct.item_number,
-            SyncJobProduct.request,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(stmt)).one_or_none()
+        await session.execute(CLAIM_LOCK, params)
+    row = (await session.execute(CLAIM_ENTRY, params)).one_or_none()
     return None if row is None else Claimed(*row)
 
 

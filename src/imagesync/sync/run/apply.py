@@ -137,31 +137,37 @@ async def apply_plan(
         counts.unchanged += 1
         return "unchanged"
 
+    new_images: list[dict[str, Any]] = []
+    new_links: list[dict[str, Any]] = []
     for create in plan.creates:
         blob = stored[create.spec.identity.digest]
-        image = Image(
-            id=uuid.uuid4().hex,
-            product_id=product.id,
-            source_id=blob.source_id,
-            blob_id=blob.blob_id,
-            created_at=now,
-            updated_at=now,
-            variant_links=[],
-            filename=effective_filename(create.spec, blob.content_type),
+        image_id = uuid.uuid4().hex
+        new_images.append(
+            {
+                "id": image_id,
+                "product_id": product.id,
+                "source_id": blob.source_id,
+                "blob_id": blob.blob_id,
+                "created_at": now,
+                "updated_at": now,
+                "filename": effective_filename(create.spec, blob.content_type),
+                **metadata_of(create.spec),
+            }
         )
-        set_metadata(image, create.spec)
-        image.variant_links = [ImageVariant(variant_id=v) for v in sorted(create.variant_ids)]
-        session.add(image)
+        new_links += [{"image_id": image_id, "variant_id": v} for v in sorted(create.variant_ids)]
         counts.created += 1
         results[create.index] = image_result(
             create.spec,
             "created",
-            image.id,
+            image_id,
             warning=plan.warnings.get(create.index),
             refresh=refresh(
                 create.spec, revalidated.get(create.spec.identity.digest) == "refreshed"
             ),
         )
+    # Written at once, as plain rows: no image of the plan's deletes has the identity
+    # (the source) of one it creates.
+    await repository.add_images(session, new_images, new_links)
     for keep in plan.keeps:
         swap = swaps.get(keep.image_id)
         if keep.changed or swap is not None:
@@ -191,8 +197,8 @@ async def apply_plan(
         counts.deleted += 1
     if planned.use_sort_b2c is not None:
         product.use_sort_b2c = planned.use_sort_b2c
-    if not plan.is_noop or swaps or planned.use_sort_b2c is not None:
-        product.updated_at = now
+    # The product's `updated_at` was stamped as it was taken for this sync, in this
+    # same transaction (`take_product_for_seq`): not again here.
     return ProductResult(
         item_number=entry.item_number,
         status="succeeded",
@@ -201,14 +207,22 @@ async def apply_plan(
     )
 
 
+def metadata_of(spec: ImageSpec) -> dict[str, Any]:
+    """An image row's columns that its spec sets."""
+    return {
+        "url": spec.url,
+        "existance_key": spec.existance_key,
+        "sort": spec.sort,
+        "sort_b2c": spec.sort_b2c,
+        "alt": spec.alt,
+        "custom_filename": spec.filename,
+        "attach_rule": dict(spec.attach_rule) if spec.attach_rule else None,
+    }
+
+
 def set_metadata(image: Image, spec: ImageSpec) -> None:
-    image.url = spec.url
-    image.existance_key = spec.existance_key
-    image.sort = spec.sort
-    image.sort_b2c = spec.sort_b2c
-    image.alt = spec.alt
-    image.custom_filename = spec.filename
-    image.attach_rule = dict(spec.attach_rule) if spec.attach_rule else None
+    for column, value in metadata_of(spec).items():
+        setattr(image, column, value)
 
 
 def relink(image: Image, variant_ids: frozenset[int]) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,11 +28,9 @@ from imagesync.kit.db import utcnow
 from imagesync.media.probe import MediaError, ProbedImage, probe, read_header
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.context import Blobs
-from imagesync.storage.models import Blob
 from imagesync.storage.store import BlobStore, StorageError, blob_key
 from imagesync.sync import metrics, repository
 from imagesync.sync.core.planner import Identity, ImageSpec
-from imagesync.sync.models import Source
 from imagesync.sync.schemas import ImageError
 
 log = structlog.get_logger(__name__)
@@ -68,9 +67,12 @@ class Stored:
     validators: Validators
 
     @classmethod
-    def of(cls, source: Source, blob: Blob) -> Stored:
-        validators = Validators(source.etag, source.last_modified)
-        return cls(source.id, blob.id, blob.content_type, blob.width, blob.sha256, validators)
+    def of(cls, known: Any) -> Stored:
+        """A row of `repository.find_sources`."""
+        validators = Validators(known.etag, known.last_modified)
+        return cls(
+            known.id, known.blob_id, known.content_type, known.width, known.sha256, validators
+        )
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ async def reuse(
     touched = await blob_repository.touch_blobs(
         session, {s.blob_id for s in sources.values()}, utcnow()
     )
-    return {key: Stored.of(s, s.blob) for key, s in sources.items() if s.blob_id in touched}
+    return {key: Stored.of(s) for key, s in sources.items() if s.blob_id in touched}
 
 
 async def record(
@@ -283,7 +285,7 @@ async def record(
                 f.source_id, blob.id, blob.content_type, blob.width, blob.sha256, f.validators
             )
         else:
-            recorded[identity] = Stored.of(source, source.blob) if source is not None else conflict
+            recorded[identity] = Stored.of(source) if source is not None else conflict
     return recorded
 
 
