@@ -29,13 +29,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from croniter import croniter
 from sqlalchemy import (
     Integer,
     Select,
+    Table,
     bindparam,
     case,
     delete,
@@ -108,6 +109,10 @@ class Waker:
         return close
 
 
+JOBS = cast(Table, QueueJob.__table__)
+ADD_JOBS = insert(JOBS)
+
+
 class LocalQueue:
     """Defers into `queue_job`; the runner, if this process has one (else the `waker` of
     the process that has), looks once the transaction commits."""
@@ -136,7 +141,7 @@ class LocalQueue:
             }
             for job in jobs
         ]
-        await session.execute(insert(QueueJob), rows)
+        await session.execute(ADD_JOBS, rows)
         wake = self._wake(declared.queue)
         if wake is not None:
             on_commit(session, wake)
@@ -264,11 +269,7 @@ class LocalRunner:
         for tick in self._next_tick.values():
             wait = min(wait, (tick - now).total_seconds())
         async with self.sessionmaker() as session:
-            due = await session.scalar(
-                select(func.min(QueueJob.run_after)).where(
-                    QueueJob.status == "todo", QueueJob.run_after > now
-                )
-            )
+            due = (await session.execute(NEXT_DUE, {"now": now})).scalar()
         if due is not None:
             wait = min(wait, (due - now).total_seconds())
         if self._running:
@@ -295,7 +296,7 @@ class LocalRunner:
         }
         if not room:
             return 0
-        taken: list[tuple[QueueJob, str]] = []
+        taken: list[tuple[Any, str]] = []
         async with session_scope(self.sessionmaker) as session:
             now = utcnow()
             for lane, free in room.items():
@@ -307,11 +308,7 @@ class LocalRunner:
                     self._quiet.pop(lane.queue, None)
                 taken += [(job, lane.queue) for job in found]
             if taken:
-                await session.execute(
-                    update(QueueJob)
-                    .where(QueueJob.id.in_([job.id for job, _ in taken]))
-                    .values(status="doing")
-                )
+                await session.execute(START_JOBS, {"ids": [job.id for job, _ in taken]})
         for job, queue in taken:
             task = asyncio.create_task(
                 self._run(job.id, job.task, job.args, job.failures), name=f"job-{job.id}"
@@ -350,25 +347,35 @@ class LocalRunner:
         try:
             async with session_scope(self.sessionmaker) as session:
                 if outcome:
-                    await session.execute(
-                        update(QueueJob).where(QueueJob.id == job_id).values(**outcome)
-                    )
+                    await session.execute(update(JOBS).where(JOBS.c.id == job_id).values(**outcome))
                 else:
-                    await session.execute(delete(QueueJob).where(QueueJob.id == job_id))
+                    await session.execute(END_JOB, {"job": job_id})
         except Exception:
             # Left `doing`: taken back at the next start.
             log.exception("queue.outcome_not_recorded", job=job_id, task=name)
 
 
-async def _next_jobs(
-    session: AsyncSession, lane: Lane, limit: int, now: datetime
-) -> Sequence[QueueJob]:
-    """The lane's jobs that may start now, in fair turns (see the module's text)."""
+# The runner's statements that run around every job, built once (as `_next_jobs`'s).
+NEXT_DUE = select(func.min(JOBS.c.run_after)).where(
+    JOBS.c.status == "todo", JOBS.c.run_after > bindparam("now", type_=JOBS.c.run_after.type)
+)
+JOBS_BY_ID = select(JOBS.c.id, JOBS.c.task, JOBS.c.args, JOBS.c.failures).where(
+    JOBS.c.id.in_(bindparam("ids", expanding=True))
+)
+START_JOBS = (
+    update(JOBS).where(JOBS.c.id.in_(bindparam("ids", expanding=True))).values(status="doing")
+)
+END_JOB = delete(JOBS).where(JOBS.c.id == bindparam("job"))
+
+
+async def _next_jobs(session: AsyncSession, lane: Lane, limit: int, now: datetime) -> list[Any]:
+    """The lane's jobs that may start now, in fair turns (see the module's text): rows
+    of their `id`, `task`, `args` and `failures`."""
     found = await session.execute(_next_jobs_statement(lane), {"now": now, "limit": limit})
     ids = found.scalars().all()
     if not ids:
         return []
-    jobs = (await session.scalars(select(QueueJob).where(QueueJob.id.in_(ids)))).all()
+    jobs = (await session.execute(JOBS_BY_ID, {"ids": list(ids)})).all()
     order = {job_id: i for i, job_id in enumerate(ids)}
     return sorted(jobs, key=lambda job: order[job.id])
 

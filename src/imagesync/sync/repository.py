@@ -235,6 +235,35 @@ async def get_product(session: AsyncSession, account_id: int, item_number: str) 
 
 
 PRODUCTS = cast(Table, Product.__table__)
+# What a product's run needs of the product, as a plain row (built once).
+PRODUCT_FOR_RUN = select(
+    PRODUCTS.c.id,
+    PRODUCTS.c.account_id,
+    PRODUCTS.c.use_sort_b2c,
+    PRODUCTS.c.last_applied_seq,
+    PRODUCTS.c.images_version,
+).where(
+    PRODUCTS.c.account_id == bindparam("account"),
+    PRODUCTS.c.item_number == bindparam("item"),
+)
+SET_USE_SORT_B2C = (
+    update(PRODUCTS)
+    .where(PRODUCTS.c.id == bindparam("product"))
+    .values(use_sort_b2c=bindparam("value"))
+)
+
+
+async def product_for_run(session: AsyncSession, account_id: int, item_number: str) -> Any | None:
+    """The product as it is now, as a run reads it: a plain row of its `id`,
+    `account_id`, `use_sort_b2c`, `last_applied_seq` and `images_version`."""
+    result = await session.execute(PRODUCT_FOR_RUN, {"account": account_id, "item": item_number})
+    return result.one_or_none()
+
+
+async def set_use_sort_b2c(session: AsyncSession, product_id: int, value: bool) -> None:
+    await session.execute(SET_USE_SORT_B2C, {"product": product_id, "value": value})
+
+
 TAKE_PRODUCT = (
     update(PRODUCTS)
     .where(

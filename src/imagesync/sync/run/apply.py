@@ -6,11 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.catalog.models import Product
 from imagesync.kit.db import utcnow
 from imagesync.storage import repository as blob_repository
 from imagesync.storage.renditions import queue_renditions
@@ -28,6 +27,20 @@ from imagesync.sync.results import Entry, image_result
 from imagesync.sync.run.context import SyncContext
 from imagesync.sync.run.download import Stored
 from imagesync.sync.schemas import ImageIn, ImageResult, ProductResult, Refresh, SyncCounts
+
+
+class ProductRow(Protocol):
+    """What planning and applying read of a product: the ORM's `Product`, or the plain
+    row a run reads (`repository.product_for_run`)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def use_sort_b2c(self) -> bool: ...
+    @property
+    def images_version(self) -> int: ...
 
 
 class Requeue(Exception):
@@ -49,7 +62,7 @@ class Planned:
 
 
 async def plan_products(
-    session: AsyncSession, wanted: Sequence[tuple[Product, list[ImageSpec], bool | None]]
+    session: AsyncSession, wanted: Sequence[tuple[ProductRow, list[ImageSpec], bool | None]]
 ) -> dict[int, tuple[dict[str, int], Planned]]:
     """Each product's plan from its current images to its specs, with the blob of each
     current image by image id, by product id; read as plain rows, in a few queries for
@@ -79,7 +92,10 @@ async def plan_products(
 
 
 async def plan_product(
-    session: AsyncSession, product: Product, specs: list[ImageSpec], use_sort_b2c: bool | None
+    session: AsyncSession,
+    product: ProductRow,
+    specs: list[ImageSpec],
+    use_sort_b2c: bool | None,
 ) -> tuple[dict[str, int], Planned]:
     """The plan from the product's current images to `specs`, with their blob ids."""
     return (await plan_products(session, [(product, specs, use_sort_b2c)]))[product.id]
@@ -89,7 +105,7 @@ async def apply_plan(
     ctx: SyncContext,
     session: AsyncSession,
     entry: Entry,
-    product: Product,
+    product: ProductRow,
     blob_ids: dict[str, int],
     planned: Planned,
     stored: dict[str, Stored],
@@ -195,8 +211,8 @@ async def apply_plan(
     for image_id in plan.deletes:
         await session.delete(images[image_id])
         counts.deleted += 1
-    if planned.use_sort_b2c is not None:
-        product.use_sort_b2c = planned.use_sort_b2c
+    if planned.use_sort_b2c is not None and planned.use_sort_b2c != product.use_sort_b2c:
+        await repository.set_use_sort_b2c(session, product.id, planned.use_sort_b2c)
     # The product's `updated_at` was stamped as it was taken for this sync, in this
     # same transaction (`take_product_for_seq`): not again here.
     return ProductResult(

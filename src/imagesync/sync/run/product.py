@@ -249,7 +249,7 @@ async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | N
             raise ProductBusy(seq)
         return None  # finished already: a retried job finds nothing to do
     structlog.contextvars.bind_contextvars(job=claimed.job_id)
-    product = await repository.get_product(session, claimed.account_id, claimed.item_number)
+    product = await repository.product_for_run(session, claimed.account_id, claimed.item_number)
     if product is None or product.last_applied_seq > seq:
         entry = await repository.get_entry(session, seq)
         assert entry is not None
@@ -296,7 +296,7 @@ async def _apply(
     if await blob_repository.touch_blobs(session, linked, utcnow()) != linked:
         return False  # the collector took one between the plan and now
     for _ in range(REPLANS):
-        product = await repository.get_product(session, entry.account_id, entry.item_number)
+        product = await repository.product_for_run(session, entry.account_id, entry.item_number)
         if product is None:
             await _end(
                 ctx,
