@@ -125,8 +125,9 @@ BUDGETS = {
     # rest plans the products to learn that they need downloads.
     "submit": {"sqlite": (9, 1), "postgresql": (9, 1)},
     # PostgreSQL takes the account's claim lock first (an exact per-account cap). The
-    # product's end reads whether its job announces it (webhooks).
-    "run": {"sqlite": (21, 2), "postgresql": (22, 2)},
+    # claim reads whether the job announces its end (webhooks): with no endpoint, the
+    # product's end reads nothing more.
+    "run": {"sqlite": (20, 2), "postgresql": (21, 2)},
     # With a webhook, each product's end counts the job's unfinished products (the job's
     # row held on PostgreSQL); the last one reads the endpoints and queues the deliveries
     # (their rows, and their jobs).
@@ -135,7 +136,7 @@ BUDGETS = {
     # A refresh of three known images, one of them changed: the run also reads the kept
     # images' sources (and their blobs), writes the new blob and moves its source to it,
     # and swaps the image's blob (the old one's grace period starts).
-    "refresh": {"sqlite": (23, 2), "postgresql": (24, 2)},
+    "refresh": {"sqlite": (22, 2), "postgresql": (23, 2)},
     # The job, one read of its products' images, its entries, already finished.
     "noop": {"sqlite": (3, 1), "postgresql": (3, 1)},
     # The job ended at once, announced: the endpoints, their deliveries, their jobs.

@@ -611,6 +611,7 @@ class Claimed:
     account_id: int
     item_number: str
     request: dict[str, Any]
+    notifies: bool  # whether its job announces its end (`SyncJob.notify`, set once)
 
 
 # The account's claims, one at a time on PostgreSQL (built once, as the two below).
@@ -633,7 +634,13 @@ CLAIM_ENTRY = (
         < bindparam("account_max"),
     )
     .values(status="running")
-    .returning(ENTRIES.c.job_id, ENTRIES.c.account_id, ENTRIES.c.item_number, ENTRIES.c.request)
+    .returning(
+        ENTRIES.c.job_id,
+        ENTRIES.c.account_id,
+        ENTRIES.c.item_number,
+        ENTRIES.c.request,
+        select(SyncJob.notify).where(SyncJob.id == ENTRIES.c.job_id).scalar_subquery(),
+    )
 )
 
 
@@ -650,7 +657,10 @@ async def claim_entry(session: AsyncSession, seq: int, *, account_max: int) -> C
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(CLAIM_LOCK, params)
     row = (await session.execute(CLAIM_ENTRY, params)).one_or_none()
-    return None if row is None else Claimed(*row)
+    if row is None:
+        return None
+    job_id, account_id, item_number, request, notifies = row
+    return Claimed(job_id, account_id, item_number, request, bool(notifies))
 
 
 async def products_with_rules(session: AsyncSession, account_id: int) -> Sequence[int]:

@@ -104,6 +104,7 @@ class _Taken:
     planned: Planned
     blob_ids: dict[str, int]  # the blob of each current image, by image id
     known: dict[str, Stored]
+    notifies: bool  # whether the job announces its end
 
     def refreshing(self) -> dict[Identity, tuple[ImageSpec, Stored]]:
         """The known identities the plan keeps or creates that ask to be refreshed."""
@@ -206,11 +207,25 @@ async def _run(ctx: SyncContext, seq: int, attempt: Attempt) -> None:
                 entry.status = "queued"
                 log.warning("sync.product.retrying", code=error.code, attempt=attempt.number)
             elif failures:
-                await _end(ctx, session, entry, failed(entry, planned.specs, failures, downloaded))
+                await _end(
+                    ctx,
+                    session,
+                    entry,
+                    failed(entry, planned.specs, failures, downloaded),
+                    notifies=taken.notifies,
+                )
                 log.info("sync.product.failed", item_number=entry.item_number)
                 return
             elif await _apply(
-                ctx, session, entry, planned, taken.blob_ids, stored, downloaded, revalidated
+                ctx,
+                session,
+                entry,
+                planned,
+                taken.blob_ids,
+                stored,
+                downloaded,
+                revalidated,
+                notifies=taken.notifies,
             ):
                 return
             else:
@@ -262,6 +277,7 @@ async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | N
             else failed_with(
                 entry, "product_not_found", f"the account has no product {entry.item_number!r}"
             ),
+            notifies=claimed.notifies,
         )
         return None
     specs = specs_of_request(claimed.request)
@@ -274,7 +290,7 @@ async def _take(ctx: SyncContext, session: AsyncSession, seq: int) -> _Taken | N
         claimed.account_id,
         [c.spec.identity.digest for c in planned.plan.creates] + refreshed,
     )
-    return _Taken(planned, blob_ids, known)
+    return _Taken(planned, blob_ids, known, claimed.notifies)
 
 
 async def _apply(
@@ -286,6 +302,8 @@ async def _apply(
     stored: dict[str, Stored],
     downloaded: int,
     revalidated: dict[str, Refresh],
+    *,
+    notifies: bool,
 ) -> bool:
     """Apply the product in the caller's transaction, after its downloads were recorded
     there; false, having changed nothing, when a blob its plan counted on is being
@@ -303,10 +321,11 @@ async def _apply(
                 session,
                 entry,
                 failed_with(entry, "product_not_found", "the product was deleted"),
+                notifies=notifies,
             )
             return True
         if product.last_applied_seq > entry.seq:
-            await _end(ctx, session, entry, superseded(entry))
+            await _end(ctx, session, entry, superseded(entry), notifies=notifies)
             return True
         if product.images_version != planned.version:
             # The catalog or another sync changed the product since it was planned.
@@ -327,19 +346,25 @@ async def _apply(
     result = await apply_plan(
         ctx, session, entry, product, blob_ids, planned, stored, downloaded, revalidated
     )
-    await _end(ctx, session, entry, result)
+    await _end(ctx, session, entry, result, notifies=notifies)
     log.info("sync.product.applied", item_number=entry.item_number, **result.counts.model_dump())
     return True
 
 
 async def _end(
-    ctx: SyncContext, session: AsyncSession, entry: SyncJobProduct, result: ProductResult
+    ctx: SyncContext,
+    session: AsyncSession,
+    entry: SyncJobProduct,
+    result: ProductResult,
+    *,
+    notifies: bool | None = None,
 ) -> None:
     """End the entry with `result` in the caller's transaction, and announce it to the
-    account's webhooks (a failure, the job's end)."""
+    account's webhooks (a failure, the job's end). `notifies`: whether its job announces
+    its end, where the caller knows it (else read)."""
     finish(entry, result)
     metrics.count_ended(session, [entry])
-    await events.product_ended(session, ctx.queue, entry)
+    await events.product_ended(session, ctx.queue, entry, notifies=notifies)
 
 
 async def _with_sources(

@@ -21,10 +21,14 @@ DELIVER = "webhooks.deliver"
 _UNFINISHED = ("queued", "running")
 
 
-async def product_ended(session: AsyncSession, queue: Queue, entry: SyncJobProduct) -> None:
+async def product_ended(
+    session: AsyncSession, queue: Queue, entry: SyncJobProduct, *, notifies: bool | None = None
+) -> None:
     """`entry` has just ended (a worker's run, in its transaction): announce its failure,
-    and the job's end if it was the job's last product."""
-    if not await repository.job_notifies(session, entry.job_id):
+    and the job's end if it was the job's last product. `notifies`: whether the job
+    announces its end, where the caller knows it (a run reads it as it takes the entry);
+    a job that does not then costs nothing here."""
+    if notifies is False or not await repository.job_notifies(session, entry.job_id):
         return
     events: list[tuple[str, int | None]] = []
     if entry.status == "failed":
