@@ -97,3 +97,35 @@ def test_on_postgresql_the_old_embedded_work_becomes_procrastinate_jobs(
         ("sync.run_product", "sync", {"seq": 1}, "product:1:p-1", 0, "todo"),
         ("media.render_blob", "renditions", {"blob_id": 7}, "blob:7", -10, "todo"),
     ]
+
+
+FETCH_LOCK_CHECK = (
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM procrastinate_jobs AS other_jobs "
+    "WHERE other_jobs.lock = 'product:1:p-999' "
+    "AND other_jobs.status IN ('todo', 'doing')"
+)
+
+
+@pytest.mark.postgres
+def test_procrastinate_jobs_of_a_lock_are_found_by_an_index_of_their_lock(
+    postgres_url: str,
+) -> None:
+    """A worker's take checks the other jobs of each candidate's lock: with thousands of
+    jobs waiting, that is a lookup in an index of the lock, not a read of the whole
+    `(id, lock)` index (docs/benchmarks.md)."""
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        definition = connection.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+            ("imagesync_procrastinate_jobs_lock",),
+        ).fetchone()
+        assert definition is not None
+        assert "(lock)" in definition[0]
+        with connection.transaction(force_rollback=True):
+            connection.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args) "
+                "SELECT 'sync', 'sync.run_product', 'product:1:p-' || g, '{}' "
+                "FROM generate_series(1, 5000) AS g"
+            )
+            connection.execute("ANALYZE procrastinate_jobs")
+            (plan,) = connection.execute(FETCH_LOCK_CHECK).fetchone()  # type: ignore[misc]
+    assert "imagesync_procrastinate_jobs_lock" in json.dumps(plan)
