@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -245,7 +246,9 @@ def test_a_body_read_from_its_bytes_is_what_json_then_validation_made_of_it(
 ) -> None:
     """Read in pydantic's parser, a body is the model the two steps made of it (JSON, then
     validation), and what they refuse is refused: handed on as parsed JSON, or
-    `InvalidJson`, for FastAPI's own errors."""
+    `InvalidJson`, for FastAPI's own errors. What only a lax reading takes (`1.0` or
+    `"1"` for an integer) is refused for the values of another JSON type, and only for
+    those."""
     data = json.dumps(body)
     if swap is not None:  # a value JSON spells in more than one way, or not at all
         data = data.replace('"http://127.0.0.1:8/a.jpg"', swap, 1).replace("1,", swap + ",", 1)
@@ -259,6 +262,13 @@ def test_a_body_read_from_its_bytes_is_what_json_then_validation_made_of_it(
         got: object = route.read_body(raw)
     except InvalidJson:
         got = InvalidJson
+    except RequestValidationError as strictly:
+        got = strictly.errors()
+    if isinstance(got, list):  # refused for values of another JSON type than documented
+        assert isinstance(expected, ImageSyncRequest)  # a lax reading took it
+        assert got
+        assert {e["type"] for e in got} <= {"int_type", "bool_type"}
+        return
     if isinstance(got, ImageSyncRequest):
         assert got == expected
     elif expected is InvalidJson:
@@ -276,3 +286,30 @@ def test_a_body_model_is_read_only_where_it_is_the_whole_body() -> None:
     assert _route().body_model is ImageSyncRequest
     assert StrictRoute("/e", embedded, methods=["POST"]).body_model is None
     assert StrictRoute("/p", plain, methods=["POST"]).body_model is None
+
+
+@pytest.mark.parametrize(
+    ("image", "pointer"),
+    [
+        pytest.param({"sort": True}, "/products/0/images/0/sort", id="true-for-an-integer"),
+        pytest.param({"sort": "1"}, "/products/0/images/0/sort", id="text-for-an-integer"),
+        pytest.param({"sort": 1.0}, "/products/0/images/0/sort", id="a-fraction-for-an-integer"),
+        pytest.param({"sort": 1, "refresh": 0}, "/products/0/images/0/refresh", id="0-for-a-flag"),
+        pytest.param(
+            {"sort": 1, "refresh": "no"}, "/products/0/images/0/refresh", id="text-for-a-flag"
+        ),
+    ],
+)
+async def test_a_value_of_another_json_type_than_documented_is_422_where_it_is(
+    client: httpx.AsyncClient, headers: dict[str, str], image: dict[str, object], pointer: str
+) -> None:
+    """The schema gives each value its JSON type; pydantic's lax mode would take these (a
+    fuzzer sent `"delete": 0.0` for a boolean and was answered 200)."""
+    body = {
+        "products": [
+            {"item_number": "p-1", "images": [{"url": "http://127.0.0.1:8/a.jpg", **image}]}
+        ]
+    }
+    response = await post(client, headers, json.dumps(body).encode(), "application/json")
+    assert response.status_code == 422, response.text
+    assert [e["source"]["pointer"] for e in response.json()["errors"]] == [pointer]

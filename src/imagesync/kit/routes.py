@@ -14,6 +14,7 @@ from typing import Any
 
 import pydantic
 from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.requests import Request
@@ -65,12 +66,29 @@ class StrictRoute(APIRoute):
         bytes, one pass in pydantic's parser, and FastAPI takes the instance as it is;
         only a body it refuses is parsed as JSON (`InvalidJson`, with where) and left to
         FastAPI's own validation, so every error reads as before. (A model's nesting
-        bounds the body's: no body model takes arbitrary JSON, see `_body_model`.)"""
+        bounds the body's: no body model takes arbitrary JSON, see `_body_model`.)
+
+        The body is read strictly: each value must be of the JSON type the documented
+        schema gives it. pydantic's lax mode would take `0` or `"no"` for a boolean and
+        `true`, `1.0` or `"1"` for an integer; such a body is refused (422, pointing at
+        each value) although a lax reading would take it. (The push CLI's CSV reading,
+        which has only text, stays lax.)"""
         if self.body_model is not None:
             try:
-                return self.body_model.model_validate_json(data)
+                return self.body_model.model_validate_json(data, strict=True)
+            except pydantic.ValidationError as refused:
+                strictly = refused
+            try:
+                self.body_model.model_validate_json(data)
             except pydantic.ValidationError:
-                pass
+                pass  # refused however it is read: FastAPI says why, as before
+            else:
+                raise RequestValidationError(
+                    [
+                        {**error, "loc": ("body", *error["loc"])}
+                        for error in strictly.errors(include_url=False, include_context=False)
+                    ]
+                )
         return parse_json(data)
 
 
