@@ -14,7 +14,9 @@ from typing import Any
 import pydantic_core
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, MetaData, event, exc
+from sqlalchemy import ColumnElement, DateTime, MetaData, Table, event, exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -77,6 +79,20 @@ JSON_CODEC: dict[str, Any] = {
     "json_serializer": _to_json,
     "json_deserializer": pydantic_core.from_json,
 }
+
+
+def insert_or_skip(
+    table: Table, conflict: list[str], returning: ColumnElement[Any] | None = None
+) -> dict[str, Any]:
+    """An INSERT of `table` that leaves out a row conflicting on the `conflict` columns,
+    built once per dialect (keyed by its name): sent with its rows as parameters, it is
+    compiled once and goes as one multi-row INSERT (a VALUES list built from the rows
+    would compile every time). `returning` names only the rows inserted."""
+    statements: dict[str, Any] = {}
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert)):
+        statement = insert(table).on_conflict_do_nothing(index_elements=conflict)
+        statements[name] = statement if returning is None else statement.returning(returning)
+    return statements
 
 
 def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:

@@ -20,11 +20,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from imagesync.kit.db import utcnow
+from imagesync.kit.db import insert_or_skip, utcnow
 from imagesync.storage.context import BlobUsers
 from imagesync.storage.models import Blob, Rendition
 
@@ -56,17 +54,7 @@ async def touch_blobs(session: AsyncSession, blob_ids: Collection[int], now: dat
     return {blob_id for (blob_id,) in rows}
 
 
-# One statement with the rows as its parameters, per dialect, built once: compiled once
-# and sent as one multi-row INSERT (a VALUES list built from the rows would compile every
-# time); RETURNING names only the rows inserted, not those left out by the conflict.
-ADD_BLOBS = {
-    "postgresql": pg_insert(BLOBS)
-    .on_conflict_do_nothing(index_elements=["sha256"])
-    .returning(BLOBS.c.sha256),
-    "sqlite": sqlite_insert(BLOBS)
-    .on_conflict_do_nothing(index_elements=["sha256"])
-    .returning(BLOBS.c.sha256),
-}
+ADD_BLOBS = insert_or_skip(BLOBS, ["sha256"], returning=BLOBS.c.sha256)
 
 
 async def add_blobs(session: AsyncSession, rows: Sequence[dict[str, object]]) -> set[str]:
@@ -99,15 +87,7 @@ async def blobs_by_sha256(session: AsyncSession, sha256s: Collection[str]) -> di
 
 
 RENDITIONS = cast(Table, Rendition.__table__)
-# The rows as parameters, as in `add_blobs`: built and compiled once.
-ADD_RENDITIONS = {
-    "postgresql": pg_insert(RENDITIONS)
-    .on_conflict_do_nothing(index_elements=["blob_id", "width"])
-    .returning(RENDITIONS.c.blob_id),
-    "sqlite": sqlite_insert(RENDITIONS)
-    .on_conflict_do_nothing(index_elements=["blob_id", "width"])
-    .returning(RENDITIONS.c.blob_id),
-}
+ADD_RENDITIONS = insert_or_skip(RENDITIONS, ["blob_id", "width"], returning=RENDITIONS.c.blob_id)
 
 
 async def ensure_renditions(session: AsyncSession, wanted: Collection[tuple[int, int]]) -> set[int]:

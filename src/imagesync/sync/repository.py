@@ -36,8 +36,9 @@ from imagesync.catalog.models import (
     Variant,
     VariantAttribute,
 )
-from imagesync.kit.db import UTCDateTime
+from imagesync.kit.db import UTCDateTime, insert_or_skip
 from imagesync.storage.models import Blob, Rendition
+from imagesync.storage.repository import BLOBS
 from imagesync.sync.core.planner import (
     ImageSpec,
     StoredImage,
@@ -485,17 +486,7 @@ async def variant_skus(session: AsyncSession, variant_ids: Collection[int]) -> d
 
 
 SOURCES = cast(Table, Source.__table__)
-BLOBS = cast(Table, Blob.__table__)
-# The rows as the statement's parameters, per dialect, built and compiled once; still
-# sent as one multi-row INSERT (a VALUES list built from the rows compiles every time).
-ADD_SOURCES = {
-    "postgresql": pg_insert(SOURCES).on_conflict_do_nothing(
-        index_elements=["account_id", "identity_hash"]
-    ),
-    "sqlite": sqlite_insert(SOURCES).on_conflict_do_nothing(
-        index_elements=["account_id", "identity_hash"]
-    ),
-}
+ADD_SOURCES = insert_or_skip(SOURCES, ["account_id", "identity_hash"])
 
 
 async def add_sources(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
