@@ -5,14 +5,13 @@ import os
 import stat
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.responses import Response as RawResponse
-from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from imagesync.catalog import products as catalog_products
@@ -147,7 +146,6 @@ async def sync_images(
         job_id = uuid.uuid4().hex
         lifetime = timedelta(hours=settings.idempotency_key_hours)
         earlier = None
-        job: results.Job
         if idempotency_key is not None:
             earlier = await idempotency.claim(
                 session, account.id, idempotency_key, body, job_id, lifetime=lifetime
@@ -155,30 +153,25 @@ async def sync_images(
         if earlier is None:
             limit = settings.max_images_per_product
             job = await submit.submit(session, ctx, account, body, max_images=limit, job_id=job_id)
+            answer = results.submitted_answer(job)
         else:
-            job = await jobs.get_job(session, account, earlier)
+            answer = results.answer(await jobs.get_job(session, account, earlier))
+            job_id = earlier
             response.headers["Idempotent-Replayed"] = "true"
-        read = results.job_read(job)
     # As `url_for` would say it, without its search through every route.
-    response.headers["Location"] = f"{request.base_url}{JOB_PATH.format(job_id=job.id)}"
+    response.headers["Location"] = f"{request.base_url}{JOB_PATH.format(job_id=job_id)}"
     deadline = time.monotonic() + wait
-    while read.status in ("queued", "running") and time.monotonic() < deadline:
+    while answer.status in ("queued", "running") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         try:
             async with session_scope(ctx.reads) as session:
-                read = results.job_read(await jobs.get_job(session, account, job.id))
+                answer = results.answer(await jobs.get_job(session, account, job_id))
         except Exception:  # the job is recorded: answer with what is known of it
-            log.exception("sync.job.wait_failed", job=job.id)
+            log.exception("sync.job.wait_failed", job=job_id)
             break
-    status = 202 if _ask_to_poll(response, read) else 200
-    return serialized(read, status, response)
-
-
-def serialized(model: BaseModel, status: int, response: Response) -> Response:
-    """`model` as JSON, serialised once: the model was built by the service and is
-    valid, so FastAPI's second validation of a returned value is skipped."""
+    status = 202 if _ask_to_poll(response, answer.status, answer.created_at) else 200
     return Response(
-        model.model_dump_json(),
+        answer.body,
         status_code=status,
         headers=dict(response.headers),
         media_type="application/json",
@@ -197,16 +190,16 @@ async def get_sync_job(
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
     read = results.job_read(await jobs.get_job(session, account, job_id))
-    _ask_to_poll(response, read)
+    _ask_to_poll(response, read.status, read.created_at)
     return read
 
 
-def _ask_to_poll(response: Response, job: SyncJobRead) -> bool:
+def _ask_to_poll(response: Response, status: str, created_at: datetime) -> bool:
     """Whether the job is unfinished; if so, `Retry-After` says when to read it again."""
-    if job.status not in ("queued", "running"):
+    if status not in ("queued", "running"):
         return False
     low, high = POLL_SECONDS
-    age = (utcnow() - job.created_at).total_seconds()
+    age = (utcnow() - created_at).total_seconds()
     response.headers["Retry-After"] = str(int(min(high, max(low, age // 10))))
     return True
 
