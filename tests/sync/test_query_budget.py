@@ -142,6 +142,8 @@ BUDGETS = {
     # The job ended at once, announced: the endpoints, their deliveries, their jobs.
     "noop_notified": {"sqlite": (6, 1), "postgresql": (6, 1)},
     "no_download": {"sqlite": (13, 1), "postgresql": (13, 1)},
+    # A poll of a job: the job and its products in one plain read.
+    "job": {"sqlite": (1, 1), "postgresql": (1, 1)},
     # A token not read lately: it and its account in one statement.
     "token": {"sqlite": (1, 1), "postgresql": (1, 1)},
     "rendition": {"sqlite": (4, 2), "postgresql": (4, 2)},
@@ -213,6 +215,25 @@ async def test_a_no_op_request_of_ten_products(
         again = await post(client, headers, products)
     assert again.status_code == 200, again.text
     within(spent, "noop", dialect)
+
+
+async def test_a_poll_of_a_job_is_one_read(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    image_server: ImageServer,
+    dialect: str,
+) -> None:
+    """Every client reads its jobs until they finish (32 clients importing a catalog
+    read hundreds a second): the job and its products in one read, answered as read."""
+    products, _, _ = await first_import(app, client, headers, image_server)
+    again = await post(client, headers, products)
+    job = again.json()
+    with counting(app.state.sessionmaker, app.state.read_sessionmaker) as spent:
+        read = await client.get(f"/products/images/sync/{job['id']}", headers=headers)
+    assert read.status_code == 200, read.text
+    assert read.json() == job
+    within(spent, "job", dialect)
 
 
 async def test_a_product_ended_in_its_request_is_recorded_without_its_list(

@@ -170,6 +170,12 @@ async def sync_images(
             log.exception("sync.job.wait_failed", job=job_id)
             break
     status = 202 if _ask_to_poll(response, answer.status, answer.created_at) else 200
+    return json_response(answer, status, response)
+
+
+def json_response(answer: results.Answer, status: int, response: Response) -> Response:
+    """The job's JSON as it was written once (`results.answer`): FastAPI neither validates
+    nor serialises it again."""
     return Response(
         answer.body,
         status_code=status,
@@ -182,16 +188,17 @@ async def sync_images(
     "/" + JOB_PATH,
     tags=["images"],
     name="get_sync_job",
+    response_model=SyncJobRead,
     responses={200: {"headers": {"Retry-After": UNFINISHED_HEADERS["Retry-After"]}}},
 )
 async def get_sync_job(
     job_id: Identifier, response: Response, session: ReadSessionDep, account: AccountDep
-) -> SyncJobRead:
+) -> Response:
     """An image sync job: its status and, per product, what happened to each image. While
     it is queued or running, `Retry-After` says when to read it again."""
-    read = results.job_read(await jobs.get_job(session, account, job_id))
-    _ask_to_poll(response, read.status, read.created_at)
-    return read
+    answer = results.answer(await jobs.get_job(session, account, job_id))
+    _ask_to_poll(response, answer.status, answer.created_at)
+    return json_response(answer, 200, response)
 
 
 def _ask_to_poll(response: Response, status: str, created_at: datetime) -> bool:

@@ -568,14 +568,40 @@ async def rendition_file(session: AsyncSession, image_id: str, width: int) -> An
     return (await session.execute(RENDITION_FILE, params)).one_or_none()
 
 
-async def get_job(session: AsyncSession, account_id: int, job_id: str) -> SyncJob | None:
-    stmt = (
-        select(SyncJob)
-        .where(SyncJob.id == job_id, SyncJob.account_id == account_id)
-        .options(selectinload(SyncJob.products))
-        .execution_options(populate_existing=True)
+@dataclass(frozen=True, slots=True)
+class JobRows:
+    """A job as it is read to be shown (`results.job_read`): its id, when it was
+    recorded, and its products as plain rows of `item_number`, `status`, `result` and
+    `finished_at`, in the order they were sent."""
+
+    id: str
+    created_at: datetime
+    products: Sequence[Any]
+
+
+_JOBS = cast(Table, SyncJob.__table__)
+# The job and its products, in one plain read: every poll of a job reads it (built once).
+JOB_ROWS = (
+    select(
+        _JOBS.c.created_at,
+        ENTRIES.c.item_number,
+        ENTRIES.c.status,
+        ENTRIES.c.result,
+        ENTRIES.c.finished_at,
     )
-    return await session.scalar(stmt)
+    .select_from(_JOBS.outerjoin(ENTRIES, ENTRIES.c.job_id == _JOBS.c.id))
+    .where(_JOBS.c.id == bindparam("job"), _JOBS.c.account_id == bindparam("account"))
+    .order_by(ENTRIES.c.position)
+)
+
+
+async def get_job(session: AsyncSession, account_id: int, job_id: str) -> JobRows | None:
+    """The account's job `job_id`, as plain rows; None if it has none such."""
+    rows = (await session.execute(JOB_ROWS, {"job": job_id, "account": account_id})).all()
+    if not rows:
+        return None
+    products = [row for row in rows if row.item_number is not None]
+    return JobRows(job_id, rows[0].created_at, products)
 
 
 async def get_job_any(session: AsyncSession, job_id: str) -> SyncJob:

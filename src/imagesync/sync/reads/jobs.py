@@ -7,10 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from imagesync.catalog.models import Account
 from imagesync.kit.errors import NotFound
 from imagesync.sync import repository
-from imagesync.sync.models import SyncJob
+from imagesync.sync.repository import JobRows
 
 
-async def get_job(session: AsyncSession, account: Account, job_id: str) -> SyncJob:
+async def get_job(session: AsyncSession, account: Account, job_id: str) -> JobRows:
     job = await repository.get_job(session, account.id, job_id)
     if job is None:
         raise NotFound(f"No image sync job {job_id!r}")
