@@ -227,14 +227,19 @@ def product_result(entry: Entry) -> ProductResult:
 
 def job_read(job: Job) -> SyncJobRead:
     status = job_status([entry.status for entry in job.products])
-    finished = [e.finished_at for e in job.products if e.finished_at is not None]
     return SyncJobRead(
         id=job.id,
         status=status,
         created_at=job.created_at,
-        finished_at=max(finished) if status not in ("queued", "running") and finished else None,
+        finished_at=_finished_at(job.products, status),
         products=[product_result(entry) for entry in job.products],
     )
+
+
+def _finished_at(products: Sequence[Entry], status: JobStatus) -> datetime | None:
+    """When the job finished: its last product's end, once none is left to run."""
+    finished = [e.finished_at for e in products if e.finished_at is not None]
+    return max(finished) if status not in ("queued", "running") and finished else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,14 +262,12 @@ def submitted_answer(job: SubmittedJob) -> Answer:
     products were recorded with (each a `ProductResult` dumped), not validated back into
     models: a nightly re-send's answer is ten kept products, and parsing them back cost
     a tenth of its request."""
-    statuses = [entry.status for entry in job.products]
-    status = job_status(statuses)
-    finished = [e.finished_at for e in job.products if e.finished_at is not None]
+    status = job_status([entry.status for entry in job.products])
     body = {
         "id": job.id,
         "status": status,
         "created_at": job.created_at,
-        "finished_at": max(finished) if status not in ("queued", "running") and finished else None,
+        "finished_at": _finished_at(job.products, status),
         "products": [
             entry.result if entry.result is not None else _unended(entry) for entry in job.products
         ],
